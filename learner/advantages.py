@@ -1,0 +1,45 @@
+"""Group-relative advantages (pure math), DESIGN.md §3.
+
+For each group g (a prompt group for DanceGRPO / Chunk-GRPO, a (prompt, branch step)
+column for E-GRPO):
+    A = (r − mean_g(r)) / (std_g(r) + eps),  std unbiased,  then clipped to ±clip.
+A group whose rewards are all equal (zero spread, or a single member) carries no signal:
+its advantages are exactly 0 and `zero_spread_groups` reports it so the caller can drop
+and count it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    _, index = torch.unique(group_ids, return_inverse=True)
+    return index, int(index.max().item()) + 1 if index.numel() else 0
+
+
+def zero_spread_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Bool [B]: True where the sample's group has max == min (no signal)."""
+    index, num_groups = _group_index(group_ids)
+    r = rewards.double()
+    hi = torch.full((num_groups,), -torch.inf, dtype=r.dtype).scatter_reduce(0, index, r, "amax")
+    lo = torch.full((num_groups,), torch.inf, dtype=r.dtype).scatter_reduce(0, index, r, "amin")
+    return (hi == lo)[index]
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-8, clip: float = 5.0
+) -> torch.Tensor:
+    """Per-group z-scores of rewards [B] -> advantages [B] float32 (module docstring)."""
+    if rewards.shape != group_ids.shape or rewards.ndim != 1:
+        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]")
+    index, num_groups = _group_index(group_ids)
+    r = rewards.double()  # [B]
+    count = torch.zeros(num_groups, dtype=r.dtype).index_add_(0, index, torch.ones_like(r))  # [G]
+    mean = torch.zeros(num_groups, dtype=r.dtype).index_add_(0, index, r) / count
+    centred = r - mean[index]  # [B]
+    sq = torch.zeros(num_groups, dtype=r.dtype).index_add_(0, index, centred**2)
+    std = torch.sqrt(sq / (count - 1).clamp(min=1))  # unbiased
+    adv = (centred / (std[index] + eps)).clamp(-clip, clip)
+    adv = torch.where(zero_spread_groups(rewards, group_ids), torch.zeros_like(adv), adv)
+    return adv.float()

@@ -1,0 +1,60 @@
+"""Chunk layouts for Chunk-GRPO (pure math), DESIGN.md §3.
+
+    relative_l1(latents)          L1_rel(i) = mean_B ‖x_{i+1} − x_i‖₁ / ‖x_i‖₁   [N]
+    dynamics_chunks(l1_rel, K)    contiguous chunk sizes minimising Σ_j Σ_{t∈C_j} (l_t − l̄_j)²
+                                  (exact dynamic programme, O(K·N²))
+    chunk_ids(sizes)              [N] chunk label of every transition, e.g. [2, 3] -> 0 0 1 1 1
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def relative_l1(latents: torch.Tensor) -> torch.Tensor:
+    """latents [B, N+1, ...] along trajectories -> L1_rel [N] float32."""
+    x = latents.float().reshape(latents.shape[0], latents.shape[1], -1)  # [B, N+1, D]
+    step = (x[:, 1:] - x[:, :-1]).abs().sum(-1)  # [B, N]
+    size = x[:, :-1].abs().sum(-1).clamp(min=1e-12)  # [B, N]
+    return (step / size).mean(0)
+
+
+def dynamics_chunks(l1_rel, num_chunks: int) -> list[int]:
+    """Chunk sizes (summing to len(l1_rel)) of the optimal contiguous segmentation."""
+    values = [float(v) for v in l1_rel]
+    n = len(values)
+    if not 1 <= num_chunks <= n:
+        raise ValueError(f"num_chunks must be in [1, {n}] for {n} transitions, got {num_chunks}")
+    prefix, prefix_sq = [0.0], [0.0]
+    for v in values:
+        prefix.append(prefix[-1] + v)
+        prefix_sq.append(prefix_sq[-1] + v * v)
+
+    def sse(i: int, j: int) -> float:  # cost of one chunk over values[i:j]
+        s = prefix[j] - prefix[i]
+        return (prefix_sq[j] - prefix_sq[i]) - s * s / (j - i)
+
+    inf = float("inf")
+    # cost[k][j]: best cost of splitting values[:j] into k chunks; cut[k][j]: start of the last chunk.
+    cost = [[inf] * (n + 1) for _ in range(num_chunks + 1)]
+    cut = [[0] * (n + 1) for _ in range(num_chunks + 1)]
+    cost[0][0] = 0.0
+    for k in range(1, num_chunks + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                c = cost[k - 1][i] + sse(i, j)
+                if c < cost[k][j] - 1e-15:
+                    cost[k][j], cut[k][j] = c, i
+    sizes, j = [], n
+    for k in range(num_chunks, 0, -1):
+        i = cut[k][j]
+        sizes.append(j - i)
+        j = i
+    return sizes[::-1]
+
+
+def chunk_ids(sizes: list[int]) -> torch.Tensor:
+    """[sum(sizes)] int64 chunk label per transition."""
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"chunk sizes must all be >= 1, got {sizes}")
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))

@@ -1,0 +1,141 @@
+"""Pretrain the tiny shapes-world model with the rectified-flow loss.
+
+    python -m rollout.tiny.pretrain                     # the shipped weights (seed 0)
+    python -m rollout.tiny.pretrain --steps 300 --out /tmp/tiny   # a quick smoke run
+
+Data are rendered on the fly from the *train* prompts (held-out combinations are never
+seen). Loss: x_σ = (1−σ)·x0 + σ·ε, target v = ε − x0, MSE; σ drawn like the sampling
+schedule (uniform s, shifted by 3). AdamW with warmup + cosine decay; the EMA weights are
+saved. The held-out validation loss (fixed σ grid and noise) is printed as it goes and
+recorded in raygrpo_model.json with the command and seed. Bit-exact reproduction needs
+the same torch build and thread count (2 on the machines that made the shipped weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rollout.policy import Conditioning, Policy
+from rollout.tiny import model as tiny_model
+from rollout.tiny import world
+
+
+def text_conditioning(policy: Policy, prompts: list[str]) -> Conditioning:
+    """Conditioning *with* gradients into the text encoder (pretraining trains it)."""
+    tokens = policy.tokenizer(prompts, padding="max_length", max_length=tiny_model.MAX_TOKENS, return_tensors="pt")
+    out = policy.text_encoder(input_ids=tokens.input_ids)
+    return Conditioning(out.last_hidden_state, out.pooler_output)
+
+
+def flow_loss(policy: Policy, prompts, x0, noise, sigma) -> torch.Tensor:
+    s = sigma[:, None, None]
+    x = (1 - s) * x0 + s * noise  # [B, L, D]
+    velocity = policy.velocity(x, sigma, text_conditioning(policy, prompts))
+    return ((velocity - (noise - x0)) ** 2).mean()
+
+
+def validation_set(prompts: list[str], seed: int, per_prompt: int = 4):
+    """Fixed held-out batch: renders, noise and a σ grid (the same every evaluation)."""
+    rng = np.random.default_rng(seed)
+    prompts = [p for p in prompts for _ in range(per_prompt)]
+    images = world.render([world.parse_prompt(p) for p in prompts], rng)
+    gen = torch.Generator().manual_seed(seed)
+    sigma = (torch.arange(len(prompts)) % 10 + 0.5) / 10  # σ in {0.05, …, 0.95}
+    return prompts, images, gen, sigma
+
+
+@torch.no_grad()
+def validation_loss(policy: Policy, val) -> float:
+    prompts, images, gen, sigma = val
+    x0 = policy.encode_images(images)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(gen.initial_seed()))
+    return flow_loss(policy, prompts, x0, noise, sigma).item()
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    tokenizer, text_encoder, transformer = tiny_model.build(args.seed)
+    policy = Policy(transformer, text_encoder, tokenizer, world.IMAGE_SIZE)
+    policy.text_encoder.requires_grad_(True).train()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    ema = copy.deepcopy(policy).requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    train_prompts = world.read_prompts(world.prompt_file("train"))
+    heldout = world.read_prompts(world.prompt_file("heldout"))
+    val = validation_set(heldout, args.seed + 1)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    for step in range(args.steps):
+        prompts = [train_prompts[i] for i in rng.integers(len(train_prompts), size=args.batch)]
+        x0 = policy.encode_images(world.render([world.parse_prompt(p) for p in prompts], rng))
+        noise = torch.randn(x0.shape, generator=gen)
+        s = torch.rand(args.batch, generator=gen)
+        sigma = 3 * s / (1 + 2 * s)  # the shift-3 schedule's density
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        loss = flow_loss(policy, prompts, x0, noise, sigma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), policy.parameters()):
+                e.lerp_(p, 1 - args.ema)
+        if step % args.log_every == 0 or step == args.steps - 1:
+            val_loss = validation_loss(ema, val)
+            print(f"step {step:5d}  loss {loss.item():.4f}  heldout(ema) {val_loss:.4f}  "
+                  f"{time.time() - start:6.0f}s", flush=True)
+        if args.save_every and step and step % args.save_every == 0:
+            _save(ema, args, step, validation_loss(ema, val), time.time() - start)
+    _save(ema, args, args.steps, validation_loss(ema, val), time.time() - start)
+
+
+def _save(policy: Policy, args, step: int, val_loss: float, seconds: float) -> None:
+    info = {
+        "produced_by": "python -m rollout.tiny.pretrain " + " ".join(sys.argv[1:]),
+        "seed": args.seed,
+        "steps": step,
+        "batch": args.batch,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "heldout_flow_loss": round(val_loss, 5),
+        "train_seconds": round(seconds),
+    }
+    tiny_model.save(Path(args.out), policy.tokenizer, policy.text_encoder, policy.transformer, info)
+    print(f"saved step {step} to {args.out}", flush=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(tiny_model.WEIGHTS_DIR))
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=500)
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

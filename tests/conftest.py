@@ -1,0 +1,20 @@
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def random_tiny_dir(tmp_path_factory):
+    """A randomly initialised tiny model written with save_pretrained (nothing downloaded)."""
+    from rollout.tiny import model as tiny_model
+
+    path = tmp_path_factory.mktemp("tiny_random")
+    tokenizer, text_encoder, transformer = tiny_model.build(seed=0)
+    tiny_model.save(path, tokenizer, text_encoder, transformer, {"produced_by": "tests/conftest.py"})
+    return path

@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from learner.objective import clipped_objective
+
+
+def reference_step_loss(log_prob, old_log_prob, adv, clip_range):
+    """Plain per-sample, per-step loop: DanceGRPO's step-level objective."""
+    terms = []
+    for b in range(len(log_prob)):
+        for t in range(len(log_prob[b])):
+            ratio = math.exp(log_prob[b][t] - old_log_prob[b][t])
+            clipped = min(max(ratio, 1 - clip_range), 1 + clip_range)
+            terms.append(-min(ratio * adv[b], clipped * adv[b]))
+    return sum(terms) / len(terms)
+
+
+def test_ratio_one_gives_minus_mean_advantage_and_no_clipping():
+    logp = torch.randn(4, 6)
+    adv = torch.tensor([1.0, -2.0, 0.5, 3.0])  # mean 0.625
+    loss, stats = clipped_objective(logp, logp.clone(), adv, torch.arange(6), clip_range=1e-4)
+    assert loss.item() == pytest.approx(-0.625)
+    assert stats["clip_fraction"] == 0.0
+    assert stats["ratio_mean"] == stats["ratio_min"] == stats["ratio_max"] == 1.0
+    assert stats["approx_kl"] == 0.0
+
+
+def test_size_one_chunks_reproduce_the_per_step_loop():
+    torch.manual_seed(0)
+    old = torch.randn(5, 7)
+    new = old + 0.3 * torch.randn(5, 7)
+    adv = torch.randn(5)
+    loss, _ = clipped_objective(new, old, adv, torch.arange(7), clip_range=0.2)
+    expected = reference_step_loss(new.tolist(), old.tolist(), adv.tolist(), 0.2)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_chunk_ratio_is_the_geometric_mean_of_its_step_ratios():
+    # one sample, chunk 0 = steps {0, 1} with step ratios 2 and 8 -> chunk ratio sqrt(16) = 4;
+    # chunk 1 = step {2} with ratio 1. A = 1, ε = 0.2:
+    # chunk 0: min(4·1, 1.2·1) = 1.2 ; chunk 1: min(1, 1) = 1  -> loss = -(1.2 + 1)/2 = -1.1
+    old = torch.zeros(1, 3)
+    new = torch.tensor([[math.log(2), math.log(8), 0.0]])
+    loss, stats = clipped_objective(new, old, torch.ones(1), torch.tensor([0, 0, 1]), clip_range=0.2)
+    assert stats["ratio_max"] == pytest.approx(4.0, rel=1e-6)
+    assert loss.item() == pytest.approx(-1.1, rel=1e-6)
+    assert stats["clip_fraction"] == 0.5  # 1 of the 2 chunks is outside 1 ± 0.2
+
+
+def test_negative_advantage_takes_the_pessimistic_branch():
+    # ratio e^0.5 = 1.6487 with A = -1: min(-1.6487, -1.2) = -1.6487 -> loss 1.6487 (unclipped)
+    loss, _ = clipped_objective(torch.tensor([[0.5]]), torch.zeros(1, 1), -torch.ones(1), torch.zeros(1, dtype=torch.long), clip_range=0.2)
+    assert loss.item() == pytest.approx(math.exp(0.5), rel=1e-6)
+
+
+def test_mask_drops_transitions_and_empty_chunks():
+    old = torch.zeros(2, 4)
+    new = torch.tensor([[0.1, 0.1, 5.0, 5.0], [0.1, 0.1, 0.1, 0.1]])
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    chunks = torch.tensor([0, 0, 1, 1])
+    loss, stats = clipped_objective(new, old, torch.ones(2), chunks, clip_range=10.0, mask=mask)
+    # present chunks: (0,0), (1,0), (1,1), each with ratio e^0.1 -> loss = -e^0.1
+    assert loss.item() == pytest.approx(-math.exp(0.1), rel=1e-6)
+    assert stats["ratio_max"] == pytest.approx(math.exp(0.1), rel=1e-6)
+    # approx KL = ½·mean(Δ²) over the 6 unmasked transitions = ½·0.01
+    assert stats["approx_kl"] == pytest.approx(0.005, rel=1e-5)
+
+
+def test_per_chunk_advantages_and_gradient_flows():
+    new = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = clipped_objective(new, torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]), torch.tensor([0, 1]), clip_range=0.2)
+    loss.backward()
+    # d/dlogp of -ratio·A at ratio 1 is -A, averaged over 2 chunks -> [-0.5, +0.5]
+    torch.testing.assert_close(new.grad, torch.tensor([[-0.5, 0.5]]))
