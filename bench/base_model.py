@@ -49,7 +49,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="tiny")
     p.add_argument("--out", default="bench/results/base_model.json")
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=12)
     args = p.parse_args()
     torch.set_num_threads(2)
     policy = load_policy(args.model)

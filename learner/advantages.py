@@ -43,3 +43,28 @@ def group_advantages(
     adv = (centred / (std[index] + eps)).clamp(-clip, clip)
     adv = torch.where(zero_spread_groups(rewards, group_ids), torch.zeros_like(adv), adv)
     return adv.float()
+
+
+def combined_advantages(
+    rewards: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    group_ids: torch.Tensor,
+    *,
+    mode: str,
+    eps: float = 1e-8,
+    clip: float = 5.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-reward advantages [B] and the zero-spread mask [B] (groups without signal).
+
+    mode "advantage" (DanceGRPO / MixGRPO): A = Σ_m w_m·A_m, each A_m normalised in its group;
+        a group carries no signal when every reward model has zero spread in it.
+    mode "reward" (Flow-GRPO): A = group_advantages(Σ_m w_m·r_m).
+    """
+    if mode == "advantage":
+        adv = sum(w * group_advantages(rewards[m], group_ids, eps=eps, clip=clip) for m, w in weights.items())
+        zero = torch.stack([zero_spread_groups(rewards[m], group_ids) for m in weights]).all(dim=0)
+        return adv.float(), zero
+    if mode == "reward":
+        total = sum(w * rewards[m].double() for m, w in weights.items())
+        return group_advantages(total, group_ids, eps=eps, clip=clip), zero_spread_groups(total, group_ids)
+    raise ValueError(f"aggregation mode must be 'advantage' or 'reward', got {mode!r}")

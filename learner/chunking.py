@@ -58,3 +58,31 @@ def chunk_ids(sizes: list[int]) -> torch.Tensor:
     if any(s < 1 for s in sizes):
         raise ValueError(f"chunk sizes must all be >= 1, got {sizes}")
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+
+def column_blocks(chunk_ids: torch.Tensor) -> list[list[int]]:
+    """Partition the S trained columns of chunk_ids [B, S] into the smallest blocks that keep
+    every (sample, chunk) inside one block, so the learner can run backward block by block
+    (DanceGRPO's per-step backward, generalised to chunks). Chunk-GRPO: a block per chunk."""
+    s = chunk_ids.shape[1]
+    parent = list(range(s))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for row in chunk_ids.tolist():
+        first: dict[int, int] = {}
+        for col, chunk in enumerate(row):
+            if chunk < 0:
+                continue
+            if chunk in first:
+                parent[find(col)] = find(first[chunk])
+            else:
+                first[chunk] = col
+    blocks: dict[int, list[int]] = {}
+    for col in range(s):
+        blocks.setdefault(find(col), []).append(col)
+    return sorted(blocks.values())

@@ -6,14 +6,14 @@ generator, as a real reward model knows nothing of the data pipeline.
 
 Per image, shared by both scorers (numpy, vectorised over B):
     background  per-channel median colour                       # the object covers < 10 %
-    weight w    clip((|x - background| - 0.10) / 0.15, 0, 1)   # soft foreground mask [B, H, W]
+    weight w    clip((|x - background| - 0.20) / 0.15, 0, 1)   # soft foreground mask [B, H, W]
     area        sum(w) in pixels
 `alignment` = mean of four posteriors that the image shows what the prompt says:
     background hue, object hue (core colour, weights w⁴; von Mises over six hues, sharper for more chroma),
     position (Gaussian over the five named places, std 0.09 of the side),
     shape (softmax over soft-IoU with a circle / square / triangle template of the
     measured area, centred on the measured centroid, temperature 0.02).
-`preference` = clip((area / pixels - 0.040) / (0.088 - 0.040), 0, 1): a taste for big
+`preference` = clip((area / pixels - 0.040) / (0.100 - 0.040), 0, 1): a taste for big
 objects that the prompts never state. It ignores the prompt, so like HPS it can be gamed
 by images that stop matching it (colour smeared beyond the object).
 """
@@ -37,7 +37,11 @@ HUE_SHARPNESS = 30.0  # von Mises concentration per unit of chroma
 PLACE_STD = 0.09
 SHAPE_TEMPERATURE = 0.02
 MIN_OBJECT_PIXELS = 4.0
-PREFERRED_COVERAGE = (0.040, 0.088)  # coverage scoring 0 … 1
+# Distance from the background colour (RGB in [0, 1]) at which a pixel starts / fully counts
+# as object. Every palette pair differs by >= 0.35 even when shaded, so objects count fully,
+# while faint texture (which a policy can learn to paint on the background) does not.
+FOREGROUND_RAMP = (0.20, 0.35)
+PREFERRED_COVERAGE = (0.040, 0.100)  # coverage scoring 0 … 1
 
 _PROMPT = re.compile(r"^a (\w+) (\w+) at the (.+) on a (\w+) background$")
 
@@ -65,7 +69,7 @@ def foreground(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Soft foreground weights [B, H, W] and background colour [B, 3] of images in [0, 1]."""
     background = np.median(x.reshape(len(x), -1, 3), axis=1)  # [B, 3]
     dist = np.linalg.norm(x - background[:, None, None, :], axis=-1)  # [B, H, W]
-    return np.clip((dist - 0.10) / 0.15, 0.0, 1.0), background
+    return np.clip((dist - FOREGROUND_RAMP[0]) / (FOREGROUND_RAMP[1] - FOREGROUND_RAMP[0]), 0.0, 1.0), background
 
 
 def _hue_posterior(rgb: np.ndarray) -> np.ndarray:

@@ -76,8 +76,13 @@ def sde_plan(
     train_last: bool,
     timestep_fraction: float = 1.0,
     chunk_sizes: list[int] | None = None,
+    ode_last: bool = False,
 ) -> RolloutPlan:
-    """An all-SDE plan (DanceGRPO, Chunk-GRPO). `chunk_sizes` None means chunks of size 1."""
+    """An SDE plan (DanceGRPO, Chunk-GRPO). `chunk_sizes` None means chunks of size 1.
+    `ode_last` makes the final transition deterministic (and so untrained): in pixel space
+    its noise, std = g·sqrt(σ_{N−1}), would stay in the image."""
+    if ode_last and train_last:
+        raise ValueError("the last transition cannot be trained when it is an ODE step; set learner.train_last_step: false")
     sigmas = sigma_schedule(num_steps, shift).tolist()
     trainable = [train_last or i < num_steps - 1 for i in range(num_steps)]
     n_train = sum(trainable)
@@ -100,7 +105,7 @@ def sde_plan(
         )
     return RolloutPlan(
         sigmas=tuple(sigmas),
-        sde=(True,) * num_steps,
+        sde=tuple(not (ode_last and i == num_steps - 1) for i in range(num_steps)),
         trainable=tuple(trainable),
         chunk_ids=tuple(chunk_ids),
         steps_per_sample=steps,

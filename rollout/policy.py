@@ -15,6 +15,7 @@ its kind; kind `tiny` is the embedded default (`rollout/tiny/`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,10 @@ class Policy(torch.nn.Module):
 
     def __init__(self, transformer, text_encoder, tokenizer, image_size: int, dtype=torch.float32):
         super().__init__()
-        self.transformer = transformer.to(dtype)
+        self.transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
+        self._latent_shape = ((image_size // tiny_model.PATCH) ** 2, transformer.config.in_channels)
+        # Full fine-tuning trains every transformer weight (LoRA would list only its adapters).
+        self.trainable_names = [name for name, _ in transformer.named_parameters()]
         self.text_encoder = text_encoder.requires_grad_(False).eval()
         self.tokenizer = tokenizer
         self.image_size = image_size
@@ -53,8 +57,7 @@ class Policy(torch.nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        n = (self.image_size // tiny_model.PATCH) ** 2
-        return (n, self.transformer.config.in_channels)
+        return self._latent_shape
 
     @property
     def device(self) -> torch.device:
@@ -98,6 +101,34 @@ class Policy(torch.nn.Module):
         """uint8 [B, H, W, 3] -> clean latents x0 [B, L, D] in [-1, 1] (pretraining data)."""
         pixels = torch.as_tensor(images, device=self.device).float() / 127.5 - 1
         return tiny_model.patchify(pixels)
+
+
+    # -- weights moving between learner and rollout workers -------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of every trainable transformer weight (what a sync sends)."""
+        module = getattr(self.transformer, "module", self.transformer)  # a DeepSpeed engine wraps it
+        params = dict(module.named_parameters())
+        return {k: params[k].detach().cpu().clone() for k in self.trainable_names}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        module = getattr(self.transformer, "module", self.transformer)
+        params = dict(module.named_parameters())
+        unknown = sorted(set(state) - set(params))
+        if unknown:
+            raise KeyError(f"weights for unknown parameters {unknown[:3]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+
+    @staticmethod
+    def state_checksum(state: dict[str, torch.Tensor]) -> str:
+        """blake2b over names, shapes, dtypes and bytes, in name order: equal iff weights equal."""
+        h = hashlib.blake2b(digest_size=16)
+        for k in sorted(state):
+            t = state[k].detach().cpu().contiguous()
+            h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
 
 
 def resolve_path(path: str) -> Path:

@@ -49,3 +49,16 @@ def test_chunk_ids_and_errors():
     assert chunk_ids([2, 3, 4, 7]).tolist() == [0] * 2 + [1] * 3 + [2] * 4 + [3] * 7
     with pytest.raises(ValueError, match="num_chunks"):
         dynamics_chunks([1.0, 2.0], 3)
+
+
+def test_column_blocks_keep_chunks_whole():
+    from learner.chunking import column_blocks
+
+    # Chunk-GRPO: the same chunks in every row -> one block per chunk
+    ids = chunk_ids([2, 3, 1]).expand(4, -1)
+    assert column_blocks(ids) == [[0, 1], [2, 3, 4], [5]]
+    # DanceGRPO: size-1 chunks -> one block per column
+    assert column_blocks(torch.arange(5).expand(3, -1)) == [[0], [1], [2], [3], [4]]
+    # rows disagree: row 1 joins columns 1 and 2 -> they share a block
+    ids = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 2]])
+    assert column_blocks(ids) == [[0], [1, 2], [3]]

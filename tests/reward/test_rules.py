@@ -41,17 +41,19 @@ def test_one_wrong_attribute_costs_about_a_quarter():
 
 def test_preference_likes_big_objects_and_ignores_the_prompt():
     scenes = [world.parse_prompt(p) for p in ALL[:120]]
-    small, big = world.AREA_MIN, world.AREA_MAX
+    lo, hi = world.AREA_MIN, world.AREA_MAX
     try:
-        world.AREA_MIN = world.AREA_MAX = small
+        world.AREA_MIN = world.AREA_MAX = lo
         s_small = world.render(scenes, np.random.default_rng(0))
-        world.AREA_MIN = world.AREA_MAX = big
+        world.AREA_MIN = world.AREA_MAX = 110.0  # a little above the data's largest (90 px)
         s_big = world.render(scenes, np.random.default_rng(0))
     finally:
-        world.AREA_MIN, world.AREA_MAX = small, big
+        world.AREA_MIN, world.AREA_MAX = lo, hi
     pref = PreferenceScorer()
     assert pref.score(s_small, ALL[:120]).mean() < 0.1
-    assert pref.score(s_big, ALL[:120]).mean() >= 0.95  # faithful images reach the ceiling
+    # the ceiling is reachable by faithful images: big objects, still aligned
+    assert pref.score(s_big, ALL[:120]).mean() >= 0.95
+    assert AlignmentScorer().score(s_big, ALL[:120]).mean() >= 0.95
     mid = pref.score(world.render_prompts(ALL, seed=0), ALL).mean()
     assert 0.3 < mid < 0.7  # the data distribution is middling by construction
     assert np.array_equal(pref.score(s_big, ALL[:120]), pref.score(s_big, ALL[120:240]))

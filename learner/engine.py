@@ -1,0 +1,110 @@
+"""DeepSpeed plumbing for the learner: process group, ZeRO engine, safe checkpoints.
+
+On CPU: `DS_ACCELERATOR=cpu` (set by orchestrator/cluster.py in the actor's environment)
+and the gloo backend; on GPUs: nccl. The optimizer is torch's AdamW (`torch_adam`) so no
+fused CUDA op has to be compiled. Checkpoints are DeepSpeed's own layout, but read back
+with `torch.load(weights_only=True)` only (DeepSpeed's default loader unpickles arbitrary
+objects); the few DeepSpeed classes its state holds are allow-listed explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+
+from learner.config import LearnerConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def node_ip() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # outside Ray (unit tests): loopback
+        return "127.0.0.1"
+
+
+def clear_stale_build_locks(max_age_s: float = 600) -> None:
+    """A process killed while compiling a DeepSpeed op leaves torch's build `lock` file
+    behind, and every later build waits on it forever; remove locks older than max_age_s."""
+    import glob
+    import time
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/torch_extensions"))
+    for lock in glob.glob(os.path.join(root, "*", "*", "lock")):
+        try:
+            if time.time() - os.path.getmtime(lock) > max_age_s:
+                os.remove(lock)
+        except OSError:
+            pass
+
+
+def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, gpu: bool) -> None:
+    import deepspeed
+
+    clear_stale_build_locks()
+    os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    deepspeed.init_distributed(
+        dist_backend="nccl" if gpu else "gloo",
+        auto_mpi_discovery=False,
+        init_method=f"tcp://{master_addr}:{master_port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(minutes=30),
+    )
+
+
+def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.max_grad_norm,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": 1e-8, "weight_decay": cfg.weight_decay,
+                       "torch_adam": True},
+        },
+        "zero_optimization": {"stage": cfg.zero_stage, "overlap_comm": False, "contiguous_gradients": True},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(module: torch.nn.Module, cfg: LearnerConfig, bf16: bool):
+    import deepspeed
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=params, config=deepspeed_config(cfg, bf16))
+    engine.checkpoint_engine = _weights_only_engine(engine)
+    return engine
+
+
+def _weights_only_engine(engine):
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+    return WeightsOnlyCheckpointEngine(engine._config)
+
+
+def _deepspeed_safe_globals() -> list:
+    """The non-tensor classes DeepSpeed puts in a ZeRO checkpoint (nothing executable)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler, DynamicLossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]

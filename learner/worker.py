@@ -1,0 +1,206 @@
+"""LearnerWorker: one DeepSpeed rank, as a plain class (made a Ray actor in orchestrator/cluster.py).
+
+Each rank fetches only the trajectory batches that hold its shard, recomputes the
+log-probs of the trained transitions with `rollout.sde.sde_step(..., x_next=...)` under
+the current weights, and applies `clipped_objective`. Backward runs block by block
+(chunks are never split across blocks), with the loss of every block scaled so that the
+summed gradient, averaged over ranks by DeepSpeed, is the gradient of the global mean
+over (sample, chunk). The policy is built by an injected factory, so this package never
+imports the model-loading code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+
+import torch
+
+from learner.chunking import column_blocks
+from learner.config import LearnerConfig
+from learner.engine import build_engine, free_port, init_distributed, node_ip
+from learner.objective import clipped_objective
+from rollout.sde import sde_step
+from rollout.trajectory import Trajectory
+
+
+def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
+    """Contiguous, near-equal split of `indices` over ranks."""
+    n = len(indices)
+    lo, hi = rank * n // world_size, (rank + 1) * n // world_size
+    return indices[lo:hi]
+
+
+class LearnerWorker:
+    def __init__(self, policy_factory, cfg: LearnerConfig, rank: int, world_size: int):
+        torch.set_num_threads(cfg.torch_threads)
+        if cfg.num_gpus == 0:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is first imported
+        self.cfg = cfg
+        self.rank = rank
+        self.world_size = world_size
+        self.policy = policy_factory()
+        self.gpu = self.policy.device.type == "cuda"
+        self.engine = None
+        self.updates = 0
+
+    # -- setup -------------------------------------------------------------------------------
+    def rendezvous(self) -> tuple[str, int]:
+        """(address, free port) of this rank, used as the process group's master by rank 0."""
+        return node_ip(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
+        self.policy.transformer.requires_grad_(True).train()
+        self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
+        self.policy.transformer = self.engine  # velocity() now runs through the engine
+        return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
+
+    # -- one iteration's update ------------------------------------------------------------------
+    def update(self, batch_refs: list, batch_sizes: list[int], samples: list[int], active: list[bool],
+               advantages: list[float]) -> dict:
+        """Train on this rank's shard of `samples` (global indices into the concatenated
+        batches; `active` False = padding that only keeps ranks in step)."""
+        import ray
+
+        start = time.perf_counter()
+        mine = shard(list(range(len(samples))), self.rank, self.world_size)
+        offsets = [sum(batch_sizes[:i]) for i in range(len(batch_sizes))]
+        wanted: dict[int, list[int]] = defaultdict(list)
+        for k in mine:
+            g = samples[k]
+            b = max(i for i, off in enumerate(offsets) if off <= g)
+            wanted[b].append(g - offsets[b])
+        fetched = dict(zip(wanted, ray.get([batch_refs[b] for b in wanted])))  # only this shard's batches
+        traj = Trajectory.cat([fetched[b].select(rows) for b, rows in wanted.items()])
+        adv = torch.tensor([advantages[k] for k in mine], dtype=torch.float32)
+        mask = torch.tensor([active[k] for k in mine], dtype=torch.bool)
+        fetch_s = time.perf_counter() - start
+        stats = self.train(traj, adv, mask)
+        stats.update(learner_fetch_s=fetch_s, learner_s=time.perf_counter() - start)
+        return stats
+
+    def train(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
+        """`minibatches` optimizer steps over the local batch; returns aggregated stats."""
+        totals: dict[str, float] = defaultdict(float)
+        ratio_min, ratio_max, first = float("inf"), float("-inf"), None
+        for mb in torch.tensor_split(torch.arange(len(traj)), self.cfg.minibatches):
+            step = self._minibatch(traj.select(mb), adv[mb], active[mb])
+            first = first or step
+            for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl"):
+                totals[k] += step[k] * step["chunks"]
+            totals["chunks"] += step["chunks"]
+            ratio_min, ratio_max = min(ratio_min, step["ratio_min"]), max(ratio_max, step["ratio_max"])
+        n = max(totals["chunks"], 1)
+        self.updates += 1
+        return {
+            "loss": totals["loss"] / n,
+            "clip_fraction": totals["clip_fraction"] / n,
+            "ratio_mean": totals["ratio_mean"] / n,
+            "approx_kl": totals["approx_kl"] / n,
+            "ratio_min": ratio_min,
+            "ratio_max": ratio_max,
+            "ratio_mean_first": first["ratio_mean"],
+            "chunks": totals["chunks"],
+            "grad_norm": first.get("grad_norm", 0.0),
+        }
+
+    def _minibatch(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
+        engine, cfg = self.engine, self.cfg
+        mask = active[:, None].expand_as(traj.chunk_ids)  # [b, S]
+        blocks = column_blocks(traj.chunk_ids)
+        n_local = _count_chunks(traj.chunk_ids, mask)
+        n_global = _all_reduce_sum(n_local)
+        stats: dict[str, float] = defaultdict(float)
+        ratio_min, ratio_max = float("inf"), float("-inf")
+        cond = self.policy.encode(traj.prompts)
+        for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch):
+            for cols in blocks:
+                ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
+                log_prob, old = self._log_probs(traj, mb, cols, cond)  # [mb, |cols|] each
+                loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
+                n_block = _count_chunks(ids, m)
+                # Σ_blocks loss·n_block/n_global is the global mean; × world size undoes DeepSpeed's average.
+                engine.backward(loss * (n_block * self.world_size / max(n_global, 1)))
+                if n_block:
+                    for k in ("clip_fraction", "ratio_mean", "approx_kl"):
+                        stats[k] += s[k] * n_block
+                    stats["loss"] += loss.item() * n_block
+                    ratio_min, ratio_max = min(ratio_min, s["ratio_min"]), max(ratio_max, s["ratio_max"])
+        engine.step()
+        n = max(n_local, 1)
+        out = {k: v / n for k, v in stats.items()}
+        out.update(chunks=n_local, ratio_min=ratio_min if n_local else 1.0, ratio_max=ratio_max if n_local else 1.0)
+        for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl"):
+            out.setdefault(k, 0.0 if k != "ratio_mean" else 1.0)
+        norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+        out["grad_norm"] = float(norm) if norm is not None else 0.0
+        return out
+
+    def _log_probs(self, traj: Trajectory, rows: torch.Tensor, cols: list[int], cond):
+        """New (with grad) and old log-probs [rows, cols] of the trained transitions, all
+        columns of the block in one transformer call."""
+        t = traj.train_steps[rows][:, cols]  # [b, c] transition index per (sample, column)
+        b, c = t.shape
+        r = rows[:, None].expand(b, c)
+        x = traj.latents[r, t].to(self.policy.device)  # [b, c, *latent]
+        x_next = traj.latents[r, t + 1].to(self.policy.device)
+        sigma, sigma_next = traj.sigmas[t], traj.sigmas[t + 1]  # [b, c]
+        flat = lambda z: z.transpose(0, 1).reshape(b * c, *z.shape[2:])  # column-major: [c·b, ...]
+        velocity = self.policy.velocity(flat(x), flat(sigma), cond.take(rows.repeat(c)))
+        step = sde_step(flat(x), velocity, flat(sigma), flat(sigma_next), noise_level=traj.noise_level,
+                        kind=traj.sde_kind, x_next=flat(x_next))
+        log_prob = step.log_prob.reshape(c, b).T  # [b, c]
+        old = traj.log_probs[r, t]
+        return log_prob, old
+
+    # -- weights and checkpoints -------------------------------------------------------------
+    def publish(self) -> tuple[dict | None, str | None]:
+        """(trainable weights, checksum) from rank 0; (None, None) elsewhere. Call on every rank
+        (ZeRO-3 gathers partitioned weights collectively)."""
+        from deepspeed import zero
+
+        module = self.engine.module
+        params = [p for p in module.parameters() if p.requires_grad]
+        with zero.GatheredParameters(params, modifier_rank=None, enabled=self.cfg.zero_stage == 3):
+            state = self.policy.trainable_state() if self.rank == 0 else None
+        if state is None:
+            return None, None
+        return state, self.policy.state_checksum(state)
+
+    def save(self, path: str) -> None:
+        """DeepSpeed engine state (model, optimizer partitions) under path/deepspeed, and on
+        rank 0 the trainable weights as path/policy.safetensors."""
+        from safetensors.torch import save_file
+
+        self.engine.save_checkpoint(os.path.join(path, "deepspeed"), tag="state", save_latest=False)
+        state, _ = self.publish()
+        if state is not None:
+            save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "policy.safetensors"))
+
+    def load(self, path: str) -> None:
+        load_path, _ = self.engine.load_checkpoint(os.path.join(path, "deepspeed"), tag="state")
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed state in {path}/deepspeed")
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates}
+
+
+def _count_chunks(chunk_ids: torch.Tensor, mask: torch.Tensor) -> int:
+    """Number of present (sample, chunk) pairs."""
+    present = set()
+    for b, (row, m) in enumerate(zip(chunk_ids.tolist(), mask.tolist())):
+        present.update((b, j) for j, keep in zip(row, m) if keep and j >= 0)
+    return len(present)
+
+
+def _all_reduce_sum(value: int) -> int:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return int(t.item())

@@ -1,0 +1,123 @@
+"""The `raygrpo` command line.
+
+    raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
+    raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.config import ConfigError, load_config
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster named by --address / RAY_ADDRESS (a `ray job submit` driver gets it set,
+    and its runtime_env is kept as is); otherwise start a private local Ray on loopback."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=True)
+    else:  # a private Ray on loopback: nothing outside this machine can reach it
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
+                 num_cpus=os.cpu_count())
+
+
+def cmd_train(args) -> int:
+    cfg = load_config(args.config, args.overrides)  # every config error surfaces here, before Ray
+    run_dir = Path(args.run_dir or f"runs/{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+    connect_ray(args.address)
+    from orchestrator.loop import train
+
+    result = train(cfg, run_dir, resume=args.resume)
+    print(summary(result))
+    return 0
+
+
+def summary(result: dict) -> str:
+    run_dir = result["run_dir"]
+    lines = [f"run dir: {run_dir}"]
+    before, after = result.get("before"), result.get("after")
+    if before and after:
+        lines.insert(0, "held-out rewards (ODE, before -> after):")
+        for name in before:
+            if name != "seconds":
+                lines.insert(-1, f"  {name:<12} {before[name]:.3f} -> {after[name]:.3f}")
+        lines.append(f"grids: {run_dir}/samples/eval_before.png, {run_dir}/samples/eval_after.png")
+    return "\n".join(lines)
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from orchestrator.checkpoint import load_policy_weights
+    from orchestrator.config import prompt_path
+    from orchestrator.evaluate import eval_images, score_images
+    from reward.worker import build_scorer
+    from rollout.policy import load_policy
+    from rollout.tiny.world import read_prompts
+    from rollout.worker import DTYPES
+
+    ckpt = None if args.checkpoint == "base" else Path(args.checkpoint)
+    if ckpt is not None and not (ckpt / "policy.safetensors").exists():
+        raise ConfigError(f"--checkpoint {ckpt}: no policy.safetensors there; give a run's checkpoints/iter_* dir or 'base'")
+    config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
+    cfg = load_config(config, args.overrides)
+    torch.set_num_threads(args.threads)
+    policy = load_policy(cfg.model.path, dtype=DTYPES[cfg.model.dtype])
+    if ckpt is not None:
+        policy.load_trainable_state(load_policy_weights(ckpt))
+    prompts = read_prompts(prompt_path(args.prompts))
+    batch, images = eval_images(policy, prompts, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
+                                num_steps=cfg.rollout.num_steps, shift=cfg.rollout.shift)
+    means = score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
+    for name, value in means.items():
+        print(f"{name}: {value:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(means, indent=2) + "\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a policy (README: the default tiny run)")
+    t.add_argument("--config", required=True, help="YAML config (deploy/configs/*.yaml)")
+    t.add_argument("--run-dir", help="where metrics, samples and checkpoints go (default runs/<algorithm>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    t.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="mean reward of a checkpoint (or the base model) over prompts")
+    e.add_argument("--checkpoint", required=True, help="a run's checkpoints/iter_* dir, or 'base'")
+    e.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:heldout")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", help="also write {reward name: mean} here")
+    e.add_argument("--config", help="config (default: the checkpoint's config.yaml, else built-in defaults)")
+    e.add_argument("--samples-per-prompt", type=int, default=4)
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"raygrpo: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

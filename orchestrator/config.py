@@ -1,0 +1,187 @@
+"""The run configuration: each package's section composed, presets, YAML and CLI overrides.
+
+    config = load_config("deploy/configs/tiny.yaml", ["learner.lr=3e-4", "rollout.num_workers=1"])
+
+`algorithm` fills every preset-controlled field the user left unset (DESIGN.md §6); every
+knob stays settable. All checks run here, before any actor starts, and each error names
+the field and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from learner.config import LearnerConfig, chunk_sizes
+from reward.config import RewardConfig
+from rollout.config import ModelConfig, RolloutConfig
+from rollout.plan import RolloutPlan, sde_plan
+from rollout.tiny import world
+
+ALGORITHMS = ("dance_grpo", "chunk_grpo")
+# Defaults each algorithm gives to fields left unset; (section, field) -> value.
+PRESETS: dict[str, dict[tuple[str, ...], object]] = {
+    "dance_grpo": {
+        ("rollout", "sde_kind"): "dance",
+        ("rollout", "noise_level"): 0.3,
+        ("learner", "train_last_step"): False,
+        ("learner", "timestep_fraction"): 0.6,
+        ("learner", "chunks", "mode"): "step",
+    },
+    "chunk_grpo": {
+        ("rollout", "sde_kind"): "flow",
+        ("rollout", "noise_level"): 0.7,
+        ("learner", "train_last_step"): True,
+        ("learner", "timestep_fraction"): 1.0,
+        ("learner", "chunks", "mode"): "uniform",
+        ("learner", "chunks", "size"): 4,
+    },
+}
+PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout")}
+
+
+class OrchestratorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    iterations: int = Field(30, ge=1, description="training iterations (one rollout + update each)")
+    prompts_per_iter: int = Field(8, ge=1, description="prompt groups per iteration (B = prompts_per_iter · group_size)")
+    train_prompts: str = Field("tiny:train", description="prompt file (one a line), or tiny:train")
+    eval_prompts: str = Field("tiny:heldout", description="held-out prompt file for before/after evaluation, or tiny:heldout")
+    seed: int = Field(0, description="run seed: prompt order, initial and SDE noise all derive from it")
+    checkpoint_every: int = Field(10, ge=1, description="checkpoint every K iterations (and at the end)")
+    sample_every: int = Field(1, ge=1, description="write a sample grid every K iterations")
+    eval_before_after: bool = Field(True, description="evaluate base and final policy on eval_prompts and print the summary")
+    eval_samples_per_prompt: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _prompt_files_exist(self):
+        for field in ("train_prompts", "eval_prompts"):
+            path = prompt_path(getattr(self, field))
+            if not path.is_file():
+                raise ValueError(f"orchestrator.{field}: no file {path}; give a file with one prompt a line, or tiny:train")
+        return self
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algorithm: Literal["dance_grpo", "chunk_grpo"] = Field("chunk_grpo", description="preset for plan, chunking and grouping")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = copy.deepcopy(data)
+        algorithm = data.get("algorithm", "chunk_grpo")
+        for path, value in PRESETS.get(algorithm, {}).items():
+            node = data
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                if node.get(path[-1]) is None:
+                    node[path[-1]] = value
+        return data
+
+    @model_validator(mode="after")
+    def _plan_is_consistent(self):
+        build_plan(self)  # raises ValueError naming the field (chunk sizes, timestep_fraction)
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        return self.orchestrator.prompts_per_iter * self.rollout.group_size
+
+
+def prompt_path(value: str) -> Path:
+    return Path(PROMPT_ALIASES.get(value, value)).expanduser()
+
+
+def build_plan(cfg: Config) -> RolloutPlan:
+    """The rollout plan the config describes (the same on the driver and every worker)."""
+    n = cfg.rollout.num_steps
+    if cfg.rollout.ode_last_step and cfg.learner.train_last_step:
+        raise ValueError("rollout.ode_last_step is true but learner.train_last_step is true too; "
+                         "an ODE step has no log-prob to train: set learner.train_last_step: false")
+    trained = n if cfg.learner.train_last_step else n - 1
+    return sde_plan(
+        n,
+        shift=cfg.rollout.shift,
+        noise_level=cfg.rollout.noise_level,
+        sde_kind=cfg.rollout.sde_kind,
+        train_last=cfg.learner.train_last_step,
+        timestep_fraction=cfg.learner.timestep_fraction,
+        chunk_sizes=chunk_sizes(cfg.learner.chunks, trained),
+        ode_last=cfg.rollout.ode_last_step,
+    )
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the user (field path + fix)."""
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (a typo?); see deploy/configs/*.yaml for the fields"
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['learner.lr=3e-4', 'rollout.num_workers=1'] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key.sub=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for k, v in extra.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def config_from_dict(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(_merge(data, parse_overrides(list(overrides))))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,67 @@
+"""The driver loop, DESIGN.md §1: sample → rollout → score → advantages → update → sync → log.
+
+The driver holds ObjectRefs and scalars only; each phase is one named, timed call, and a
+new algorithm changes the plan and the config, never this loop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from orchestrator.cluster import Cluster
+from orchestrator.config import Config, build_plan, prompt_path
+from orchestrator.evaluate import eval_batch
+from orchestrator.run import PhaseTimer, Run, compute_advantages
+from rollout.tiny.world import read_prompts
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`)."""
+    run = Run(cfg, run_dir, resume)
+    cluster = Cluster(cfg, build_plan(cfg))
+    try:
+        run.status.update(state="starting", workers=cluster.workers())
+        run.restore(cluster)
+        before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
+        for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
+            timer = PhaseTimer(run.status)
+            with timer("sample"):
+                groups = list(enumerate(run.prompts.next(cfg.orchestrator.prompts_per_iter)))
+            with timer("rollout"):
+                preview = iteration % cfg.orchestrator.sample_every == 0
+                batches = cluster.rollout(groups, iteration, preview)
+            with timer("score"):
+                rewards = cluster.score(batches)
+            with timer("advantages"):
+                adv = compute_advantages(cfg, rewards, [g for b in batches for g in b.group_ids])
+            with timer("update"):
+                stats = cluster.update(batches, adv.samples, adv.active, adv.values)
+            with timer("sync"):
+                run.version += 1
+                checksum = cluster.sync(run.version)
+            with timer("log"):
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum)
+                if run.due(iteration):
+                    run.checkpoint(cluster, iteration, checksum)
+            run.status.update(workers=cluster.workers())
+        after = evaluate(cfg, cluster, run, "after") if before is not None else None
+        run.close("finished")
+        return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
+    except BaseException:
+        run.close("failed")
+        raise
+    finally:
+        cluster.shutdown()
+
+
+def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str) -> dict:
+    """Held-out mean rewards of the current policy; writes samples/eval_<tag>.png."""
+    start = time.perf_counter()
+    run.status.update(phase=f"eval_{tag}")
+    prompts = read_prompts(prompt_path(cfg.orchestrator.eval_prompts))
+    batch, seeds = eval_batch(prompts, cfg.orchestrator.seed, cfg.orchestrator.eval_samples_per_prompt)
+    means, preview = cluster.evaluate(batch, seeds, preview_cols=cfg.orchestrator.eval_samples_per_prompt)
+    (run.run_dir / "samples" / f"eval_{tag}.png").write_bytes(preview)
+    means["seconds"] = time.perf_counter() - start
+    return means

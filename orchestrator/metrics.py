@@ -1,0 +1,116 @@
+"""Metric names (constants, documented once: README's table is checked against METRICS),
+and the run-dir writers: metrics.jsonl, TensorBoard events, status.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+ITERATION = "iteration"
+POLICY_VERSION = "policy_version"
+WEIGHTS_CHECKSUM = "weights_checksum"
+ELAPSED = "elapsed_s"
+IMAGES_PER_S = "throughput/images_per_s"
+GROUPS_PLANNED = "groups_planned"
+GROUPS_COMPLETED = "groups_completed"
+ZERO_STD_RATIO = "zero_std_ratio"
+ADVANTAGE_ABS = "advantage/abs_mean"
+LOSS = "learner/loss"
+CLIP_FRACTION = "learner/clip_fraction"
+APPROX_KL = "learner/approx_kl"
+RATIO_MEAN = "learner/ratio_mean"
+RATIO_MIN = "learner/ratio_min"
+RATIO_MAX = "learner/ratio_max"
+RATIO_MEAN_FIRST = "learner/ratio_mean_first"
+GRAD_NORM = "learner/grad_norm"
+PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
+
+
+def reward_mean(name: str) -> str:
+    return f"reward/{name}/mean"
+
+
+def reward_std(name: str) -> str:
+    return f"reward/{name}/std"
+
+
+def phase_time(phase: str) -> str:
+    return f"time/{phase}"
+
+
+METRICS: dict[str, str] = {
+    ITERATION: "iteration index (0-based) the line describes",
+    POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k)",
+    WEIGHTS_CHECKSUM: "blake2b of the published weights; every rollout worker verified to hold the same",
+    ELAPSED: "seconds since the run (or resume) started",
+    IMAGES_PER_S: "images generated per second of iteration wall time",
+    GROUPS_PLANNED: "prompt groups planned this iteration",
+    GROUPS_COMPLETED: "prompt groups whose rollouts and rewards completed",
+    ZERO_STD_RATIO: "share of groups whose rewards have zero spread (dropped: no signal)",
+    ADVANTAGE_ABS: "mean |advantage| over trained samples",
+    reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
+    reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
+    LOSS: "clipped surrogate loss (mean over sample, chunk)",
+    CLIP_FRACTION: "share of chunk ratios outside 1 ± clip_range",
+    APPROX_KL: "½·mean(Δlogp²) over trained transitions",
+    RATIO_MEAN: "mean chunk ratio over all minibatches",
+    RATIO_MIN: "smallest chunk ratio",
+    RATIO_MAX: "largest chunk ratio",
+    RATIO_MEAN_FIRST: "mean chunk ratio at the first minibatch: must be 1 (rollout and learner agree)",
+    GRAD_NORM: "global gradient norm before clipping, last optimizer step",
+    phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
+}
+
+
+class MetricsWriter:
+    """Appends one JSON object per iteration to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        step = row[ITERATION]
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != ITERATION:
+                self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Status:
+    """The live status.json: state, iteration, phase, workers; rewritten atomically."""
+
+    def __init__(self, run_dir: Path, iterations: int):
+        self.path = Path(run_dir) / "status.json"
+        self.data = {"state": "starting", "iteration": None, "iterations": iterations, "phase": None,
+                     "started": time.time(), "updated": time.time(), "workers": [], "run_dir": str(run_dir)}
+
+    def update(self, **fields) -> None:
+        self.data.update(fields, updated=time.time())
+        write_json_atomic(self.path, self.data)

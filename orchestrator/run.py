@@ -1,0 +1,163 @@
+"""Run bookkeeping for the driver loop: run dir, prompt order, advantages, metrics rows,
+progress bar, sample previews, checkpoints and resume. Everything here is scalars and
+small dicts; the heavy data stays in the object store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from learner.advantages import combined_advantages
+from orchestrator import checkpoint, metrics as M
+from orchestrator.config import Config, dump_config, prompt_path
+from rollout.sampler import derive_seed
+from rollout.tiny.world import read_prompts
+
+
+class PromptSampler:
+    """Prompts in a seeded random order, a fresh permutation each epoch. State: (epoch, position)."""
+
+    def __init__(self, prompts: list[str], seed: int, state: dict | None = None):
+        self.prompts, self.seed = prompts, seed
+        self.epoch, self.position = (state["epoch"], state["position"]) if state else (0, 0)
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 7, self.epoch))
+        return torch.randperm(len(self.prompts), generator=g).tolist()
+
+    def next(self, n: int) -> list[str]:
+        out = []
+        while len(out) < n:
+            order = self._order()
+            take = order[self.position:self.position + n - len(out)]
+            out += [self.prompts[i] for i in take]
+            self.position += len(take)
+            if self.position >= len(order):
+                self.epoch, self.position = self.epoch + 1, 0
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+@dataclass
+class Advantages:
+    samples: list[int]  # global sample indices the learner trains on
+    active: list[bool]  # False: padding that keeps learner ranks in step (zero gradient)
+    values: list[float]  # advantage per entry of `samples`
+    zero_std_ratio: float
+    abs_mean: float
+
+
+def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], group_ids: list[int]) -> Advantages:
+    """Group-normalised, reward-aggregated advantages; zero-spread groups dropped."""
+    ids = torch.tensor(group_ids)
+    adv, zero = combined_advantages(
+        {k: torch.as_tensor(v) for k, v in rewards.items()},
+        {s.name: s.weight for s in cfg.reward.scorers},
+        ids, mode=cfg.reward.aggregation, clip=cfg.learner.adv_clip,
+    )
+    keep = [i for i in range(len(ids)) if not zero[i]]
+    need = cfg.learner.world_size * cfg.learner.minibatches
+    pad = [i for i in range(len(ids)) if zero[i]][: max(0, need - len(keep))]
+    groups = ids.unique()
+    zero_groups = sum(bool(zero[ids == g].all()) for g in groups)
+    return Advantages(
+        samples=keep + pad,
+        active=[True] * len(keep) + [False] * len(pad),
+        values=[float(adv[i]) for i in keep + pad],
+        zero_std_ratio=zero_groups / len(groups),
+        abs_mean=float(adv[keep].abs().mean()) if keep else 0.0,
+    )
+
+
+class PhaseTimer:
+    """`with timer("rollout"):` records seconds per phase and the live phase in status.json."""
+
+    def __init__(self, status: M.Status):
+        self.status, self.seconds, self._phase = status, {}, None
+
+    def __call__(self, phase: str):
+        self._phase = phase
+        return self
+
+    def __enter__(self):
+        self.status.update(phase=self._phase)
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds[self._phase] = time.perf_counter() - self._start
+
+
+class Run:
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.resume_from = checkpoint.latest(self.run_dir) if resume else None
+        if resume and self.resume_from is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
+        state = checkpoint.read_state(self.resume_from) if self.resume_from else None
+        self.start_iteration = state["next_iteration"] if state else 0
+        self.version = state["policy_version"] if state else 0
+        self.prompts = PromptSampler(read_prompts(prompt_path(cfg.orchestrator.train_prompts)), cfg.orchestrator.seed,
+                                     state["prompt_sampler"] if state else None)
+        self.metrics = M.MetricsWriter(self.run_dir)
+        self.status = M.Status(self.run_dir, cfg.orchestrator.iterations)
+        self.started = time.time()
+        self.bar = tqdm(total=cfg.orchestrator.iterations, initial=self.start_iteration, desc="raygrpo", unit="it",
+                        dynamic_ncols=True)
+        self.last: dict = {}
+
+    def restore(self, cluster) -> None:
+        if self.resume_from is not None:
+            cluster.load(str(self.resume_from))
+            cluster.sync(self.version)
+
+    def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
+            batches: list, checksum: str) -> dict:
+        wall = sum(timer.seconds.values())
+        n = sum(len(b.prompts) for b in batches)
+        row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
+               M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
+               M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
+               M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
+               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean,
+               M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
+               M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
+               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.GRAD_NORM: stats["grad_norm"]}
+        for name, r in rewards.items():
+            row[M.reward_mean(name)], row[M.reward_std(name)] = float(np.mean(r)), float(np.std(r))
+        row.update({M.phase_time(p): s for p, s in timer.seconds.items()})
+        self.metrics.write(row)
+        preview = batches[0].info.get("preview_png")
+        if preview:
+            (self.run_dir / "samples" / f"iter_{iteration:05d}.png").write_bytes(preview)
+        first = self.cfg.reward.scorers[0].name
+        self.bar.set_postfix({f"{first}": f"{row[M.reward_mean(first)]:.3f}", "img/s": f"{row[M.IMAGES_PER_S]:.1f}"})
+        self.bar.update(1)
+        self.status.update(state="running", iteration=iteration, last_metrics=row)
+        self.last = row
+        return row
+
+    def checkpoint(self, cluster, iteration: int, checksum: str) -> Path:
+        tmp = checkpoint.begin(self.run_dir, iteration + 1)
+        cluster.save(str(tmp))
+        state = {"next_iteration": iteration + 1, "policy_version": self.version, "weights_checksum": checksum,
+                 "prompt_sampler": self.prompts.state(), "seed": self.cfg.orchestrator.seed}
+        return checkpoint.commit(tmp, state, dump_config(self.cfg))
+
+    def due(self, iteration: int) -> bool:
+        last = iteration + 1 == self.cfg.orchestrator.iterations
+        return last or (iteration + 1) % self.cfg.orchestrator.checkpoint_every == 0
+
+    def close(self, state: str = "finished") -> None:
+        self.bar.close()
+        self.metrics.close()
+        self.status.update(state=state, phase=None)

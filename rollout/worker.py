@@ -1,0 +1,94 @@
+"""RolloutWorker: a plain class (made a Ray actor only in orchestrator/cluster.py).
+
+It loads the policy once, receives whole prompt groups, runs the rollout plan with
+group-shared initial noise, and returns the decoded images and the Trajectory (which Ray
+keeps in the object store: the driver only ever holds their refs) plus a small info dict.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import torch
+
+from rollout.config import ModelConfig, RolloutConfig
+from rollout.grid import image_grid
+from rollout.plan import RolloutPlan
+from rollout.policy import Policy, load_policy
+from rollout.sampler import generate, group_seeds, sample_ode
+from rollout.trajectory import Trajectory
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(num_gpus: float) -> str:
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class RolloutWorker:
+    def __init__(self, model: ModelConfig, rollout: RolloutConfig, plan: RolloutPlan, run_seed: int, index: int):
+        torch.set_num_threads(rollout.torch_threads)
+        self.cfg = rollout
+        self.plan = plan
+        self.run_seed = run_seed
+        self.index = index
+        self.policy: Policy = load_policy(model.path, dtype=DTYPES[model.dtype], device=pick_device(rollout.num_gpus))
+        self.policy.requires_grad_(False)
+        self.policy_version = 0
+        self.images_done = 0
+        self.plan_shift = rollout.shift
+
+    def info(self) -> dict:
+        """Small facts for the worker table: pid, node, version, images generated."""
+        return {"pid": os.getpid(), "node": os.uname().nodename, "policy_version": self.policy_version,
+                "images": self.images_done, "index": self.index}
+
+    def load_weights(self, state: dict[str, torch.Tensor], version: int) -> str:
+        """Install published weights; returns their checksum (compared with the learner's)."""
+        self.policy.load_trainable_state(state)
+        self.policy_version = version
+        return Policy.state_checksum(self.policy.trainable_state())
+
+    def checksum(self) -> str:
+        return Policy.state_checksum(self.policy.trainable_state())
+
+    def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool = False):
+        """Roll out whole groups [(group id, prompt)]. Returns (images uint8 [B, H, W, 3],
+        Trajectory, info) — call it with num_returns=3 so each lands as its own object."""
+        start = time.perf_counter()
+        prompts, group_ids, initial, noise = [], [], [], []
+        g = self.cfg.group_size
+        for group_id, prompt in groups:
+            a, b = group_seeds(self.run_seed, iteration, group_id, g)
+            prompts += [prompt] * g
+            group_ids += [group_id] * g
+            initial += a
+            noise += b
+        images, traj = generate(self.policy, prompts, group_ids, self.plan, initial, noise,
+                                self.policy_version, micro_batch=self.cfg.micro_batch)
+        seconds = time.perf_counter() - start
+        self.images_done += len(images)
+        info = {"worker": self.index, "samples": len(images), "seconds": seconds,
+                "policy_version": self.policy_version, "groups": [gid for gid, _ in groups]}
+        if preview:
+            info["preview_png"] = _png(images, cols=g, rows=min(len(groups), 4))
+        return images, traj, info
+
+
+    def sample_ode(self, prompts: list[str], seeds: list[int], preview_cols: int = 0):
+        """Deterministic ODE samples for evaluation: (images, info[, preview PNG of the first rows])."""
+        images = sample_ode(self.policy, prompts, seeds, num_steps=self.cfg.num_steps, shift=self.plan_shift,
+                            micro_batch=self.cfg.micro_batch)
+        info = {"samples": len(images)}
+        if preview_cols:
+            info["preview_png"] = _png(images, cols=preview_cols, rows=min(8, len(images) // preview_cols))
+        return images, info
+
+
+def _png(images: np.ndarray, cols: int, rows: int) -> bytes:
+    buf = io.BytesIO()
+    image_grid(images[: cols * rows], cols=cols, scale=3).save(buf, format="PNG")
+    return buf.getvalue()
