@@ -51,7 +51,10 @@ class LearnerWorker:
         return node_ip(), free_port()
 
     def setup(self, master_addr: str, master_port: int) -> dict:
-        init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # (a single-process LocalCluster may have done it already)
+            init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
         self.policy.transformer.requires_grad_(True).train()
         self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
@@ -72,7 +75,10 @@ class LearnerWorker:
             g = samples[k]
             b = max(i for i, off in enumerate(offsets) if off <= g)
             wanted[b].append(g - offsets[b])
-        fetched = dict(zip(wanted, ray.get([batch_refs[b] for b in wanted])))  # only this shard's batches
+        needed = [batch_refs[b] for b in wanted]
+        if needed and isinstance(needed[0], ray.ObjectRef):
+            needed = ray.get(needed)  # only the batches this rank's shard lives in
+        fetched = dict(zip(wanted, needed))
         traj = Trajectory.cat([fetched[b].select(rows) for b, rows in wanted.items()])
         adv = torch.tensor([advantages[k] for k in mine], dtype=torch.float32)
         mask = torch.tensor([active[k] for k in mine], dtype=torch.bool)

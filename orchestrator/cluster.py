@@ -115,7 +115,7 @@ class Cluster:
         refs = [b.trajectory for b in batches]
         sizes = [len(b.prompts) for b in batches]
         per_rank = ray.get([l.update.remote(refs, sizes, samples, active, advantages) for l in self.learners])
-        return _merge_rank_stats(per_rank)
+        return merge_rank_stats(per_rank)
 
     def sync(self, version: int) -> str:
         """Publish rank 0's weights once (one object), install them in every rollout worker,
@@ -163,7 +163,7 @@ class Cluster:
         remove_placement_group(self.pg)
 
 
-def _merge_rank_stats(per_rank: list[dict]) -> dict:
+def merge_rank_stats(per_rank: list[dict]) -> dict:
     """Chunk-weighted means over ranks; min / max / sums where those make sense."""
     total = sum(s["chunks"] for s in per_rank) or 1
     out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total

@@ -16,10 +16,11 @@ from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
-    """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`)."""
+def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster) -> dict:
+    """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`).
+    `cluster_cls=LocalCluster` runs the same phases in this process, without Ray."""
     run = Run(cfg, run_dir, resume)
-    cluster = Cluster(cfg, build_plan(cfg))
+    cluster = cluster_cls(cfg, build_plan(cfg))
     try:
         run.status.update(state="starting", workers=cluster.workers())
         run.restore(cluster)

@@ -96,6 +96,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_metrics(run_dir: Path, first_iteration: int) -> None:
+    """Keep only metrics.jsonl lines of iterations < first_iteration (atomically)."""
+    rows = [r for r in read_metrics(run_dir) if r[ITERATION] < first_iteration]
+    path = Path(run_dir) / "metrics.jsonl"
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -108,6 +108,8 @@ class Run:
         self.version = state["policy_version"] if state else 0
         self.prompts = PromptSampler(read_prompts(prompt_path(cfg.orchestrator.train_prompts)), cfg.orchestrator.seed,
                                      state["prompt_sampler"] if state else None)
+        if state:  # iterations logged after the checkpoint are redone: drop their lines
+            M.truncate_metrics(self.run_dir, self.start_iteration)
         self.metrics = M.MetricsWriter(self.run_dir)
         self.status = M.Status(self.run_dir, cfg.orchestrator.iterations)
         self.started = time.time()

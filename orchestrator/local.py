@@ -1,0 +1,79 @@
+"""LocalCluster: the phases of `Cluster`, run by the same worker classes in this process.
+
+No Ray, no object store: the readable reference the Ray system is tested against (same
+metrics, same weights) and the baseline of bench/overhead.py. One learner rank only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from learner.engine import free_port
+from learner.worker import LearnerWorker
+from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups
+from orchestrator.config import Config
+from reward.worker import RewardWorker
+from rollout.plan import RolloutPlan
+from rollout.policy import load_policy
+from rollout.worker import DTYPES, RolloutWorker, pick_device
+
+
+class LocalCluster:
+    def __init__(self, cfg: Config, plan: RolloutPlan):
+        if cfg.learner.world_size != 1:
+            raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
+        self.cfg = cfg
+        self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i)
+                                for i in range(cfg.rollout.num_workers)]
+        self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
+        factory = functools.partial(load_policy, cfg.model.path, dtype=DTYPES[cfg.model.dtype],
+                                    device=pick_device(cfg.learner.num_gpus))
+        self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
+        self.learner.setup("127.0.0.1", free_port())
+
+    def rollout(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
+        g = self.cfg.rollout.group_size
+        batches = []
+        for i, (worker, part) in enumerate(zip(self.rollout_workers, split_groups(groups, len(self.rollout_workers)))):
+            if part:
+                images, traj, info = worker.rollout(part, iteration, preview and i == 0)
+                batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(g)],
+                                            [gid for gid, _ in part for _ in range(g)], info))
+        return batches
+
+    def score(self, batches) -> dict[str, np.ndarray]:
+        return {name: np.concatenate([w.score(b.images, b.prompts) for b in batches])
+                for name, w in self.reward_workers.items()}
+
+    def update(self, batches, samples, active, advantages) -> dict:
+        trajs = [b.trajectory for b in batches]
+        stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, active, advantages)
+        return merge_rank_stats([stats])
+
+    def sync(self, version: int) -> str:
+        state, checksum = self.learner.publish()
+        got = [w.load_weights(state, version) for w in self.rollout_workers]
+        if any(c != checksum for c in got):
+            raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
+        return checksum
+
+    def evaluate(self, prompts, seeds, preview_cols: int):
+        images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)
+        means = {name: float(np.mean(w.score(images, prompts))) for name, w in self.reward_workers.items()}
+        return means, info.get("preview_png", b"")
+
+    def save(self, path: str) -> None:
+        self.learner.save(path)
+
+    def load(self, path: str) -> None:
+        self.learner.load(path)
+
+    def workers(self) -> list[dict]:
+        rows = [{"role": "rollout", "index": i, "state": "alive", **w.info()} for i, w in enumerate(self.rollout_workers)]
+        rows += [{"role": "reward", "index": i, "state": "alive", **w.info()} for i, w in enumerate(self.reward_workers.values())]
+        return rows + [{"role": "learner", "index": 0, "state": "alive", **self.learner.info()}]
+
+    def shutdown(self) -> None:
+        pass

@@ -1,0 +1,56 @@
+"""`ray start --head` on 127.0.0.1, then `ray job submit --working-dir . -- raygrpo train ...`."""
+
+import json
+import os
+import shutil
+import tempfile
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    dash = free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    subprocess.run(
+        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, check=True, capture_output=True, timeout=180,
+    )
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_tiny_config(ray_head, tmp_path):
+    address, env = ray_head
+    run_dir = tmp_path / "run"
+    cmd = ["ray", "job", "submit", f"--address={address}", "--working-dir", ".", "--",
+           "raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
+           "orchestrator.iterations=2", "orchestrator.prompts_per_iter=2", "rollout.group_size=4",
+           "rollout.num_steps=5", "learner.chunks.sizes=[2,2]", "orchestrator.eval_before_after=false"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in out.stdout
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
