@@ -37,8 +37,27 @@ def ray_head(tmp_path):
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_head(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_head(temp: str) -> None:
+    """Stop only this head's processes (those naming its temp dir or a session under it);
+    `ray stop` would stop every Ray on the machine."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in part for part in proc.info["cmdline"] or []):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    for proc in mine:
+        proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for proc in alive:
+        proc.kill()
 
 
 def test_ray_job_submit_runs_the_tiny_config(ray_head, tmp_path):

@@ -1,0 +1,98 @@
+"""Does the default run learn? Preference + alignment vs preference only, 3 seeds each.
+
+    python bench/learning.py [--iterations 60] [--seeds 0 1 2]
+
+Each run is `raygrpo train --config deploy/configs/tiny.yaml` (the README's default) for
+the same number of iterations; before/after numbers come from `raygrpo eval` on the
+held-out prompts (ODE, 4 samples per prompt) for the base model and every checkpoint.
+Writes bench/results/learning.json and learning.md. gap_closed = (after − before) / (1 − before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CONFIG = "deploy/configs/tiny.yaml"
+VARIANTS = {
+    "preference+alignment": [],
+    "preference-only": ["reward.scorers=[{name: preference, kind: preference}]"],
+}
+
+
+def run(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return out.stdout
+
+
+def evaluate(checkpoint: str, out: Path) -> dict:
+    run(["raygrpo", "eval", "--checkpoint", checkpoint, "--prompts", "tiny:heldout", "--config", CONFIG,
+         "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--iterations", type=int, default=60)
+    p.add_argument("--checkpoint-every", type=int, default=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = p.parse_args()
+    work = RESULTS / "tmp" / "learning"
+    work.mkdir(parents=True, exist_ok=True)
+    base = evaluate("base", work / "base.json")
+    result = {"base": base, "runs": []}
+    for variant, extra in VARIANTS.items():
+        for seed in args.seeds:
+            run_dir = work / f"{variant}-seed{seed}"
+            start = time.time()
+            run(["raygrpo", "train", "--config", CONFIG, "--run-dir", str(run_dir), f"orchestrator.seed={seed}",
+                 f"orchestrator.iterations={args.iterations}", f"orchestrator.checkpoint_every={args.checkpoint_every}",
+                 "orchestrator.eval_before_after=false", *extra])
+            wall = time.time() - start
+            rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            curve = []
+            for ckpt in sorted((run_dir / "checkpoints").glob("iter_*")):
+                it = int(ckpt.name.split("_")[1])
+                ev = evaluate(str(ckpt), work / f"{variant}-seed{seed}-{it}.json")
+                curve.append({"iteration": it, "train_seconds": rows[it - 1]["elapsed_s"], **ev})
+            after = curve[-1]
+            result["runs"].append({
+                "variant": variant, "seed": seed, "iterations": args.iterations, "wall_seconds": round(wall, 1),
+                "train_seconds": round(after["train_seconds"], 1),
+                "preference_before": base["preference"], "preference_after": after["preference"],
+                "alignment_before": base["alignment"], "alignment_after": after["alignment"],
+                "gap_closed": (after["preference"] - base["preference"]) / (1 - base["preference"]),
+                "alignment_change": after["alignment"] - base["alignment"],
+                "heldout_curve": curve,
+                "train_reward_curve": [{k: r[k] for k in r if k.startswith("reward/") and k.endswith("/mean")} | {"iteration": r["iteration"]} for r in rows],
+            })
+            print(json.dumps({k: v for k, v in result["runs"][-1].items() if "curve" not in k}), flush=True)
+    result["setup"] = {
+        "command": "python bench/learning.py " + " ".join(sys.argv[1:]),
+        "config": CONFIG,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "eval": "raygrpo eval --prompts tiny:heldout (45 prompts x 4 samples, ODE, seed 0)",
+    }
+    (RESULTS / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| variant | seed | train s | preference before → after | gap closed | alignment before → after |",
+             "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['train_seconds']:.0f} | {r['preference_before']:.3f} → "
+                     f"{r['preference_after']:.3f} | {100 * r['gap_closed']:.0f} % | {r['alignment_before']:.3f} → "
+                     f"{r['alignment_after']:.3f} ({r['alignment_change']:+.3f}) |")
+    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
