@@ -32,8 +32,9 @@ class RolloutBatch:
     images: ray.ObjectRef
     trajectory: ray.ObjectRef | None
     prompts: list[str]
-    group_ids: list[int] = field(default_factory=list)
+    group_ids: list[int] = field(default_factory=list)  # prompt group of each sample
     info: dict = field(default_factory=dict)
+    columns: list[int] = field(default_factory=list)  # advantage column of each sample (E-GRPO), else the group
 
 
 def split_groups(groups: list, parts: int) -> list[list]:
@@ -87,13 +88,15 @@ class Cluster:
     def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[RolloutBatch]:
         parts = split_groups(groups, len(self.rollout_workers))
         g = self.cfg.rollout.group_size
+        members = self.plan.members_per_group(g)
         batches = []
         for i, (worker, part) in enumerate(zip(self.rollout_workers, parts)):
             if not part:
                 continue
             images, traj, info = worker.rollout.options(num_returns=3).remote(part, iteration, preview and i == 0)
-            batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(g)],
-                                        [gid for gid, _ in part for _ in range(g)], info))
+            batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(members)],
+                                        [gid for gid, _ in part for _ in range(members)], info,
+                                        [self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)]))
         infos = ray.get([b.info for b in batches])  # small dicts: timings, versions
         for b, info in zip(batches, infos):
             b.info = info
@@ -167,7 +170,7 @@ def merge_rank_stats(per_rank: list[dict]) -> dict:
     """Chunk-weighted means over ranks; min / max / sums where those make sense."""
     total = sum(s["chunks"] for s in per_rank) or 1
     out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total
-           for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first")}
+           for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first", "kl")}
     out["ratio_min"] = min(s["ratio_min"] for s in per_rank)
     out["ratio_max"] = max(s["ratio_max"] for s in per_rank)
     out["grad_norm"] = per_rank[0]["grad_norm"]

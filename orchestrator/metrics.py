@@ -17,6 +17,7 @@ IMAGES_PER_S = "throughput/images_per_s"
 GROUPS_PLANNED = "groups_planned"
 GROUPS_COMPLETED = "groups_completed"
 ZERO_STD_RATIO = "zero_std_ratio"
+TRAINED_SAMPLES = "samples/trained"
 ADVANTAGE_ABS = "advantage/abs_mean"
 LOSS = "learner/loss"
 CLIP_FRACTION = "learner/clip_fraction"
@@ -26,6 +27,7 @@ RATIO_MIN = "learner/ratio_min"
 RATIO_MAX = "learner/ratio_max"
 RATIO_MEAN_FIRST = "learner/ratio_mean_first"
 GRAD_NORM = "learner/grad_norm"
+KL = "learner/kl"
 PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
 
 
@@ -50,7 +52,8 @@ METRICS: dict[str, str] = {
     GROUPS_PLANNED: "prompt groups planned this iteration",
     GROUPS_COMPLETED: "prompt groups whose rollouts and rewards completed",
     ZERO_STD_RATIO: "share of groups whose rewards have zero spread (dropped: no signal)",
-    ADVANTAGE_ABS: "mean |advantage| over trained samples",
+    ADVANTAGE_ABS: "mean absolute advantage over trained samples",
+    TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",
     reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
     reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
     LOSS: "clipped surrogate loss (mean over sample, chunk)",
@@ -61,6 +64,7 @@ METRICS: dict[str, str] = {
     RATIO_MAX: "largest chunk ratio",
     RATIO_MEAN_FIRST: "mean chunk ratio at the first minibatch: must be 1 (rollout and learner agree)",
     GRAD_NORM: "global gradient norm before clipping, last optimizer step",
+    KL: "mean KL to the frozen base policy over trained transitions (0 unless learner.kl_coef > 0)",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 
