@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from learner.config import LearnerConfig, chunk_sizes
 from reward.config import RewardConfig
-from rollout.config import ModelConfig, RolloutConfig
+from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, sde_plan
 from rollout.tiny import world
 
@@ -117,7 +117,7 @@ def build_plan(cfg: Config) -> RolloutPlan:
     trained = n if cfg.learner.train_last_step else n - 1
     return sde_plan(
         n,
-        shift=cfg.rollout.shift,
+        shift=schedule_shift(cfg.model, cfg.rollout),
         noise_level=cfg.rollout.noise_level,
         sde_kind=cfg.rollout.sde_kind,
         train_last=cfg.learner.train_last_step,
