@@ -18,3 +18,19 @@ def random_tiny_dir(tmp_path_factory):
     tokenizer, text_encoder, transformer = tiny_model.build(seed=0)
     tiny_model.save(path, tokenizer, text_encoder, transformer, {"produced_by": "tests/conftest.py"})
     return path
+
+
+@pytest.fixture(scope="session")
+def flux_dir(tmp_path_factory):
+    """A tiny random FluxPipeline in the diffusers layout (rollout.models.testing)."""
+    from rollout.models.testing import write_flux_pipeline
+
+    return write_flux_pipeline(tmp_path_factory.mktemp("flux") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory):
+    """A tiny random StableDiffusion3Pipeline in the diffusers layout."""
+    from rollout.models.testing import write_sd3_pipeline
+
+    return write_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline")

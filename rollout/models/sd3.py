@@ -113,12 +113,12 @@ class SD3Policy(Policy):
 
 
 def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> SD3TextEncoder:
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline, SD3Transformer2DModel
     from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
     index = DiffusionPipeline.load_config(path)
     has_t5 = (index.get("text_encoder_3") or [None])[0] is not None
-    transformer_cfg = DiffusionPipeline.load_config(path, subfolder="transformer")  # (a small JSON)
+    transformer_cfg = SD3Transformer2DModel.load_config(path, subfolder="transformer")  # (a small JSON)
     return SD3TextEncoder(
         [CLIPTextModelWithProjection.from_pretrained(path, subfolder=f, dtype=dtype)
          for f in ("text_encoder", "text_encoder_2")],
