@@ -22,7 +22,7 @@ def clip_tokenizer():
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
-    alphabet = ByteLevel.alphabet()
+    alphabet = sorted(ByteLevel.alphabet())  # (a set: sort for stable ids)
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
     vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
