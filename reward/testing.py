@@ -115,9 +115,11 @@ def write_imagereward(path: str | Path, seed: int = 0, *, vision_width: int = 12
 
 
 def _init(name: str, shape: tuple) -> torch.Tensor:
-    """Random weights of sensible scale: norms ≈ 1, everything else ≈ N(0, 0.02²)."""
-    is_norm = "norm" in name.lower() and name.endswith("weight")
-    return (1.0 if is_norm else 0.0) + torch.randn(shape) * (0.1 if is_norm else 0.02)
+    """Random weights: norms ≈ 1, the ViT N(0, 0.05²), text and head N(0, 0.1²) — wide enough
+    that scores differ visibly between images and prompts (a sharper oracle check)."""
+    if "norm" in name.lower() and name.endswith("weight"):
+        return 1.0 + torch.randn(shape) * 0.1
+    return torch.randn(shape) * (0.05 if "visual_encoder" in name else 0.1)
 
 
 def _official_imagereward_shapes(width: int, depth: int, med: dict) -> dict[str, tuple]:
@@ -174,7 +176,7 @@ def qwen2vl_config(vocab_size: int, ids: dict[str, int]) -> dict:
         "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
         "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
         "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"], "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "video_token_id": ids["<|video_pad|>"], "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.2,  # (wide: scores that differ)
         "intermediate_size": 128, "max_position_embeddings": 32768, "max_window_layers": 2, "num_attention_heads": 4,
         "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
         "sliding_window": 32768, "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": True,
