@@ -34,3 +34,15 @@ def sd3_dir(tmp_path_factory):
     from rollout.models.testing import write_sd3_pipeline
 
     return write_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def reward_models(tmp_path_factory):
+    """Tiny random reward models in their official layouts: {kind: (path, base)}."""
+    from reward.testing import write_clip, write_hpsv3, write_imagereward
+
+    root = tmp_path_factory.mktemp("reward_models")
+    base, hps = write_hpsv3(root / "qwen2vl_base", root / "hpsv3")
+    ir = write_imagereward(root / "imagereward")
+    return {"hpsv3": (str(hps), str(base)), "clip": (str(write_clip(root / "clip")), None),
+            "imagereward": (str(ir), str(ir / "tokenizer"))}
