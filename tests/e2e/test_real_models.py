@@ -47,6 +47,12 @@ def test_flux_lora_with_hpsv3_and_clip(local_ray, flux_dir, reward_models, tmp_p
     train(cfg, tmp_path / "run")
     rows = check_run(tmp_path / "run", ["hpsv3", "clip"])
     assert rows[-1]["policy_version"] == 2
+    # --resume restores the LoRA run (DeepSpeed state saved without the frozen base weights)
+    train(cfg.model_copy(update={"orchestrator": cfg.orchestrator.model_copy(update={"iterations": 3})}),
+          tmp_path / "run", resume=True)
+    rows = read_metrics(tmp_path / "run")
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and rows[-1]["policy_version"] == 3
+    assert abs(rows[-1]["learner/ratio_mean_first"] - 1) < 1e-5
 
 
 def test_sd3_cfg_with_imagereward_from_the_embedding_cache(local_ray, sd3_dir, reward_models, tmp_path):
