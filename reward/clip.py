@@ -41,17 +41,13 @@ class CLIPScorer:
             pixels = self.image_processor(images=pil[sl], return_tensors="pt").pixel_values  # [b, 3, 224, 224]
             text = self.tokenizer(prompts[sl], padding="max_length", truncation=True, max_length=self.max_length,
                                   return_tensors="pt")
-            image_embeds = self.model.get_image_features(pixel_values=pixel_values_to(pixels, self.model))
+            image_embeds = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
             text_embeds = self.model.get_text_features(input_ids=text.input_ids.to(self.device),
                                                        attention_mask=text.attention_mask.to(self.device))
             image_embeds = _embeds(image_embeds).float()  # [b, P]
             text_embeds = _embeds(text_embeds).float()
             out.append(torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1).cpu())
         return torch.cat(out).numpy().astype(np.float32)
-
-
-def pixel_values_to(pixels: torch.Tensor, model) -> torch.Tensor:
-    return pixels.to(model.device, model.dtype)
 
 
 def _embeds(output) -> torch.Tensor:

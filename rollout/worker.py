@@ -21,6 +21,9 @@ from rollout.policy import DTYPES, Policy, policy_from_config
 from rollout.sampler import generate, group_seeds, sample_ode
 from rollout.trajectory import Trajectory
 
+__all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.policy; kept importable here
+
+
 def pick_device(num_gpus: float) -> str:
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 

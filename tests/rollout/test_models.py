@@ -130,7 +130,10 @@ def test_lora_trains_only_adapters_and_starts_at_the_base(flux_dir):
 
 def test_bf16_transformer_float32_velocity(flux_dir):
     policy = load_policy(str(flux_dir), dtype=torch.bfloat16, options=ModelConfig(path=str(flux_dir), resolution=32))
-    assert next(policy.transformer.parameters()).dtype == torch.bfloat16
+    # LoRA adapters too: learner (DeepSpeed bf16) and rollout must hold the same dtype, or the
+    # sync checksum and the ratio would differ
+    assert {p.dtype for p in policy.transformer.parameters()} == {torch.bfloat16}
+    assert {v.dtype for v in policy.trainable_state().values()} == {torch.bfloat16}
     v = policy.velocity(torch.randn(1, *policy.latent_shape), 0.5, policy.encode(PROMPTS[:1]))
     assert v.dtype == torch.float32 and torch.isfinite(v).all()
 
