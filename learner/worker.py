@@ -57,9 +57,9 @@ class LearnerWorker:
 
         if not dist.is_initialized():  # (a single-process LocalCluster may have done it already)
             init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
-        if self.cfg.kl_coef > 0:
+        if self.cfg.kl_coef > 0:  # the frozen base: a copy taken before any update (adapters start at zero)
             self.reference = copy.deepcopy(self.policy.transformer).requires_grad_(False).eval()
-        self.policy.transformer.requires_grad_(True).train()
+        self.policy.prepare_training()  # trainable weights only (LoRA adapters, or all)
         self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
         return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
@@ -213,13 +213,17 @@ class LearnerWorker:
         rank 0 the trainable weights as path/policy.safetensors."""
         from safetensors.torch import save_file
 
-        self.engine.save_checkpoint(os.path.join(path, "deepspeed"), tag="state", save_latest=False)
+        # frozen weights (the base model under LoRA) are the model's own files: never re-saved
+        self.engine.save_checkpoint(os.path.join(path, "deepspeed"), tag="state", save_latest=False,
+                                    exclude_frozen_parameters=True)
         state, _ = self.publish()
         if state is not None:
             save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "policy.safetensors"))
 
     def load(self, path: str) -> None:
-        load_path, _ = self.engine.load_checkpoint(os.path.join(path, "deepspeed"), tag="state")
+        has_frozen = any(not p.requires_grad for p in self.engine.module.parameters())  # saved without them
+        load_path, _ = self.engine.load_checkpoint(os.path.join(path, "deepspeed"), tag="state",
+                                                   load_module_strict=not has_frozen)
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed state in {path}/deepspeed")
 

@@ -3,6 +3,7 @@
     raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
     raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
     raygrpo profile --config FILE --prompts FILE --out DIR [--num-chunks K ...]
+    raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def cmd_eval(args) -> int:
     from orchestrator.config import prompt_path
     from orchestrator.evaluate import eval_images, score_images
     from reward.worker import build_scorer
-    from rollout.policy import load_policy
+    from rollout.config import schedule_shift
+    from rollout.policy import policy_from_config
     from rollout.tiny.world import read_prompts
-    from rollout.worker import DTYPES
 
     ckpt = None if args.checkpoint == "base" else Path(args.checkpoint)
     if ckpt is not None and not (ckpt / "policy.safetensors").exists():
@@ -79,12 +80,12 @@ def cmd_eval(args) -> int:
     config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
     cfg = load_config(config, args.overrides)
     torch.set_num_threads(args.threads)
-    policy = load_policy(cfg.model.path, dtype=DTYPES[cfg.model.dtype])
+    policy = policy_from_config(cfg.model)
     if ckpt is not None:
         policy.load_trainable_state(load_policy_weights(ckpt))
     prompts = read_prompts(prompt_path(args.prompts))
     batch, images = eval_images(policy, prompts, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
-                                num_steps=cfg.rollout.num_steps, shift=cfg.rollout.shift)
+                                num_steps=cfg.rollout.num_steps, shift=schedule_shift(cfg.model, cfg.rollout))
     means = score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
     for name, value in means.items():
         print(f"{name}: {value:.4f}")
@@ -111,6 +112,30 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    """Precompute the prompt embeddings of --prompts (and of the config's train / eval prompts
+    and SD3 negative prompt) into --out or model.embeddings, with the model's text encoders."""
+    import torch
+
+    from orchestrator.config import prompt_path
+    from rollout.embeddings import write_embeddings
+    from rollout.policy import text_encoder_from_config
+    from rollout.tiny.world import read_prompts
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or cfg.model.embeddings
+    if not out:
+        raise ConfigError("raygrpo embed: give --out DIR, or set model.embeddings in the config")
+    prompts = [q for f in args.prompts for q in read_prompts(prompt_path(f))]
+    prompts += read_prompts(prompt_path(cfg.orchestrator.train_prompts))
+    prompts += read_prompts(prompt_path(cfg.orchestrator.eval_prompts)) + [cfg.model.negative_prompt]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, encoder = text_encoder_from_config(cfg.model.model_copy(update={"embeddings": None}), device)
+    path = write_embeddings(encoder, prompts, out, kind=kind, model=cfg.model.path, batch_size=args.batch_size)
+    print(f"{len(set(prompts))} prompt embeddings written to {path}; set model.embeddings: {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray")
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,6 +158,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     e.set_defaults(func=cmd_eval)
+    m = sub.add_parser("embed", help="precompute prompt embeddings so workers never load the text encoders")
+    m.add_argument("--config", required=True, help="YAML config (its model section picks the text encoders)")
+    m.add_argument("--prompts", required=True, action="append", help="prompt file (one a line); may repeat")
+    m.add_argument("--out", help="cache directory (default: the config's model.embeddings)")
+    m.add_argument("--batch-size", type=int, default=16, help="prompts per text-encoder call")
+    m.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    m.set_defaults(func=cmd_embed)
     f = sub.add_parser("profile", help="L1_rel temporal dynamics of the base model and proposed chunks")
     f.add_argument("--config", required=True, help="config naming the model and rollout.num_steps / shift")
     f.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:train")

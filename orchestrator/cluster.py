@@ -21,8 +21,8 @@ from learner.worker import LearnerWorker
 from orchestrator.config import Config
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
-from rollout.policy import load_policy
-from rollout.worker import DTYPES, RolloutWorker, pick_device
+from rollout.policy import policy_from_config
+from rollout.worker import RolloutWorker, pick_device
 
 
 @dataclass
@@ -70,8 +70,7 @@ class Cluster:
             bundle["GPU"] = lc.num_gpus
         pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
         ray.get(pg.ready())
-        factory = functools.partial(load_policy, self.cfg.model.path, dtype=DTYPES[self.cfg.model.dtype],
-                                    device=pick_device(lc.num_gpus))
+        factory = functools.partial(policy_from_config, self.cfg.model, device=pick_device(lc.num_gpus))
         actors = [
             ray.remote(LearnerWorker).options(
                 num_cpus=bundle["CPU"], num_gpus=lc.num_gpus,

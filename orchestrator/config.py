@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from learner.config import LearnerConfig, chunk_sizes
 from reward.config import RewardConfig
-from rollout.config import ModelConfig, RolloutConfig
 from learner.chunking import chunk_sampling_weights
+from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_branch_plan, sde_plan
 from rollout.tiny import world
 
@@ -141,8 +141,9 @@ def read_profile(path: str) -> dict:
 def build_plan(cfg: Config) -> RolloutPlan:
     """The rollout plan the config describes (the same on the driver and every worker)."""
     r = cfg.rollout
+    shift = schedule_shift(cfg.model, r)
     if r.plan == "entropy_branch":
-        return entropy_branch_plan(r.num_steps, shift=r.shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
+        return entropy_branch_plan(r.num_steps, shift=shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
                                    threshold=r.entropy_threshold, branch_window=r.branch_window)
     n = cfg.rollout.num_steps
     if cfg.rollout.ode_last_step and cfg.learner.train_last_step:
@@ -152,14 +153,14 @@ def build_plan(cfg: Config) -> RolloutPlan:
     chunks = cfg.learner.chunks
     profile = read_profile(chunks.profile) if chunks.profile else None
     l1_rel = profile["l1_rel"][:trained] if profile else None
-    if profile and (profile["num_steps"], profile["shift"]) != (n, r.shift):
+    if profile and (profile["num_steps"], profile["shift"]) != (n, shift):
         raise ValueError(f"learner.chunks.profile was made with num_steps {profile['num_steps']}, shift {profile['shift']}; "
-                         f"this run uses {n}, {r.shift}: profile again with the same rollout settings")
+                         f"this run uses {n}, {shift}: profile again with the same rollout settings")
     sizes = chunk_sizes(chunks, trained, l1_rel)
     weights = chunk_sampling_weights(l1_rel, sizes, chunks.temperature) if chunks.per_sample else None
     return sde_plan(
         n,
-        shift=cfg.rollout.shift,
+        shift=shift,
         noise_level=cfg.rollout.noise_level,
         sde_kind=cfg.rollout.sde_kind,
         train_last=cfg.learner.train_last_step,

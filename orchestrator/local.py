@@ -16,8 +16,8 @@ from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups
 from orchestrator.config import Config
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
-from rollout.policy import load_policy
-from rollout.worker import DTYPES, RolloutWorker, pick_device
+from rollout.policy import policy_from_config
+from rollout.worker import RolloutWorker, pick_device
 
 
 class LocalCluster:
@@ -29,8 +29,7 @@ class LocalCluster:
         self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i)
                                 for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
-        factory = functools.partial(load_policy, cfg.model.path, dtype=DTYPES[cfg.model.dtype],
-                                    device=pick_device(cfg.learner.num_gpus))
+        factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 

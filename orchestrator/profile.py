@@ -15,25 +15,26 @@ import torch
 
 from learner.chunking import dynamics_chunks, relative_l1
 from orchestrator.config import Config
-from rollout.policy import load_policy
+from rollout.config import schedule_shift
+from rollout.policy import policy_from_config
 from rollout.sampler import derive_seed, ode_latents
-from rollout.worker import DTYPES
 
 
 def profile(cfg: Config, prompts: list[str], out: Path, *, num_chunks: list[int], seed: int = 0,
             samples_per_prompt: int = 2, batch: int = 64) -> dict:
-    policy = load_policy(cfg.model.path, dtype=DTYPES[cfg.model.dtype])
+    policy = policy_from_config(cfg.model)
+    shift = schedule_shift(cfg.model, cfg.rollout)
     batch_prompts = [p for p in prompts for _ in range(samples_per_prompt)]
     seeds = [derive_seed(seed, 11, i) for i in range(len(batch_prompts))]
     total, count = None, 0
     for lo in range(0, len(batch_prompts), batch):
         latents = ode_latents(policy, batch_prompts[lo:lo + batch], seeds[lo:lo + batch],
-                              num_steps=cfg.rollout.num_steps, shift=cfg.rollout.shift)  # [b, N+1, ...]
+                              num_steps=cfg.rollout.num_steps, shift=shift)  # [b, N+1, ...]
         part = relative_l1(latents) * len(latents)  # sum over this batch
         total, count = (part if total is None else total + part), count + len(latents)
     l1_rel = (total / count).tolist()
     result = {
-        "model": cfg.model.path, "num_steps": cfg.rollout.num_steps, "shift": cfg.rollout.shift,
+        "model": cfg.model.path, "num_steps": cfg.rollout.num_steps, "shift": shift,
         "prompts": len(prompts), "samples_per_prompt": samples_per_prompt, "seed": seed,
         "l1_rel": l1_rel,
         "proposed_chunks": {str(k): dynamics_chunks(l1_rel, k) for k in num_chunks if k <= len(l1_rel)},

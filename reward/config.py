@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCORER_KINDS = ("alignment", "preference")
+SCORER_KINDS = ("alignment", "preference", "hpsv3", "clip", "imagereward")
+MODEL_KINDS = {  # kind -> what `path` names (an example hub id)
+    "hpsv3": "the HPSv3 checkpoint: HPSv3.safetensors, its directory, or a hub id such as MizzenAI/HPSv3",
+    "clip": "a transformers CLIP checkpoint, e.g. openai/clip-vit-large-patch14",
+    "imagereward": "a directory or hub id holding ImageReward.pt and med_config.json, e.g. THUDM/ImageReward",
+}
 
 
 class Section(BaseModel):
@@ -15,11 +20,23 @@ class Section(BaseModel):
 
 class ScorerConfig(Section):
     name: str = Field(description="label used in metrics (reward/<name>/mean); unique")
-    kind: Literal["alignment", "preference"] = Field(description="scorer implementation: see reward/")
+    kind: Literal["alignment", "preference", "hpsv3", "clip", "imagereward"] = Field(
+        description="scorer implementation: alignment / preference (reward/rules.py, the tiny task), hpsv3, clip, imagereward")
     weight: float = Field(1.0, description="w_m in the multi-reward aggregation")
     path: str | None = Field(None, description="local path or hub id of the reward model, for model-based scorers")
+    base: str | None = Field(None, description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); imagereward: the BERT tokenizer (default bert-base-uncased)")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU")
+    batch_size: int = Field(16, ge=1, description="images per reward-model forward")
     num_gpus: float = Field(0, ge=0, description="GPU fraction of this scorer's reward worker")
     num_cpus: float = Field(0, ge=0, description="Ray CPU resource of this scorer's reward worker")
+
+
+    @model_validator(mode="after")
+    def _model_needs_path(self):
+        if self.kind in MODEL_KINDS and not self.path:
+            raise ValueError(f"reward scorer {self.name!r} (kind {self.kind}) has no path; set path to "
+                             f"{MODEL_KINDS[self.kind]}")
+        return self
 
 
 class RewardConfig(Section):

@@ -1,7 +1,11 @@
 """RewardWorker: one scorer, as a plain class (made a Ray actor in orchestrator/cluster.py).
 
 Receives image batches (Ray resolves the rollout worker's image ref inside this process,
-so the images never pass through the driver) and returns rewards [B] float32.
+so the images never pass through the driver) and returns rewards [B] float32. Model-based
+scorers run on this worker's GPU (fraction) when it has one, in batches of `batch_size`.
+
+Every scorer has one protocol: `scorer.name`, and
+    scorer.score(images: uint8 [B, H, W, 3], prompts: list[str]) -> float32 [B]
 """
 
 from __future__ import annotations
@@ -12,13 +16,40 @@ import time
 import numpy as np
 
 from reward.config import ScorerConfig
+from reward.preprocess import device_of
 from reward.rules import AlignmentScorer, PreferenceScorer
 
-SCORERS = {"alignment": AlignmentScorer, "preference": PreferenceScorer}
+
+def _hpsv3(cfg: ScorerConfig, device: str):
+    from reward.hpsv3 import HPSv3Scorer
+
+    return HPSv3Scorer(cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
+def _clip(cfg: ScorerConfig, device: str):
+    from reward.clip import CLIPScorer
+
+    return CLIPScorer(cfg.path, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
+def _imagereward(cfg: ScorerConfig, device: str):
+    from reward.imagereward import ImageRewardScorer
+
+    return ImageRewardScorer(cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
+# kind -> factory(cfg, device); the model scorers import transformers only when built
+SCORERS = {
+    "alignment": lambda cfg, device: AlignmentScorer(),
+    "preference": lambda cfg, device: PreferenceScorer(),
+    "hpsv3": _hpsv3,
+    "clip": _clip,
+    "imagereward": _imagereward,
+}
 
 
 def build_scorer(cfg: ScorerConfig):
-    return SCORERS[cfg.kind]()
+    return SCORERS[cfg.kind](cfg, device_of(cfg.num_gpus))
 
 
 class RewardWorker:

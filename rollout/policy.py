@@ -1,4 +1,4 @@
-"""Policy loading: a diffusers flow transformer + text encoder + decoder, behind one interface.
+"""Policy loading: a diffusers flow transformer + text encoders + decoder, behind one interface.
 
     policy.encode(prompts)            -> Conditioning, cached per prompt (text encoders frozen)
     policy.velocity(x, sigma, cond)   -> float32 velocity, same shape as x
@@ -9,110 +9,121 @@ The sampler (`rollout.sampler`) and the learner call exactly these, so a rollout
 recomputation see the same numbers. The transformer runs in `dtype` (bf16 on GPUs); the
 velocity is returned in float32 because the SDE step and log-prob are float32.
 
-`load_policy(path)` reads a local directory (or hub id) whose `raygrpo_model.json` names
-its kind; kind `tiny` is the embedded default (`rollout/tiny/`).
+`load_policy(path)` dispatches on what `path` holds:
+    'tiny', or a directory with raygrpo_model.json (kind 'tiny')  -> rollout.models.tiny
+    a diffusers pipeline (model_index.json, local or a hub id):
+        _class_name FluxPipeline                                -> rollout.models.flux
+        _class_name StableDiffusion3Pipeline                    -> rollout.models.sd3
+With `model.embeddings` set, the text encoders are never loaded: prompt embeddings come
+from the cache `raygrpo embed` wrote (rollout.embeddings).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from rollout.tiny import model as tiny_model
+from rollout.config import ModelConfig
 
 TINY = "tiny"  # `model.path: tiny` means the shipped embedded model
+PIPELINES = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @dataclass
 class Conditioning:
-    """Text conditioning for a batch. prompt_embeds [B, T, D] float32, pooled [B, D] float32."""
+    """Text conditioning of a batch: named batch-first float32 tensors, e.g. for FLUX
+    prompt_embeds [B, T, D] and pooled [B, D]. Which names a model needs is its own affair."""
 
-    prompt_embeds: torch.Tensor
-    pooled: torch.Tensor
+    tensors: dict[str, torch.Tensor]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
 
     def take(self, index: torch.Tensor | list[int]) -> "Conditioning":
-        return Conditioning(self.prompt_embeds[index], self.pooled[index])
+        return Conditioning({k: v[index] for k, v in self.tensors.items()})
+
+
+class TextEncoder(Protocol):
+    """Frozen prompt encoder: prompts -> {name: [B, ...] tensor} (any dtype; made float32)."""
+
+    def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]: ...
 
 
 class Policy(torch.nn.Module):
-    """A flow-matching text-to-image policy; `transformer` holds every trainable weight."""
+    """A flow-matching text-to-image policy; `transformer` holds every trainable weight.
 
-    def __init__(self, transformer, text_encoder, tokenizer, image_size: int, dtype=torch.float32):
+    Subclasses give `latent_shape`, `velocity` and `decode`; this base holds the prompt
+    cache, the device, and the weights that move between learner and rollout workers."""
+
+    def __init__(self, transformer: torch.nn.Module, text_encoder: TextEncoder, dtype: torch.dtype,
+                 trainable_names: list[str] | None = None):
         super().__init__()
-        self.transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
-        self._latent_shape = ((image_size // tiny_model.PATCH) ** 2, transformer.config.in_channels)
-        # Full fine-tuning trains every transformer weight (LoRA would list only its adapters).
-        self.trainable_names = [name for name, _ in transformer.named_parameters()]
-        self.text_encoder = text_encoder.requires_grad_(False).eval()
-        self.tokenizer = tokenizer
-        self.image_size = image_size
+        self.transformer = transformer
+        self.text_encoder = text_encoder  # an nn.Module (moves with .to()) or a cache reader
         self.dtype = dtype
-        self.register_buffer("img_ids", tiny_model.image_ids(image_size), persistent=False)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # Full fine-tuning trains every transformer weight; LoRA lists only its adapters.
+        self.trainable_names = trainable_names or [n for n, _ in transformer.named_parameters()]
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
+        self._cache: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return self._latent_shape
+        raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
-        return self.img_ids.device
+        return self._anchor.device
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The bare transformer (the learner wraps it in a DeepSpeed engine)."""
+        return getattr(self.transformer, "module", self.transformer)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:
-        missing = sorted({p for p in prompts if p not in self._cache})
+        """Conditioning [B, ...] of `prompts`, each prompt encoded once and cached (float32)."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            tokens = self.tokenizer(
-                missing, padding="max_length", max_length=tiny_model.MAX_TOKENS, return_tensors="pt"
-            ).to(self.device)
-            out = self.text_encoder(input_ids=tokens.input_ids)
+            out = self.text_encoder(missing)
             for i, p in enumerate(missing):
-                self._cache[p] = (out.last_hidden_state[i].float(), out.pooler_output[i].float())
-        embeds, pooled = zip(*(self._cache[p] for p in prompts))
-        return Conditioning(torch.stack(embeds), torch.stack(pooled))
+                self._cache[p] = {k: v[i].to(self.device, torch.float32) for k, v in out.items()}
+        names = self._cache[prompts[0]].keys()
+        return Conditioning({k: torch.stack([self._cache[p][k] for p in prompts]) for k in names})
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
-        """Velocity v ≈ eps − x0 at noise level sigma; x [B, L, D] -> [B, L, D] float32."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
-        out = self.transformer(
-            hidden_states=x.to(self.dtype),
-            encoder_hidden_states=cond.prompt_embeds.to(self.dtype),
-            pooled_projections=cond.pooled.to(self.dtype),
-            timestep=sigma.to(self.dtype),  # FLUX multiplies by 1000 inside
-            img_ids=self.img_ids,
-            txt_ids=torch.zeros(cond.prompt_embeds.shape[1], 3, device=x.device),
-            return_dict=False,
-        )[0]
-        return out.float()
+        raise NotImplementedError
 
-    @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:
-        """Latents [B, L, D] -> uint8 images [B, H, W, 3]."""
-        pixels = tiny_model.unpatchify(x0.float().clamp(-1, 1), self.image_size)
-        return ((pixels + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        raise NotImplementedError
 
-    @torch.no_grad()
-    def encode_images(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 [B, H, W, 3] -> clean latents x0 [B, L, D] in [-1, 1] (pretraining data)."""
-        pixels = torch.as_tensor(images, device=self.device).float() / 127.5 - 1
-        return tiny_model.patchify(pixels)
-
+    def prepare_training(self) -> None:
+        """Train mode, gradients on the trainable weights only (the learner calls this)."""
+        module = self.module
+        module.train()
+        wanted = set(self.trainable_names)
+        for name, p in module.named_parameters():
+            p.requires_grad_(name in wanted)
 
     # -- weights moving between learner and rollout workers -------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """CPU copies of every trainable transformer weight (what a sync sends)."""
-        module = getattr(self.transformer, "module", self.transformer)  # a DeepSpeed engine wraps it
-        params = dict(module.named_parameters())
+        params = dict(self.module.named_parameters())
         return {k: params[k].detach().cpu().clone() for k in self.trainable_names}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        module = getattr(self.transformer, "module", self.transformer)
-        params = dict(module.named_parameters())
+        params = dict(self.module.named_parameters())
         unknown = sorted(set(state) - set(params))
         if unknown:
             raise KeyError(f"weights for unknown parameters {unknown[:3]}")
@@ -131,28 +142,58 @@ class Policy(torch.nn.Module):
         return h.hexdigest()
 
 
-def resolve_path(path: str) -> Path:
+def model_kind(path: str) -> str:
+    """'tiny', 'flux' or 'sd3' for a model.path (see the module docstring)."""
     if path == TINY:
-        return tiny_model.WEIGHTS_DIR
+        return TINY
     p = Path(path).expanduser()
-    if not (p / "raygrpo_model.json").exists():
+    if (p / "raygrpo_model.json").exists():
+        kind = json.loads((p / "raygrpo_model.json").read_text()).get("kind")
+        if kind != TINY:
+            raise ValueError(f"{p}/raygrpo_model.json has kind {kind!r}; supported: 'tiny'")
+        return TINY
+    if (p / "model_index.json").exists():
+        index = json.loads((p / "model_index.json").read_text())
+    elif not p.exists() and _HUB_ID.match(path):
+        from diffusers import DiffusionPipeline
+
+        index = DiffusionPipeline.load_config(path)  # fetches model_index.json only
+    else:
         raise FileNotFoundError(
-            f"model.path {path!r} has no raygrpo_model.json; point model.path at a directory "
-            "written by rollout.tiny.model.save (or use 'tiny' for the shipped model)"
+            f"model.path {path!r} has neither raygrpo_model.json nor model_index.json; point model.path at "
+            "'tiny', a diffusers FluxPipeline / StableDiffusion3Pipeline directory, or a hub id"
         )
-    return p
+    name = index.get("_class_name")
+    if name not in PIPELINES:
+        raise ValueError(f"model.path {path!r} is a {name}; supported pipelines: {sorted(PIPELINES)}")
+    return PIPELINES[name]
 
 
-def load_policy(path: str = TINY, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Policy:
-    """Load a policy from a local directory (see module docstring)."""
-    from diffusers import FluxTransformer2DModel
-    from transformers import AutoTokenizer, CLIPTextModel
+def _model_module(path: str):
+    kind = model_kind(path)
+    if kind == TINY:
+        from rollout.models import tiny as module
+    elif kind == "flux":
+        from rollout.models import flux as module
+    else:
+        from rollout.models import sd3 as module
+    return module
 
-    root = resolve_path(path)
-    meta = json.loads((root / "raygrpo_model.json").read_text())
-    if meta.get("kind") != TINY:
-        raise ValueError(f"{root}/raygrpo_model.json has kind {meta.get('kind')!r}; supported: 'tiny'")
-    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer")
-    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
-    return Policy(transformer, text_encoder, tokenizer, meta["image_size"], dtype).to(device)
+
+def load_policy(path: str = TINY, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                options: ModelConfig | None = None) -> Policy:
+    """Load a policy (module docstring); `options` carries the rest of the model config."""
+    options = options or ModelConfig(path=path)
+    return _model_module(path).load(path, options, dtype=dtype).to(device)
+
+
+def policy_from_config(model: ModelConfig, device: str = "cpu") -> Policy:
+    """The policy `model` (a ModelConfig) describes, on `device` (the workers' factory)."""
+    return load_policy(model.path, dtype=DTYPES[model.dtype], device=device, options=model)
+
+
+def text_encoder_from_config(model: ModelConfig, device: str = "cpu"):
+    """(model kind, the model's own text encoders on `device`) — for `raygrpo embed`, which
+    loads these alone, never the transformer."""
+    module = _model_module(model.path)
+    return module.KIND, module.load_text_encoder(model.path, model, DTYPES[model.dtype]).to(device)

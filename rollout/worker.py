@@ -14,14 +14,14 @@ import time
 import numpy as np
 import torch
 
-from rollout.config import ModelConfig, RolloutConfig
+from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.grid import image_grid
 from rollout.plan import RolloutPlan
-from rollout.policy import Policy, load_policy
+from rollout.policy import DTYPES, Policy, policy_from_config
 from rollout.sampler import generate, group_seeds, sample_ode
 from rollout.trajectory import Trajectory
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+__all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.policy; kept importable here
 
 
 def pick_device(num_gpus: float) -> str:
@@ -35,11 +35,11 @@ class RolloutWorker:
         self.plan = plan
         self.run_seed = run_seed
         self.index = index
-        self.policy: Policy = load_policy(model.path, dtype=DTYPES[model.dtype], device=pick_device(rollout.num_gpus))
+        self.policy: Policy = policy_from_config(model, device=pick_device(rollout.num_gpus))
         self.policy.requires_grad_(False)
         self.policy_version = 0
         self.images_done = 0
-        self.plan_shift = rollout.shift
+        self.plan_shift = schedule_shift(model, rollout)
 
     def info(self) -> dict:
         """Small facts for the worker table: pid, node, version, images generated."""

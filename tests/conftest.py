@@ -18,3 +18,31 @@ def random_tiny_dir(tmp_path_factory):
     tokenizer, text_encoder, transformer = tiny_model.build(seed=0)
     tiny_model.save(path, tokenizer, text_encoder, transformer, {"produced_by": "tests/conftest.py"})
     return path
+
+
+@pytest.fixture(scope="session")
+def flux_dir(tmp_path_factory):
+    """A tiny random FluxPipeline in the diffusers layout (rollout.models.testing)."""
+    from rollout.models.testing import write_flux_pipeline
+
+    return write_flux_pipeline(tmp_path_factory.mktemp("flux") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory):
+    """A tiny random StableDiffusion3Pipeline in the diffusers layout."""
+    from rollout.models.testing import write_sd3_pipeline
+
+    return write_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def reward_models(tmp_path_factory):
+    """Tiny random reward models in their official layouts: {kind: (path, base)}."""
+    from reward.testing import write_clip, write_hpsv3, write_imagereward
+
+    root = tmp_path_factory.mktemp("reward_models")
+    base, hps = write_hpsv3(root / "qwen2vl_base", root / "hpsv3")
+    ir = write_imagereward(root / "imagereward")
+    return {"hpsv3": (str(hps), str(base)), "clip": (str(write_clip(root / "clip")), None),
+            "imagereward": (str(ir), str(ir / "tokenizer"))}

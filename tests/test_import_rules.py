@@ -62,3 +62,13 @@ def test_pure_math_modules_import_only_torch_and_numpy(module):
     names = {n.split(".")[0] for n in project_imports(ROOT / module)}
     assert names <= PURE_OK, names - PURE_OK
 
+
+@pytest.mark.parametrize("module", ["reward/hpsv3.py", "reward/clip.py", "reward/imagereward.py",
+                                    "reward/preprocess.py", "reward/testing.py", "reward/worker.py"])
+def test_scorers_never_import_torchvision(module):
+    """Preprocessing is PIL + torch; torchvision has no CPU build beside our torch (issue 5).
+    (Module-level and function-level imports alike; tests/reward/test_scorers.py also checks
+    at run time that scoring never imports it.)"""
+    names = {n.split(".")[0] for n in project_imports(ROOT / module)}
+    assert "torchvision" not in names
+    assert not any(n.split(".")[0] in ("rollout", "learner", "orchestrator") for n in project_imports(ROOT / module))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rollout.models.tiny import TinyPolicy, TinyTextEncoder
 from rollout.policy import Conditioning, Policy
 from rollout.tiny import model as tiny_model
 from rollout.tiny import world
@@ -31,8 +32,8 @@ from rollout.tiny import world
 def text_conditioning(policy: Policy, prompts: list[str]) -> Conditioning:
     """Conditioning *with* gradients into the text encoder (pretraining trains it)."""
     tokens = policy.tokenizer(prompts, padding="max_length", max_length=tiny_model.MAX_TOKENS, return_tensors="pt")
-    out = policy.text_encoder(input_ids=tokens.input_ids)
-    return Conditioning(out.last_hidden_state, out.pooler_output)
+    out = policy.text_model(input_ids=tokens.input_ids)
+    return Conditioning({"prompt_embeds": out.last_hidden_state, "pooled": out.pooler_output})
 
 
 def flow_loss(policy: Policy, prompts, x0, noise, sigma) -> torch.Tensor:
@@ -71,8 +72,8 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     tokenizer, text_encoder, transformer = tiny_model.build(args.seed)
-    policy = Policy(transformer, text_encoder, tokenizer, world.IMAGE_SIZE)
-    policy.text_encoder.requires_grad_(True).train()
+    policy = TinyPolicy(transformer, TinyTextEncoder(text_encoder, tokenizer), world.IMAGE_SIZE)
+    policy.text_model.requires_grad_(True).train()
     params = [p for p in policy.parameters() if p.requires_grad]
     ema = copy.deepcopy(policy).requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -118,7 +119,7 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float) -> N
         "heldout_flow_loss": round(val_loss, 5),
         "train_seconds": round(seconds),
     }
-    tiny_model.save(Path(args.out), policy.tokenizer, policy.text_encoder, policy.transformer, info)
+    tiny_model.save(Path(args.out), policy.tokenizer, policy.text_model, policy.transformer, info)
     print(f"saved step {step} to {args.out}", flush=True)
 
 

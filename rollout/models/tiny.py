@@ -1,0 +1,113 @@
+"""The embedded tiny model as a Policy (rollout/tiny/: a FLUX transformer over pixel patches).
+
+    latents     pixels in [-1, 1] as 4×4 patches: [B, 64, 48] for a 32×32 image
+    conditioning prompt_embeds [B, 16, 64] (CLIP last hidden state), pooled [B, 64] (EOS state)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rollout.config import ModelConfig
+from rollout.models.common import frozen, setup_trainable, text_encoder_or_cache
+from rollout.policy import TINY, Conditioning, Policy
+from rollout.tiny import model as tiny_model
+
+KIND = TINY
+
+
+class TinyTextEncoder(torch.nn.Module):
+    """Word-level tokenizer + CLIPTextModel -> {prompt_embeds [B, T, D], pooled [B, D]}."""
+
+    def __init__(self, model, tokenizer):
+        super().__init__()
+        self.model = frozen(model)
+        self.tokenizer = tokenizer
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=tiny_model.MAX_TOKENS, return_tensors="pt")
+        out = self.model(input_ids=tokens.input_ids.to(device))
+        return {"prompt_embeds": out.last_hidden_state, "pooled": out.pooler_output}
+
+
+class TinyPolicy(Policy):
+    def __init__(self, transformer, text_encoder, image_size: int, dtype=torch.float32, trainable_names=None):
+        transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
+        super().__init__(transformer, text_encoder, dtype, trainable_names)
+        self.image_size = image_size
+        self._latent_shape = ((image_size // tiny_model.PATCH) ** 2, transformer.config.in_channels)
+        self.register_buffer("img_ids", tiny_model.image_ids(image_size), persistent=False)
+
+    # (pretraining reaches the text model and tokenizer directly)
+    @property
+    def tokenizer(self):
+        return self.text_encoder.tokenizer
+
+    @property
+    def text_model(self):
+        return self.text_encoder.model
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self._latent_shape
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
+        """Velocity v ≈ eps − x0 at noise level sigma; x [B, L, D] -> [B, L, D] float32."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
+        embeds = cond["prompt_embeds"]
+        out = self.transformer(
+            hidden_states=x.to(self.dtype),
+            encoder_hidden_states=embeds.to(self.dtype),
+            pooled_projections=cond["pooled"].to(self.dtype),
+            timestep=sigma.to(self.dtype),  # FLUX multiplies by 1000 inside
+            img_ids=self.img_ids,
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device),
+            return_dict=False,
+        )[0]
+        return out.float()
+
+    @torch.no_grad()
+    def decode(self, x0: torch.Tensor) -> np.ndarray:
+        """Latents [B, L, D] -> uint8 images [B, H, W, 3]."""
+        pixels = tiny_model.unpatchify(x0.float().clamp(-1, 1), self.image_size)
+        return ((pixels + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> clean latents x0 [B, L, D] in [-1, 1] (pretraining data)."""
+        pixels = torch.as_tensor(images, device=self.device).float() / 127.5 - 1
+        return tiny_model.patchify(pixels)
+
+
+def root_of(path: str) -> Path:
+    return tiny_model.WEIGHTS_DIR if path == TINY else Path(path).expanduser()
+
+
+def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> TinyTextEncoder:
+    """The tiny text encoder, always float32 (it is tiny; `dtype` is the transformer's)."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    root = root_of(path)
+    model = CLIPTextModel.from_pretrained(root / "text_encoder")
+    return TinyTextEncoder(model, AutoTokenizer.from_pretrained(root / "tokenizer"))
+
+
+def load(path: str, options: ModelConfig, dtype=torch.float32) -> TinyPolicy:
+    """The tiny model written by rollout.tiny.model.save (raygrpo_model.json kind 'tiny')."""
+    from diffusers import FluxTransformer2DModel
+
+    root = root_of(path)
+    meta = json.loads((root / "raygrpo_model.json").read_text())
+    if options.resolution not in (None, meta["image_size"]):
+        raise ValueError(f"model.resolution {options.resolution}: the tiny model makes {meta['image_size']}² "
+                         "images only; leave model.resolution unset")
+    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer").to(dtype)
+    names = setup_trainable(transformer, options, default="full")
+    text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
+    return TinyPolicy(transformer, text, meta["image_size"], dtype, names)
