@@ -46,6 +46,8 @@ class LearnerWorker:
         self.engine = None
         self.reference = None  # frozen base transformer, for the KL term (learner.kl_coef > 0)
         self.updates = 0
+        self.samples_done = 0  # trained (active) samples of this rank, for the worker table
+        self.seconds = 0.0  # time spent in update()
 
     # -- setup -------------------------------------------------------------------------------
     def rendezvous(self) -> tuple[str, int]:
@@ -89,6 +91,8 @@ class LearnerWorker:
         fetch_s = time.perf_counter() - start
         stats = self.train(traj, adv, mask)
         stats.update(learner_fetch_s=fetch_s, learner_s=time.perf_counter() - start)
+        self.samples_done += int(mask.sum())
+        self.seconds += stats["learner_s"]
         return stats
 
     def train(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
@@ -228,7 +232,9 @@ class LearnerWorker:
             raise FileNotFoundError(f"no DeepSpeed state in {path}/deepspeed")
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates}
+        """Small facts for the worker table: pid, node, rank, updates, samples trained, busy seconds."""
+        return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates,
+                "images": self.samples_done, "seconds": self.seconds}
 
 
 def _count_chunks(chunk_ids: torch.Tensor, mask: torch.Tensor) -> int:

@@ -4,6 +4,7 @@
     raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
     raygrpo profile --config FILE --prompts FILE --out DIR [--num-chunks K ...]
     raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
+    raygrpo dashboard --run-dir DIR [--host 127.0.0.1] [--port 8266]
 """
 
 from __future__ import annotations
@@ -136,6 +137,23 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    """Serve a run dir's dashboard (finished or live) until Ctrl-C; it only reads the run dir."""
+    from orchestrator.dashboard.server import DashboardServer
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "status.json").is_file() and not (run_dir / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"--run-dir {run_dir}: no status.json or metrics.jsonl there; "
+                                "give the directory `raygrpo train --run-dir` wrote")
+    server = DashboardServer(run_dir, args.host, args.port)
+    print(f"dashboard of {run_dir}: {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray")
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     f.set_defaults(func=cmd_profile)
+    d = sub.add_parser("dashboard", help="serve the read-only dashboard of a run dir (README: Dashboard)")
+    d.add_argument("--run-dir", required=True, help="the run dir `raygrpo train` wrote")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; see README for ssh -L)")
+    d.add_argument("--port", type=int, default=8266, help="port (0: a free one; a busy one falls back to a free one)")
+    d.set_defaults(func=cmd_dashboard)
     return p
 
 

@@ -43,6 +43,15 @@ def split_groups(groups: list, parts: int) -> list[list]:
     return [groups[i * n // parts:(i + 1) * n // parts] for i in range(parts)]
 
 
+def worker_row(role: str, index: int, info: dict) -> dict:
+    """One row of the worker table (status.json `workers`, the dashboard): the actor's own
+    info() plus its busy throughput (images it generated, scored or trained on, per second
+    spent working) and its restart count (0: actors are not restarted yet)."""
+    seconds = info.get("seconds") or 0.0
+    throughput = info.get("images", 0) / seconds if seconds > 0 else None
+    return {"role": role, "index": index, "state": "alive", "restarts": 0, **info, "images_per_s": throughput}
+
+
 def learner_env(num_gpus: float) -> dict:
     return {} if num_gpus > 0 else {"DS_ACCELERATOR": "cpu"}
 
@@ -151,12 +160,12 @@ class Cluster:
         ray.get([l.load.remote(path) for l in self.learners])
 
     def workers(self) -> list[dict]:
-        """Rows of the worker table (role, index, pid, node, version, counters)."""
+        """Rows of the worker table (role, index, pid, node, version, counters, throughput)."""
         rows = []
         for role, actors in (("rollout", self.rollout_workers), ("reward", list(self.reward_workers.values())),
                              ("learner", self.learners)):
             for i, info in enumerate(ray.get([a.info.remote() for a in actors])):
-                rows.append({"role": role, "index": i, "state": "alive", **info})
+                rows.append(worker_row(role, i, info))
         return rows
 
     def shutdown(self) -> None:

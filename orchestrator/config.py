@@ -70,6 +70,13 @@ class OrchestratorConfig(BaseModel):
     sample_every: int = Field(1, ge=1, description="write a sample grid every K iterations")
     eval_before_after: bool = Field(True, description="evaluate base and final policy on eval_prompts and print the summary")
     eval_samples_per_prompt: int = Field(4, ge=1)
+    dashboard: bool = Field(True, description="serve the read-only orchestrator dashboard while the run is live")
+    dashboard_host: str = Field("127.0.0.1", min_length=1,
+                                description="address the dashboard binds; 127.0.0.1 keeps it on this machine "
+                                            "(reach it with ssh -L), 0.0.0.0 opens it to the network without auth")
+    dashboard_port: int = Field(8266, ge=0, le=65535,
+                                description="dashboard port; 0 picks a free one, and a busy port falls back to a free one "
+                                            "(the URL is printed and recorded as dashboard_url in status.json)")
 
     @model_validator(mode="after")
     def _prompt_files_exist(self):

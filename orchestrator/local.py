@@ -12,7 +12,7 @@ import numpy as np
 
 from learner.engine import free_port
 from learner.worker import LearnerWorker
-from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups
+from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups, worker_row
 from orchestrator.config import Config
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
@@ -73,9 +73,9 @@ class LocalCluster:
         self.learner.load(path)
 
     def workers(self) -> list[dict]:
-        rows = [{"role": "rollout", "index": i, "state": "alive", **w.info()} for i, w in enumerate(self.rollout_workers)]
-        rows += [{"role": "reward", "index": i, "state": "alive", **w.info()} for i, w in enumerate(self.reward_workers.values())]
-        return rows + [{"role": "learner", "index": 0, "state": "alive", **self.learner.info()}]
+        rows = [worker_row("rollout", i, w.info()) for i, w in enumerate(self.rollout_workers)]
+        rows += [worker_row("reward", i, w.info()) for i, w in enumerate(self.reward_workers.values())]
+        return rows + [worker_row("learner", 0, self.learner.info())]
 
     def shutdown(self) -> None:
         pass

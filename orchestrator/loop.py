@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.cluster import Cluster
 from orchestrator.config import Config, build_plan, prompt_path
+from orchestrator.dashboard import start_dashboard
 from orchestrator.evaluate import eval_batch
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
@@ -21,8 +22,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
     `cluster_cls=LocalCluster` runs the same phases in this process, without Ray."""
     run, plan = Run(cfg, run_dir, resume), build_plan(cfg)
     run.write_plan(plan)
-    cluster = cluster_cls(cfg, plan)
+    dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)  # read-only web page of the run dir
+    cluster = None
     try:
+        cluster = cluster_cls(cfg, plan)
         run.status.update(state="starting", workers=cluster.workers())
         run.restore(cluster)
         before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
@@ -46,7 +49,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
                 run.log(iteration, rewards, adv, stats, timer, batches, checksum)
                 if run.due(iteration):
                     run.checkpoint(cluster, iteration, checksum)
-            run.status.update(workers=cluster.workers())
+            run.update_workers(cluster.workers())
         after = evaluate(cfg, cluster, run, "after") if before is not None else None
         run.close("finished")
         return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
@@ -54,7 +57,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
         run.close("failed")
         raise
     finally:
-        cluster.shutdown()
+        dashboard.stop()
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str) -> dict:

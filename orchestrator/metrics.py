@@ -16,6 +16,7 @@ ELAPSED = "elapsed_s"
 IMAGES_PER_S = "throughput/images_per_s"
 GROUPS_PLANNED = "groups_planned"
 GROUPS_COMPLETED = "groups_completed"
+STALENESS = "rollout/staleness"
 ZERO_STD_RATIO = "zero_std_ratio"
 TRAINED_SAMPLES = "samples/trained"
 ADVANTAGE_ABS = "advantage/abs_mean"
@@ -51,6 +52,7 @@ METRICS: dict[str, str] = {
     IMAGES_PER_S: "images generated per second of iteration wall time",
     GROUPS_PLANNED: "prompt groups planned this iteration",
     GROUPS_COMPLETED: "prompt groups whose rollouts and rewards completed",
+    STALENESS: "policy versions between the weights that generated the oldest rollout and the weights it trained (0: synchronous)",
     ZERO_STD_RATIO: "share of groups whose rewards have zero spread (dropped: no signal)",
     ADVANTAGE_ABS: "mean absolute advantage over trained samples",
     TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",

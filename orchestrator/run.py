@@ -4,6 +4,7 @@ small dicts; the heavy data stays in the object store."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from learner.advantages import best_of_mask, combined_advantages
 from orchestrator import checkpoint, metrics as M
 from orchestrator.config import Config, dump_config, prompt_path
+from orchestrator.dashboard.ray_metrics import RayMetrics
 from rollout.sampler import derive_seed
 from rollout.tiny.world import read_prompts
 
@@ -116,6 +118,7 @@ class Run:
             M.truncate_metrics(self.run_dir, self.start_iteration)
         self.metrics = M.MetricsWriter(self.run_dir)
         self.status = M.Status(self.run_dir, cfg.orchestrator.iterations)
+        self.ray_metrics = RayMetrics(self.run_dir.name)
         self.started = time.time()
         self.bar = tqdm(total=cfg.orchestrator.iterations, initial=self.start_iteration, desc="raygrpo", unit="it",
                         dynamic_ncols=True)
@@ -140,10 +143,12 @@ class Run:
             batches: list, checksum: str) -> dict:
         wall = sum(timer.seconds.values())
         n = sum(len(b.prompts) for b in batches)
+        trained = self.version - 1  # the weights this iteration's update started from
         row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
                M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
+               M.STALENESS: trained - min(b.info.get("policy_version", trained) for b in batches),
                M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: sum(adv.active),
                M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
                M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
@@ -153,15 +158,40 @@ class Run:
             row[M.reward_mean(name)], row[M.reward_std(name)] = float(np.mean(r)), float(np.std(r))
         row.update({M.phase_time(p): s for p, s in timer.seconds.items()})
         self.metrics.write(row)
-        preview = batches[0].info.get("preview_png")
-        if preview:
-            (self.run_dir / "samples" / f"iter_{iteration:05d}.png").write_bytes(preview)
+        self.write_preview(iteration, batches[0], rewards)
+        self.ray_metrics.record_iteration(row)
         first = self.cfg.reward.scorers[0].name
         self.bar.set_postfix({f"{first}": f"{row[M.reward_mean(first)]:.3f}", "img/s": f"{row[M.IMAGES_PER_S]:.1f}"})
         self.bar.update(1)
         self.status.update(state="running", iteration=iteration, last_metrics=row)
         self.last = row
         return row
+
+    def write_preview(self, iteration: int, batch, rewards: dict[str, np.ndarray]) -> None:
+        """samples/iter_XXXXX.png (the first rollout worker's grid) and, next to it,
+        iter_XXXXX.json: each grid row's prompt and every sample's reward per scorer. The
+        grid holds that worker's first `preview_rows` groups, which are the first
+        rows · G entries of `rewards` (batch order)."""
+        png = batch.info.get("preview_png")
+        if not png:
+            return
+        g = self.cfg.rollout.group_size
+        rows = []
+        for r in range(batch.info.get("preview_rows", len(batch.prompts) // g)):
+            lo, hi = r * g, (r + 1) * g  # the row's samples, in batch order
+            rows.append({"prompt": batch.prompts[lo], "group": batch.group_ids[lo],
+                         "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}})
+        meta = {"iteration": iteration, "policy_version": batch.info.get("policy_version"), "group_size": g, "rows": rows}
+        stem = self.run_dir / "samples" / f"iter_{iteration:05d}"
+        M.write_json_atomic(stem.with_suffix(".json"), meta)  # first: a listed grid always has its rewards
+        tmp = stem.with_name(f".{stem.name}.png.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, stem.with_suffix(".png"))
+
+    def update_workers(self, rows: list[dict]) -> None:
+        """The worker table: into status.json and the Ray metrics view."""
+        self.status.update(workers=rows)
+        self.ray_metrics.record_workers(rows)
 
     def checkpoint(self, cluster, iteration: int, checksum: str) -> Path:
         tmp = checkpoint.begin(self.run_dir, iteration + 1)

@@ -39,12 +39,13 @@ class RolloutWorker:
         self.policy.requires_grad_(False)
         self.policy_version = 0
         self.images_done = 0
+        self.seconds = 0.0  # time spent in rollout(): images_done / seconds is the busy throughput
         self.plan_shift = schedule_shift(model, rollout)
 
     def info(self) -> dict:
-        """Small facts for the worker table: pid, node, version, images generated."""
+        """Small facts for the worker table: pid, node, version, images generated, busy seconds."""
         return {"pid": os.getpid(), "node": os.uname().nodename, "policy_version": self.policy_version,
-                "images": self.images_done, "index": self.index}
+                "images": self.images_done, "seconds": self.seconds, "index": self.index}
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> str:
         """Install published weights; returns their checksum (compared with the learner's)."""
@@ -72,10 +73,12 @@ class RolloutWorker:
                                 self.policy_version, micro_batch=self.cfg.micro_batch, group_size=g)
         seconds = time.perf_counter() - start
         self.images_done += len(images)
+        self.seconds += seconds
         info = {"worker": self.index, "samples": len(images), "seconds": seconds,
                 "policy_version": self.policy_version, "groups": [gid for gid, _ in groups]}
-        if preview:
-            info["preview_png"] = _png(images, cols=g, rows=min(len(groups), 4))
+        if preview:  # the first groups, one row each: rows · g samples, in batch order
+            info["preview_rows"] = min(len(groups), 4)
+            info["preview_png"] = _png(images, cols=g, rows=info["preview_rows"])
         return images, traj, info
 
 
