@@ -6,7 +6,8 @@ The same config and iterations run through `raygrpo train` (Ray actors, object s
 DeepSpeed) and `raygrpo train --no-ray` (the same worker classes called in one process,
 `orchestrator/local.py`), alternating, one rollout worker and one learner rank, 2 torch
 threads everywhere. Per-iteration time = sum of the phase times in metrics.jsonl, the
-first 2 iterations (warm-up) excluded; the ratio compares medians over repeats.
+first 2 iterations (warm-up) excluded, median per phase over iterations (robust to a burst
+of load from another process); the ratio compares medians over repeats.
 Writes bench/results/overhead.json and overhead.md.
 """
 
@@ -40,7 +41,8 @@ def one_run(mode: str, iterations: int, run_dir: Path) -> dict:
         raise RuntimeError(out.stderr[-3000:])
     wall = time.time() - start
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][2:]
-    phases = {p: statistics.mean(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES}
+    # medians: a burst of load from another process should not decide the ratio
+    phases = {p: statistics.median(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES}
     return {"iteration_s": sum(phases.values()), "phases_s": phases, "process_wall_s": wall}
 
 
