@@ -56,6 +56,10 @@ class OrchestratorConfig(BaseModel):
     sample_every: int = Field(1, ge=1, description="write a sample grid every K iterations")
     eval_before_after: bool = Field(True, description="evaluate base and final policy on eval_prompts and print the summary")
     eval_samples_per_prompt: int = Field(4, ge=1)
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="async: iteration k+1's rollouts run while the learner updates on k (samples one policy "
+        "version stale; the ratio uses the log-probs stored with them)")
+    max_staleness: int = Field(1, ge=0, le=1, description="async: policy versions a rollout may lag the learner (0 = as sync)")
 
     @model_validator(mode="after")
     def _prompt_files_exist(self):

@@ -12,6 +12,8 @@ from pathlib import Path
 from orchestrator.cluster import Cluster
 from orchestrator.config import Config, build_plan, prompt_path
 from orchestrator.evaluate import eval_batch
+from orchestrator.faults import LearnerFailure
+from orchestrator.pipeline import RolloutPipeline
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
 
@@ -20,7 +22,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
     """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`).
     `cluster_cls=LocalCluster` runs the same phases in this process, without Ray."""
     run = Run(cfg, run_dir, resume)
-    cluster = cluster_cls(cfg, build_plan(cfg))
+    cluster = cluster_cls(cfg, build_plan(cfg), run.run_dir)
+    rollouts = RolloutPipeline(cfg, run, cluster)  # async mode: the next iteration's rollouts run during this update
     try:
         run.status.update(state="starting", workers=cluster.workers())
         run.restore(cluster)
@@ -28,10 +31,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
         for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
             timer = PhaseTimer(run.status)
             with timer("sample"):
-                groups = list(enumerate(run.prompts.next(cfg.orchestrator.prompts_per_iter)))
+                rollouts.start(iteration)
             with timer("rollout"):
-                preview = iteration % cfg.orchestrator.sample_every == 0
-                batches = cluster.rollout(groups, iteration, preview)
+                batches = rollouts.take(iteration)
             with timer("score"):
                 rewards = cluster.score(batches)
             with timer("advantages"):
@@ -42,13 +44,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
                 run.version += 1
                 checksum = cluster.sync(run.version)
             with timer("log"):
-                run.log(iteration, rewards, adv, stats, timer, batches, checksum)
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health())
                 if run.due(iteration):
                     run.checkpoint(cluster, iteration, checksum)
+            cluster.rescale()  # `raygrpo scale` requests take effect between iterations
             run.status.update(workers=cluster.workers())
         after = evaluate(cfg, cluster, run, "after") if before is not None else None
         run.close("finished")
         return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
+    except LearnerFailure as err:
+        failure = err.with_resume_hint(run.run_dir)
+        run.close("failed", error=str(failure))
+        raise failure from err
     except BaseException:
         run.close("failed")
         raise
