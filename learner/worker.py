@@ -178,14 +178,16 @@ class LearnerWorker:
         return state, self.policy.state_checksum(state)
 
     def join_weight_group(self, master_addr: str, master_port: int, world_size: int, backend: str,
-                          timeout_s: float, bucket_bytes: int) -> list:
-        """Rank 0: found the weight broadcast group (rank 0 of it; the rollout workers join as
-        1..R) and return the bucket plan they receive by."""
-        if self.weight_group is not None:
-            self.weight_group.close()
-        self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
+                          timeout_s: float, bucket_bytes: int) -> list | None:
+        """Call on every rank. Rank 0 founds the weight broadcast group (as its rank 0; the
+        rollout workers join as 1..R) and returns the bucket plan they receive by; the other
+        ranks only join the (ZeRO-3) gather that plan is made from."""
+        if self.rank == 0:
+            if self.weight_group is not None:
+                self.weight_group.close()
+            self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
         state, _ = self.publish()
-        return plan_buckets(tensor_specs(state), bucket_bytes)
+        return plan_buckets(tensor_specs(state), bucket_bytes) if state is not None else None
 
     def broadcast_weights(self, plan: list) -> str | None:
         """Send the trainable weights to the weight group (rank 0; other ranks only join the

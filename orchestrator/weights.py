@@ -61,6 +61,9 @@ class WeightSync:
 
     def _install_broadcast(self, version: int, workers: list) -> tuple[str, list[int]]:
         if workers != self.members:
+            dead = self._dead([w.info.remote() for w in workers])  # a dead member would stall the group's store
+            if dead:
+                return self.checksum, dead
             self._build_group(workers)
         sent = [l.broadcast_weights.remote(self.plan_ref) for l in self.learners]
         got = [w.receive_weights.remote(self.plan_ref, version) for w in workers]
@@ -75,12 +78,12 @@ class WeightSync:
     def _build_group(self, workers: list) -> None:
         addr, port = ray.get(self.learners[0].rendezvous.remote())
         world = len(workers) + 1
-        plan = self.learners[0].join_weight_group.remote(addr, port, world, self.backend, self.timeout_s,
-                                                         self.bucket_bytes)
+        plans = [l.join_weight_group.remote(addr, port, world, self.backend, self.timeout_s, self.bucket_bytes)
+                 for l in self.learners]
         joined = [w.join_weight_group.remote(addr, port, rank + 1, world, self.backend, self.timeout_s)
                   for rank, w in enumerate(workers)]
         ray.get(joined)
-        self.plan_ref = ray.put(gather_learners([plan], "building the weight group")[0])
+        self.plan_ref = ray.put(gather_learners(plans, "building the weight group")[0])  # rank 0's plan
         self.members = list(workers)
 
     # -- a worker that joins between versions ----------------------------------------------------
