@@ -105,21 +105,25 @@ class Cluster:
 
     def score(self, batches: list[RolloutBatch]) -> dict[str, np.ndarray]:
         """Rewards [B] per scorer, in batch order; Ray resolves each image ref in the reward
-        worker. A reward worker that dies is replaced and its batches scored again."""
-        used = {}  # (scorer, batch index) -> the actor asked
+        worker. A reward worker that dies is replaced and its batches are scored again."""
+        asked = {}  # (scorer, batch index) -> the reward worker asked
 
-        def submit(key, err=None):
+        def ask(key, died=None):
             name, i = key
-            if err is not None and used[key] == self.reward_workers[name]:  # first to see this death
-                self.recovered += 1
-                ray.kill(self.reward_workers[name])
-                self.reward_workers[name] = self._reward_actor(next(s for s in self.cfg.reward.scorers if s.name == name))
-            used[key] = self.reward_workers[name]
-            return used[key].score.remote(batches[i].images, batches[i].prompts)
+            if died is not None and asked[key] == self.reward_workers[name]:  # the first to see this death
+                self._replace_scorer(name)
+            asked[key] = self.reward_workers[name]
+            return asked[key].score.remote(batches[i].images, batches[i].prompts)
 
         keys = [(name, i) for name in self.reward_workers for i in range(len(batches))]
-        rewards = gather({key: submit(key) for key in keys}, submit)
+        rewards = gather({key: ask(key) for key in keys}, ask)
         return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in self.reward_workers}
+
+    def _replace_scorer(self, name: str) -> None:
+        """A fresh reward worker for scorer `name` (scorers are frozen: nothing to hand over)."""
+        self.recovered += 1
+        ray.kill(self.reward_workers[name])
+        self.reward_workers[name] = self._reward_actor(next(s for s in self.cfg.reward.scorers if s.name == name))
 
     def update(self, batches: list[RolloutBatch], samples: list[int], active: list[bool], advantages: list[float]) -> dict:
         """One learner update; the trajectory refs travel wrapped in a list, so each rank
