@@ -28,7 +28,7 @@ from rollout.grid import save_grid  # noqa: E402
 from rollout.policy import load_policy  # noqa: E402
 from rollout.tiny import world  # noqa: E402
 
-SDE = {"noise_level": 0.7, "sde_kind": "flow"}
+SDE = {"noise_level": 0.7, "sde_kind": "flow", "ode_last": True}  # the tiny config's rollout plan
 
 
 def baselines(prompts, scorers, rng):

@@ -12,33 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-CONFIG = "deploy/configs/tiny.yaml"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONFIG, RESULTS, evaluate, machine, run  # noqa: E402
+
 VARIANTS = {
     "preference+alignment": [],
     "preference-only": ["reward.scorers=[{name: preference, kind: preference}]"],
 }
-
-
-def run(cmd: list[str]) -> str:
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-    return out.stdout
-
-
-def evaluate(checkpoint: str, out: Path) -> dict:
-    run(["raygrpo", "eval", "--checkpoint", checkpoint, "--prompts", "tiny:heldout", "--config", CONFIG,
-         "--json", str(out)])
-    return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -80,7 +64,7 @@ def main() -> None:
     result["setup"] = {
         "command": "python bench/learning.py " + " ".join(sys.argv[1:]),
         "config": CONFIG,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "eval": "raygrpo eval --prompts tiny:heldout (45 prompts x 4 samples, ODE, seed 0)",
     }
     (RESULTS / "learning.json").write_text(json.dumps(result, indent=2) + "\n")

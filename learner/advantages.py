@@ -68,3 +68,16 @@ def combined_advantages(
         total = sum(w * rewards[m].double() for m, w in weights.items())
         return group_advantages(total, group_ids, eps=eps, clip=clip), zero_spread_groups(total, group_ids)
     raise ValueError(f"aggregation mode must be 'advantage' or 'reward', got {mode!r}")
+
+
+def best_of_mask(advantages: torch.Tensor, group_ids: torch.Tensor, k: int) -> torch.Tensor:
+    """DanceGRPO's best-of-N: bool [B], True for the top k//2 and the bottom k − k//2 members
+    of each group by advantage (ties broken by position)."""
+    keep = torch.zeros_like(advantages, dtype=torch.bool)
+    for g in group_ids.unique():
+        members = torch.nonzero(group_ids == g).flatten()
+        order = members[torch.argsort(advantages[members], stable=True)]  # ascending
+        top, bottom = k // 2, k - k // 2
+        keep[order[:bottom]] = True
+        keep[order[len(order) - top:]] = True
+    return keep

@@ -86,3 +86,12 @@ def column_blocks(chunk_ids: torch.Tensor) -> list[list[int]]:
     for col in range(s):
         blocks.setdefault(find(col), []).append(col)
     return sorted(blocks.values())
+
+
+def chunk_sampling_weights(l1_rel, sizes: list[int], temperature: float = 1.0) -> list[float]:
+    """Weighted chunk sampling (Chunk-GRPO): probability of chunk j ∝ (mean L1_rel over C_j)^(1/temperature)."""
+    values = torch.as_tensor(l1_rel, dtype=torch.float64)
+    ids = chunk_ids(sizes)
+    means = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, ids, values[: len(ids)]) / torch.tensor(sizes)
+    weights = means.clamp(min=1e-12) ** (1.0 / temperature)
+    return (weights / weights.sum()).tolist()

@@ -12,14 +12,24 @@ class Section(BaseModel):
 
 
 class ChunkConfig(Section):
-    mode: Literal["step", "fixed", "uniform"] | None = Field(
-        None, description="'step': chunks of one transition (DanceGRPO); 'fixed': `sizes`; 'uniform': chunks of `size`; default from `algorithm`"
+    mode: Literal["step", "fixed", "uniform", "dynamics"] | None = Field(
+        None, description="'step': chunks of one transition (DanceGRPO); 'fixed': `sizes`; 'uniform': chunks of `size`; "
+        "'dynamics': `num_chunks` chunks from the L1_rel curve in `profile`; default from `algorithm`"
     )
     sizes: list[int] | None = Field(None, description="fixed chunk sizes; must sum to the trained transitions")
     size: int | None = Field(None, ge=1, description="uniform chunk size (the last chunk takes the remainder)")
+    profile: str | None = Field(None, description="profile.json written by `raygrpo profile` (dynamics chunks, weighted sampling)")
+    num_chunks: int | None = Field(None, ge=1, description="dynamics mode: number of chunks")
+    per_sample: int | None = Field(None, ge=1, description="weighted sampling: chunks each sample trains, drawn without replacement ∝ (mean L1_rel)^(1/temperature); needs `profile`")
+    temperature: float = Field(1.0, gt=0, description="weighted sampling temperature")
 
     @model_validator(mode="after")
     def _needs(self):
+        if self.mode == "dynamics" and not (self.profile and self.num_chunks):
+            raise ValueError("learner.chunks.mode is 'dynamics' but learner.chunks.profile / num_chunks are not both set; "
+                             "write a profile with `raygrpo profile` and name it here")
+        if self.per_sample and not self.profile:
+            raise ValueError("learner.chunks.per_sample (weighted chunk sampling) needs learner.chunks.profile for the chunk weights")
         if self.mode == "fixed" and not self.sizes:
             raise ValueError("learner.chunks.mode is 'fixed' but learner.chunks.sizes is not set; give e.g. sizes: [2, 3, 4, 7]")
         if self.mode == "uniform" and not self.size:
@@ -38,6 +48,10 @@ class LearnerConfig(Section):
     minibatches: int = Field(1, ge=1, description="optimizer steps per iteration (the batch split evenly)")
     micro_batch: int = Field(16, ge=1, description="samples per forward/backward pass")
     adv_clip: float = Field(5.0, gt=0, description="advantages clipped to ±adv_clip")
+    advantage_groups: Literal["prompt", "column"] | None = Field(
+        None, description="normalise advantages per prompt group, or per (prompt, branch step) column (E-GRPO); default from `algorithm`")
+    best_of: int | None = Field(None, ge=2, description="DanceGRPO best-of-N: train only the top k/2 and bottom k/2 members of each group by advantage")
+    kl_coef: float = Field(0.0, ge=0, description="β of the KL to the frozen base policy (exact Gaussian KL of transition means)")
     train_last_step: bool | None = Field(None, description="train the final transition (DanceGRPO never does); default from `algorithm`")
     timestep_fraction: float | None = Field(None, gt=0, le=1, description="share of trainable transitions each sample trains; default from `algorithm`")
     chunks: ChunkConfig = Field(default_factory=ChunkConfig)
@@ -46,8 +60,16 @@ class LearnerConfig(Section):
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads per learner rank")
 
 
-def chunk_sizes(chunks: ChunkConfig, trained: int) -> list[int]:
-    """Chunk sizes covering `trained` transitions for a chunk mode (errors name the fields)."""
+def chunk_sizes(chunks: ChunkConfig, trained: int, l1_rel: list[float] | None = None) -> list[int]:
+    """Chunk sizes covering `trained` transitions for a chunk mode (errors name the fields).
+    `l1_rel`: the profile's curve over those transitions (dynamics mode)."""
+    if chunks.mode == "dynamics":
+        from learner.chunking import dynamics_chunks
+
+        if l1_rel is None or len(l1_rel) != trained:
+            raise ValueError(f"learner.chunks.profile has {0 if l1_rel is None else len(l1_rel)} transitions but the "
+                             f"plan trains {trained}; profile the same rollout.num_steps / shift")
+        return dynamics_chunks(l1_rel, chunks.num_chunks)
     if chunks.mode in (None, "step"):
         return [1] * trained
     if chunks.mode == "uniform":

@@ -7,6 +7,9 @@ Shapes: B samples, S trained transitions per sample, J chunks.
 Chunks of size one are exactly DanceGRPO's step-level objective (mean over samples and
 steps). A chunk with no unmasked transition is absent and not averaged. `advantages` may
 be [B] (one per sample) or [B, J] (per-chunk reward mixes).
+`gaussian_mean_kl` is the exact KL between two transitions with the same std (the policy
+and the frozen reference at the same x, σ): ‖mean_θ − mean_ref‖² / (2·std²), averaged over
+dimensions like the log-prob.
 Stats (floats): clip_fraction = share of present chunks with |ratio−1| > ε,
 approx_kl = ½·mean(log_ratio²) over unmasked transitions, ratio mean / min / max.
 """
@@ -45,7 +48,7 @@ def clipped_objective(
     chunk_lr, present = chunk_log_ratio(log_ratio, chunk_ids, mask)  # [B, J]
     ratio = torch.exp(chunk_lr)  # [B, J]
     adv = advantages.float()
-    adv = adv[:, None] if adv.ndim == 1 else adv  # [B, 1] or [B, J]
+    adv = adv[:, None] if adv.ndim == 1 else adv[:, : ratio.shape[1]]  # [B, 1] or [B, J]
     ratio_clipped = ratio.clamp(1 - clip_range, 1 + clip_range)
     per_chunk = -torch.minimum(ratio * adv, ratio_clipped * adv)  # [B, J]
     n = present.sum().clamp(min=1)
@@ -60,3 +63,9 @@ def clipped_objective(
             "ratio_max": r.max().item() if r.numel() else 1.0,
         }
     return loss, stats
+
+
+def gaussian_mean_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std²) ‖ N(ref_mean, std²)) averaged over non-batch dims -> [B] float32."""
+    kl = (mean.float() - ref_mean.float()) ** 2 / (2 * std.float() ** 2)
+    return kl.reshape(kl.shape[0], -1).mean(dim=1)

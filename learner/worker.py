@@ -11,6 +11,7 @@ imports the model-loading code.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import defaultdict
@@ -20,7 +21,7 @@ import torch
 from learner.chunking import column_blocks
 from learner.config import LearnerConfig
 from learner.engine import build_engine, free_port, init_distributed, node_ip
-from learner.objective import clipped_objective
+from learner.objective import clipped_objective, gaussian_mean_kl
 from rollout.sde import sde_step
 from rollout.trajectory import Trajectory
 from rollout.weight_sync import WeightGroup, plan_buckets, tensor_specs
@@ -44,6 +45,7 @@ class LearnerWorker:
         self.policy = policy_factory()
         self.gpu = self.policy.device.type == "cuda"
         self.engine = None
+        self.reference = None  # frozen base transformer, for the KL term (learner.kl_coef > 0)
         self.updates = 0
         self.weight_group: WeightGroup | None = None  # rank 0, broadcast weight sync only
 
@@ -57,6 +59,8 @@ class LearnerWorker:
 
         if not dist.is_initialized():  # (a single-process LocalCluster may have done it already)
             init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
+        if self.cfg.kl_coef > 0:
+            self.reference = copy.deepcopy(self.policy.transformer).requires_grad_(False).eval()
         self.policy.transformer.requires_grad_(True).train()
         self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
@@ -82,7 +86,7 @@ class LearnerWorker:
             needed = ray.get(needed)  # only the batches this rank's shard lives in
         fetched = dict(zip(wanted, needed))
         traj = Trajectory.cat([fetched[b].select(rows) for b, rows in wanted.items()])
-        adv = torch.tensor([advantages[k] for k in mine], dtype=torch.float32)
+        adv = torch.tensor([advantages[k] for k in mine], dtype=torch.float32)  # [b] or [b, J] per-chunk
         mask = torch.tensor([active[k] for k in mine], dtype=torch.bool)
         fetch_s = time.perf_counter() - start
         stats = self.train(traj, adv, mask)
@@ -112,25 +116,32 @@ class LearnerWorker:
             "ratio_mean_first": first["ratio_mean"],
             "chunks": totals["chunks"],
             "grad_norm": first.get("grad_norm", 0.0),
+            "kl": first.get("kl", 0.0),
         }
 
     def _minibatch(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
         engine, cfg = self.engine, self.cfg
-        mask = active[:, None].expand_as(traj.chunk_ids)  # [b, S]
+        mask = active[:, None] & (traj.train_steps >= 0)  # [b, S]: -1 pads are never trained
         blocks = column_blocks(traj.chunk_ids)
         n_local = _count_chunks(traj.chunk_ids, mask)
-        n_global = _all_reduce_sum(n_local)
+        n_chunks = _all_reduce_sum(n_local)
+        n_steps = _all_reduce_sum(int(mask.sum()))
         stats: dict[str, float] = defaultdict(float)
         ratio_min, ratio_max = float("inf"), float("-inf")
         cond = self.policy.encode(traj.prompts)
         for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch):
             for cols in blocks:
                 ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
-                log_prob, old = self._log_probs(traj, mb, cols, cond)  # [mb, |cols|] each
+                log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each
                 loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
                 n_block = _count_chunks(ids, m)
-                # Σ_blocks loss·n_block/n_global is the global mean; × world size undoes DeepSpeed's average.
-                engine.backward(loss * (n_block * self.world_size / max(n_global, 1)))
+                # Σ_blocks loss·n_block/n_chunks is the global mean over (sample, chunk); the KL
+                # term is the mean over trained transitions; × world size undoes DeepSpeed's average.
+                total = loss * (n_block / max(n_chunks, 1))
+                if kl is not None:
+                    total = total + cfg.kl_coef * (kl * m).sum() / max(n_steps, 1)
+                    stats["kl"] += (kl * m).sum().item()
+                engine.backward(total * self.world_size)
                 if n_block:
                     for k in ("clip_fraction", "ratio_mean", "approx_kl"):
                         stats[k] += s[k] * n_block
@@ -138,30 +149,52 @@ class LearnerWorker:
                     ratio_min, ratio_max = min(ratio_min, s["ratio_min"]), max(ratio_max, s["ratio_max"])
         engine.step()
         n = max(n_local, 1)
-        out = {k: v / n for k, v in stats.items()}
+        out = {k: v / n for k, v in stats.items() if k != "kl"}
         out.update(chunks=n_local, ratio_min=ratio_min if n_local else 1.0, ratio_max=ratio_max if n_local else 1.0)
         for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl"):
             out.setdefault(k, 0.0 if k != "ratio_mean" else 1.0)
+        out["kl"] = stats["kl"] / max(int(mask.sum()), 1)
         norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
         out["grad_norm"] = float(norm) if norm is not None else 0.0
         return out
 
-    def _log_probs(self, traj: Trajectory, rows: torch.Tensor, cols: list[int], cond):
-        """New (with grad) and old log-probs [rows, cols] of the trained transitions, all
-        columns of the block in one transformer call."""
-        t = traj.train_steps[rows][:, cols]  # [b, c] transition index per (sample, column)
+    def _recompute(self, traj: Trajectory, rows: torch.Tensor, cols: list[int], cond):
+        """New log-probs (with grad), old log-probs and, with a reference, the KL to it, all
+        [rows, cols]; every column of the block in one transformer call."""
+        t = traj.train_steps[rows][:, cols].clamp(min=0)  # [b, c]; pads read transition 0, masked later
         b, c = t.shape
         r = rows[:, None].expand(b, c)
-        x = traj.latents[r, t].to(self.policy.device)  # [b, c, *latent]
-        x_next = traj.latents[r, t + 1].to(self.policy.device)
-        sigma, sigma_next = traj.sigmas[t], traj.sigmas[t + 1]  # [b, c]
         flat = lambda z: z.transpose(0, 1).reshape(b * c, *z.shape[2:])  # column-major: [c·b, ...]
-        velocity = self.policy.velocity(flat(x), flat(sigma), cond.take(rows.repeat(c)))
-        step = sde_step(flat(x), velocity, flat(sigma), flat(sigma_next), noise_level=traj.noise_level,
-                        kind=traj.sde_kind, x_next=flat(x_next))
-        log_prob = step.log_prob.reshape(c, b).T  # [b, c]
-        old = traj.log_probs[r, t]
-        return log_prob, old
+        x = flat(traj.latents[r, t]).to(self.policy.device)  # [c·b, *latent]
+        x_next = flat(traj.latents[r, t + 1]).to(self.policy.device)
+        sigma, sigma_next = flat(traj.sigmas[t]), flat(traj.sigmas[t + 1])  # [c·b]
+        cond_rows = cond.take(rows.repeat(c))
+        # E-GRPO: members of a column leave the anchor at the same x_t; evaluate it once.
+        keys = flat(traj.group_ids[r] * (traj.num_transitions + 1) + t) if traj.shared_inputs else None
+        velocity = self._velocity(x, sigma, cond_rows, keys)
+        step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
+        kl = None
+        if self.reference is not None:
+            with torch.no_grad():
+                v_ref = self._velocity(x, sigma, cond_rows, keys, reference=True)
+                ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
+            kl = gaussian_mean_kl(step.mean, ref.mean, step.std).reshape(c, b).T
+        return step.log_prob.reshape(c, b).T, traj.log_probs[r, t], kl
+
+    def _velocity(self, x, sigma, cond, keys=None, reference: bool = False) -> torch.Tensor:
+        """policy.velocity, once per distinct key when `keys` are given, under the frozen
+        reference weights when `reference`."""
+        if keys is not None:
+            unique, inverse = torch.unique(keys, return_inverse=True)
+            first = torch.full((len(unique),), len(keys)).scatter_reduce(0, inverse, torch.arange(len(keys)), "amin")
+            return self._velocity(x[first], sigma[first], cond.take(first), None, reference)[inverse]
+        if not reference:
+            return self.policy.velocity(x, sigma, cond)
+        live, self.policy.transformer = self.policy.transformer, self.reference
+        try:
+            return self.policy.velocity(x, sigma, cond)
+        finally:
+            self.policy.transformer = live
 
     # -- weights and checkpoints -------------------------------------------------------------
     def publish(self) -> tuple[dict | None, str | None]:

@@ -2,6 +2,7 @@
 
     raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
     raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
+    raygrpo profile --config FILE --prompts FILE --out DIR [--num-chunks K ...]
     raygrpo scale --workers N [--run RUN_DIR] [--address ADDR] [--wait]
 """
 
@@ -36,12 +37,17 @@ def connect_ray(address: str | None) -> None:
 def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)  # every config error surfaces here, before Ray
     run_dir = Path(args.run_dir or f"runs/{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
-    connect_ray(args.address)
     from orchestrator.faults import LearnerFailure
     from orchestrator.loop import train
 
     try:
-        result = train(cfg, run_dir, resume=args.resume)
+        if args.no_ray:
+            from orchestrator.local import LocalCluster
+
+            result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster)
+        else:
+            connect_ray(args.address)
+            result = train(cfg, run_dir, resume=args.resume)
     except LearnerFailure as err:  # the message names the checkpoint to resume from
         print(f"raygrpo: {err}", file=sys.stderr)
         return 1
@@ -109,6 +115,24 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    import torch
+
+    from orchestrator.config import prompt_path
+    from orchestrator.profile import profile
+    from rollout.tiny.world import read_prompts
+
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(args.threads)
+    result = profile(cfg, read_prompts(prompt_path(args.prompts)), Path(args.out), num_chunks=args.num_chunks,
+                     seed=args.seed, samples_per_prompt=args.samples_per_prompt)
+    print("L1_rel:", " ".join(f"{v:.4f}" for v in result["l1_rel"]))
+    for k, sizes in result["proposed_chunks"].items():
+        print(f"{k} chunks: {sizes}")
+    print(f"wrote {args.out}/profile.json and profile.png; use it as learner.chunks.profile")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray")
     sub = p.add_subparsers(dest="command", required=True)
@@ -117,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="where metrics, samples and checkpoints go (default runs/<algorithm>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    t.add_argument("--no-ray", action="store_true",
+                   help="run the same loop in this process without Ray (one learner rank; for debugging and bench/overhead.py)")
     t.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="mean reward of a checkpoint (or the base model) over prompts")
@@ -129,6 +155,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     e.set_defaults(func=cmd_eval)
+    f = sub.add_parser("profile", help="L1_rel temporal dynamics of the base model and proposed chunks")
+    f.add_argument("--config", required=True, help="config naming the model and rollout.num_steps / shift")
+    f.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:train")
+    f.add_argument("--out", required=True, help="directory for profile.json and profile.png")
+    f.add_argument("--num-chunks", type=int, nargs="+", default=[2, 3, 4, 5, 6])
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--samples-per-prompt", type=int, default=2)
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    f.set_defaults(func=cmd_profile)
     s = sub.add_parser("scale", help="change the number of rollout workers of a running job")
     s.add_argument("--workers", type=int, required=True, help="rollout workers wanted (applied between iterations)")
     s.add_argument("--run", help="run dir of the job (needed only when several jobs run on the cluster)")

@@ -43,7 +43,7 @@ class Cluster:
         self.reward_workers = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
         self.learners, self.pg = self._learner_group()
         weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(workers[0].checksum.remote()))
-        self.pool = RolloutPool(self._rollout_actor, workers, weights, cfg.rollout.group_size)
+        self.pool = RolloutPool(self._rollout_actor, workers, weights, plan, cfg.rollout.group_size)
         self.control = self._control_actor(run_dir) if run_dir is not None else None
         self.recovered = 0  # reward workers replaced since the last `health()`
 
@@ -196,7 +196,7 @@ def merge_rank_stats(per_rank: list[dict]) -> dict:
     """Chunk-weighted means over ranks; min / max / sums where those make sense."""
     total = sum(s["chunks"] for s in per_rank) or 1
     out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total
-           for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first")}
+           for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first", "kl")}
     out["ratio_min"] = min(s["ratio_min"] for s in per_rank)
     out["ratio_max"] = max(s["ratio_max"] for s in per_rank)
     out["grad_norm"] = per_rank[0]["grad_norm"]

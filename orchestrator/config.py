@@ -19,13 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from learner.config import LearnerConfig, chunk_sizes
 from reward.config import RewardConfig
 from rollout.config import ModelConfig, RolloutConfig
-from rollout.plan import RolloutPlan, sde_plan
+from learner.chunking import chunk_sampling_weights
+from rollout.plan import RolloutPlan, entropy_branch_plan, sde_plan
 from rollout.tiny import world
 
-ALGORITHMS = ("dance_grpo", "chunk_grpo")
+ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo")
 # Defaults each algorithm gives to fields left unset; (section, field) -> value.
 PRESETS: dict[str, dict[tuple[str, ...], object]] = {
     "dance_grpo": {
+        ("rollout", "plan"): "sde",
+        ("learner", "advantage_groups"): "prompt",
         ("rollout", "sde_kind"): "dance",
         ("rollout", "noise_level"): 0.3,
         ("learner", "train_last_step"): False,
@@ -33,12 +36,23 @@ PRESETS: dict[str, dict[tuple[str, ...], object]] = {
         ("learner", "chunks", "mode"): "step",
     },
     "chunk_grpo": {
+        ("rollout", "plan"): "sde",
+        ("learner", "advantage_groups"): "prompt",
         ("rollout", "sde_kind"): "flow",
         ("rollout", "noise_level"): 0.7,
         ("learner", "train_last_step"): True,
         ("learner", "timestep_fraction"): 1.0,
         ("learner", "chunks", "mode"): "uniform",
         ("learner", "chunks", "size"): 4,
+    },
+    "e_grpo": {
+        ("rollout", "plan"): "entropy_branch",
+        ("learner", "advantage_groups"): "column",
+        ("rollout", "sde_kind"): "flow",
+        ("rollout", "noise_level"): 0.7,
+        ("learner", "train_last_step"): False,
+        ("learner", "timestep_fraction"): 1.0,
+        ("learner", "chunks", "mode"): "step",
     },
 }
 PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout")}
@@ -73,7 +87,7 @@ class OrchestratorConfig(BaseModel):
 class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    algorithm: Literal["dance_grpo", "chunk_grpo"] = Field("chunk_grpo", description="preset for plan, chunking and grouping")
+    algorithm: Literal["dance_grpo", "chunk_grpo", "e_grpo"] = Field("chunk_grpo", description="preset for plan, chunking and grouping")
     model: ModelConfig = Field(default_factory=ModelConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
@@ -100,7 +114,13 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _plan_is_consistent(self):
-        build_plan(self)  # raises ValueError naming the field (chunk sizes, timestep_fraction)
+        plan = build_plan(self)  # raises ValueError naming the field (chunk sizes, timestep_fraction)
+        mixes = self.reward.chunk_weights
+        if mixes is not None and len(mixes) != plan.num_chunks:
+            raise ValueError(f"reward.chunk_weights has {len(mixes)} mixes but the plan has {plan.num_chunks} chunks; give one per chunk")
+        members = plan.members_per_group(self.rollout.group_size) if self.learner.advantage_groups == "prompt" else self.rollout.group_size
+        if self.learner.best_of is not None and self.learner.best_of > members:
+            raise ValueError(f"learner.best_of {self.learner.best_of} exceeds the {members} members of an advantage group")
         return self
 
     @property
@@ -112,13 +132,35 @@ def prompt_path(value: str) -> Path:
     return Path(PROMPT_ALIASES.get(value, value)).expanduser()
 
 
+def read_profile(path: str) -> dict:
+    """A profile.json written by `raygrpo profile`."""
+    import json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"learner.chunks.profile: no file {p}; write one with `raygrpo profile --config ... --out DIR`")
+    return json.loads(p.read_text())
+
+
 def build_plan(cfg: Config) -> RolloutPlan:
     """The rollout plan the config describes (the same on the driver and every worker)."""
+    r = cfg.rollout
+    if r.plan == "entropy_branch":
+        return entropy_branch_plan(r.num_steps, shift=r.shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
+                                   threshold=r.entropy_threshold, branch_window=r.branch_window)
     n = cfg.rollout.num_steps
     if cfg.rollout.ode_last_step and cfg.learner.train_last_step:
         raise ValueError("rollout.ode_last_step is true but learner.train_last_step is true too; "
                          "an ODE step has no log-prob to train: set learner.train_last_step: false")
     trained = n if cfg.learner.train_last_step else n - 1
+    chunks = cfg.learner.chunks
+    profile = read_profile(chunks.profile) if chunks.profile else None
+    l1_rel = profile["l1_rel"][:trained] if profile else None
+    if profile and (profile["num_steps"], profile["shift"]) != (n, r.shift):
+        raise ValueError(f"learner.chunks.profile was made with num_steps {profile['num_steps']}, shift {profile['shift']}; "
+                         f"this run uses {n}, {r.shift}: profile again with the same rollout settings")
+    sizes = chunk_sizes(chunks, trained, l1_rel)
+    weights = chunk_sampling_weights(l1_rel, sizes, chunks.temperature) if chunks.per_sample else None
     return sde_plan(
         n,
         shift=cfg.rollout.shift,
@@ -126,8 +168,10 @@ def build_plan(cfg: Config) -> RolloutPlan:
         sde_kind=cfg.rollout.sde_kind,
         train_last=cfg.learner.train_last_step,
         timestep_fraction=cfg.learner.timestep_fraction,
-        chunk_sizes=chunk_sizes(cfg.learner.chunks, trained),
+        chunk_sizes=sizes,
         ode_last=cfg.rollout.ode_last_step,
+        chunk_weights=weights,
+        chunks_per_sample=chunks.per_sample or 0,
     )
 
 

@@ -42,7 +42,7 @@ def eval_images(
         batch, seeds = eval_batch(prompts, seed, samples_per_prompt)
         return batch, sample_ode(policy, batch, seeds, num_steps=num_steps, shift=shift)
     batch = [p for p in prompts for _ in range(samples_per_prompt)]
-    plan = sde_plan(num_steps, shift=shift, train_last=True, **sde)
+    plan = sde_plan(num_steps, shift=shift, train_last=False, **sde)
     initial, noise = [], []
     for gi in range(len(prompts)):
         a, b = group_seeds(seed, 0, gi, samples_per_prompt)

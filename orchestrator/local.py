@@ -27,6 +27,7 @@ class LocalCluster:
         if cfg.learner.world_size != 1:
             raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
         self.cfg = cfg
+        self.plan = plan
         self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i)
                                 for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
@@ -37,12 +38,14 @@ class LocalCluster:
 
     def launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
         g = self.cfg.rollout.group_size
+        members = self.plan.members_per_group(g)
         batches = []
         for i, (worker, part) in enumerate(zip(self.rollout_workers, split_groups(groups, len(self.rollout_workers)))):
             if part:
                 images, traj, info = worker.rollout(part, iteration, preview and i == 0)
-                batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(g)],
-                                            [gid for gid, _ in part for _ in range(g)], info))
+                batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(members)],
+                                            [gid for gid, _ in part for _ in range(members)], info,
+                                            [self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)]))
         return batches
 
     def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:

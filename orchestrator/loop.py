@@ -21,8 +21,9 @@ from rollout.tiny.world import read_prompts
 def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster) -> dict:
     """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`).
     `cluster_cls=LocalCluster` runs the same phases in this process, without Ray."""
-    run = Run(cfg, run_dir, resume)
-    cluster = cluster_cls(cfg, build_plan(cfg), run.run_dir)
+    run, plan = Run(cfg, run_dir, resume), build_plan(cfg)
+    run.write_plan(plan)
+    cluster = cluster_cls(cfg, plan, run.run_dir)
     rollouts = RolloutPipeline(cfg, run, cluster)  # async mode: the next iteration's rollouts run during this update
     try:
         run.status.update(state="starting", workers=cluster.workers())
@@ -37,7 +38,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
             with timer("score"):
                 rewards = cluster.score(batches)
             with timer("advantages"):
-                adv = compute_advantages(cfg, rewards, [g for b in batches for g in b.group_ids])
+                adv = compute_advantages(cfg, rewards, batches)
             with timer("update"):
                 stats = cluster.update(batches, adv.samples, adv.active, adv.values)
             with timer("sync"):

@@ -20,6 +20,7 @@ RECOVERED_FAILURES = "recovered_failures"
 ROLLOUT_WORKERS = "rollout_workers"
 STALENESS = "staleness"
 ZERO_STD_RATIO = "zero_std_ratio"
+TRAINED_SAMPLES = "samples/trained"
 ADVANTAGE_ABS = "advantage/abs_mean"
 LOSS = "learner/loss"
 CLIP_FRACTION = "learner/clip_fraction"
@@ -29,6 +30,7 @@ RATIO_MIN = "learner/ratio_min"
 RATIO_MAX = "learner/ratio_max"
 RATIO_MEAN_FIRST = "learner/ratio_mean_first"
 GRAD_NORM = "learner/grad_norm"
+KL = "learner/kl"
 PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
 
 
@@ -56,7 +58,8 @@ METRICS: dict[str, str] = {
     ROLLOUT_WORKERS: "rollout workers in the pool when the line was written (`raygrpo scale` changes it)",
     STALENESS: "policy versions between the weights that generated the samples and the weights the learner updated (0 sync, ≤ max_staleness async)",
     ZERO_STD_RATIO: "share of groups whose rewards have zero spread (dropped: no signal)",
-    ADVANTAGE_ABS: "mean |advantage| over trained samples",
+    ADVANTAGE_ABS: "mean absolute advantage over trained samples",
+    TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",
     reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
     reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
     LOSS: "clipped surrogate loss (mean over sample, chunk)",
@@ -67,6 +70,7 @@ METRICS: dict[str, str] = {
     RATIO_MAX: "largest chunk ratio",
     RATIO_MEAN_FIRST: "mean chunk ratio at the first minibatch: must be 1 (rollout and learner agree)",
     GRAD_NORM: "global gradient norm before clipping, last optimizer step",
+    KL: "mean KL to the frozen base policy over trained transitions (0 unless learner.kl_coef > 0)",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 

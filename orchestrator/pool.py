@@ -22,6 +22,7 @@ import ray
 
 from orchestrator.faults import MAX_RETRIES, gather
 from orchestrator.weights import WeightSync
+from rollout.plan import RolloutPlan
 
 
 @dataclass
@@ -31,8 +32,9 @@ class RolloutBatch:
     images: ray.ObjectRef
     trajectory: ray.ObjectRef | None
     prompts: list[str]
-    group_ids: list[int] = field(default_factory=list)
+    group_ids: list[int] = field(default_factory=list)  # prompt group of each sample
     info: dict = field(default_factory=dict)  # timings, policy_version, groups: filled in by `collect`
+    columns: list[int] = field(default_factory=list)  # advantage column of each sample (E-GRPO), else the group
     groups: list[tuple[int, str]] = field(default_factory=list)  # (group id, prompt): what a re-run needs
     iteration: int = 0
     preview: bool = False
@@ -48,10 +50,12 @@ def split_groups(groups: list, parts: int) -> list[list]:
 
 
 class RolloutPool:
-    def __init__(self, make_worker: Callable[[int], Any], workers: list, weights: WeightSync, group_size: int):
+    def __init__(self, make_worker: Callable[[int], Any], workers: list, weights: WeightSync, plan: RolloutPlan,
+                 group_size: int):
         self.make_worker = make_worker  # index -> a new rollout actor (orchestrator/cluster.py)
         self.workers = list(workers)
         self.weights = weights
+        self.plan = plan
         self.group_size = group_size
         self.in_flight: list[RolloutBatch] = []
         self.replacements: dict = {}  # dead actor -> the actor that took its place
@@ -63,10 +67,13 @@ class RolloutPool:
     # -- rollouts ----------------------------------------------------------------------------------
     def launch(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[RolloutBatch]:
         g = self.group_size
+        members = self.plan.members_per_group(g)  # G, or G per branch (E-GRPO)
         batches = []
         for i, (worker, part) in enumerate(zip(self.workers, split_groups(groups, len(self.workers)))):
             if part:
-                b = RolloutBatch(None, None, [p for _, p in part for _ in range(g)], [gid for gid, _ in part for _ in range(g)],
+                b = RolloutBatch(None, None, [p for _, p in part for _ in range(members)],
+                                 [gid for gid, _ in part for _ in range(members)],
+                                 columns=[self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)],
                                  groups=part, iteration=iteration, preview=preview and i == 0, version=self.weights.version)
                 self._submit(b, worker)
                 batches.append(b)

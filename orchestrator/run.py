@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learner.advantages import combined_advantages
+from learner.advantages import best_of_mask, combined_advantages
 from orchestrator import checkpoint, metrics as M
 from orchestrator.config import Config, dump_config, prompt_path
 from rollout.sampler import derive_seed
@@ -49,30 +49,34 @@ class PromptSampler:
 class Advantages:
     samples: list[int]  # global sample indices the learner trains on
     active: list[bool]  # False: padding that keeps learner ranks in step (zero gradient)
-    values: list[float]  # advantage per entry of `samples`
+    values: list  # advantage per entry of `samples`: a float, or one per chunk
     zero_std_ratio: float
     abs_mean: float
 
 
-def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], group_ids: list[int]) -> Advantages:
-    """Group-normalised, reward-aggregated advantages; zero-spread groups dropped."""
-    ids = torch.tensor(group_ids)
-    adv, zero = combined_advantages(
-        {k: torch.as_tensor(v) for k, v in rewards.items()},
-        {s.name: s.weight for s in cfg.reward.scorers},
-        ids, mode=cfg.reward.aggregation, clip=cfg.learner.adv_clip,
-    )
-    keep = [i for i in range(len(ids)) if not zero[i]]
+def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list) -> Advantages:
+    """Group-normalised, reward-aggregated advantages (per chunk when reward.chunk_weights is
+    set); zero-spread groups dropped; best-of-N applied; ranks padded with inactive samples."""
+    key = "columns" if cfg.learner.advantage_groups == "column" else "group_ids"
+    ids = torch.tensor([g for b in batches for g in getattr(b, key)])
+    r = {k: torch.as_tensor(v) for k, v in rewards.items()}
+    mix = lambda w: combined_advantages(r, w, ids, mode=cfg.reward.aggregation, clip=cfg.learner.adv_clip)
+    adv, zero = mix({s.name: s.weight for s in cfg.reward.scorers})  # [B], [B]
+    per_chunk = [mix(w)[0] for w in cfg.reward.chunk_weights or []]  # J × [B]
+    keep = ~zero
+    if cfg.learner.best_of:
+        keep &= best_of_mask(adv, ids, cfg.learner.best_of)
+    kept = torch.nonzero(keep).flatten().tolist()
     need = cfg.learner.world_size * cfg.learner.minibatches
-    pad = [i for i in range(len(ids)) if zero[i]][: max(0, need - len(keep))]
+    pad = torch.nonzero(~keep).flatten().tolist()[: max(0, need - len(kept))]
+    values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [B, J] or [B]
     groups = ids.unique()
-    zero_groups = sum(bool(zero[ids == g].all()) for g in groups)
     return Advantages(
-        samples=keep + pad,
-        active=[True] * len(keep) + [False] * len(pad),
-        values=[float(adv[i]) for i in keep + pad],
-        zero_std_ratio=zero_groups / len(groups),
-        abs_mean=float(adv[keep].abs().mean()) if keep else 0.0,
+        samples=kept + pad,
+        active=[True] * len(kept) + [False] * len(pad),
+        values=values[kept + pad].tolist(),
+        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in groups) / len(groups),
+        abs_mean=float(adv[kept].abs().mean()) if kept else 0.0,
     )
 
 
@@ -117,6 +121,16 @@ class Run:
                         dynamic_ncols=True)
         self.last: dict = {}
 
+    def write_plan(self, plan) -> None:
+        """plan.json: the schedule, SDE / trained transitions, chunks, per-step entropy and,
+        for E-GRPO, the merged steps and branch transitions."""
+        M.write_json_atomic(self.run_dir / "plan.json", {
+            "sigmas": plan.sigmas, "sde": plan.sde, "trainable": plan.trainable, "chunk_ids": plan.chunk_ids,
+            "entropies": plan.entropies, "branches": plan.branches, "branch_count": len(plan.branches),
+            "steps_per_sample": plan.steps_per_sample, "chunk_weights": plan.chunk_weights,
+            "chunks_per_sample": plan.chunks_per_sample,
+        })
+
     def restore(self, cluster) -> None:
         if self.resume_from is not None:
             cluster.load(str(self.resume_from))
@@ -131,10 +145,11 @@ class Run:
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
                M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
-               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean,
+               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: sum(adv.active),
                M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
                M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
-               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.GRAD_NORM: stats["grad_norm"]}
+               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.GRAD_NORM: stats["grad_norm"],
+               M.KL: stats.get("kl", 0.0)}
         # the learner updated version self.version - 1 on samples of the versions that generated them
         row.update({M.STALENESS: self.version - 1 - min(b.info["policy_version"] for b in batches),
                     M.RECOVERED_FAILURES: health.get("recovered_failures", 0),

@@ -30,6 +30,9 @@ class RewardConfig(Section):
     aggregation: Literal["advantage", "reward"] = Field(
         "advantage", description="'advantage': A = Σ w_m·A_m (DanceGRPO); 'reward': normalise Σ w_m·r_m (Flow-GRPO)"
     )
+    chunk_weights: list[dict[str, float]] | None = Field(
+        None, description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. alignment early, "
+        "preference late); replaces the scorer weights for that chunk's advantage")
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -39,4 +42,8 @@ class RewardConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"reward.scorers names must be unique; {dup} repeat")
+        for j, mix in enumerate(self.chunk_weights or []):
+            unknown = sorted(set(mix) - set(names))
+            if unknown:
+                raise ValueError(f"reward.chunk_weights[{j}] names {unknown}, which are not in reward.scorers {names}")
         return self

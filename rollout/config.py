@@ -25,6 +25,11 @@ class RolloutConfig(Section):
     noise_level: float | None = Field(None, gt=0, description="η (dance) or a (flow) of the SDE; default from `algorithm`")
     sde_kind: Literal["dance", "flow"] | None = Field(None, description="diffusion coefficient g, DESIGN.md §3; default from `algorithm`")
     ode_last_step: bool = Field(False, description="make the final transition deterministic (its SDE noise would stay in pixel-space images); it is then never trained")
+    plan: Literal["sde", "entropy_branch"] | None = Field(
+        None, description="'sde': every step SDE (DanceGRPO, Chunk-GRPO); 'entropy_branch': E-GRPO's merged steps, ODE anchor and branch columns; default from `algorithm`")
+    entropy_threshold: float | Literal["adaptive"] = Field(
+        "adaptive", description="E-GRPO: transition entropy a merged step must reach; 'adaptive' = the mean over steps")
+    branch_window: float = Field(0.5, gt=0, le=1, description="E-GRPO: branch steps are merged steps starting in this first fraction of the schedule")
     group_size: int = Field(8, ge=2, description="G: samples per prompt, sharing the initial noise")
     micro_batch: int = Field(64, ge=1, description="samples per transformer call in a rollout")
     num_gpus: float = Field(0, ge=0, description="GPUs per rollout worker (1 on GPU clusters)")

@@ -6,7 +6,12 @@ A plan is data, not a branch in the sampler or the driver. N transitions of a sc
     DanceGRPO    every transition SDE; the last one is never trained; each sample trains
                  a random ⌊timestep_fraction·(N−1)⌋ of the others (chunks of size 1).
     Chunk-GRPO   every transition SDE and trained, grouped into chunks, e.g. [2, 3, 4, 7]
-                 for the 16 transitions of 17 timesteps.
+                 for the 16 transitions of 17 timesteps; optionally each sample trains only
+                 `chunks_per_sample` chunks drawn without replacement ∝ `chunk_weights`.
+    E-GRPO       consecutive low-entropy steps merged into one step σ_k → σ_{k+m}; per prompt
+                 one ODE anchor, and for each branch transition b a column of G members that
+                 leave the anchor at x_b with one SDE step, then follow the ODE to σ = 0.
+                 Each member trains only its branch transition.
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ from dataclasses import dataclass
 
 import torch
 
-from rollout.sde import SDE_KINDS, sigma_schedule
+from rollout.sde import SDE_KINDS, sigma_schedule, transition_entropy
 
 
 @dataclass(frozen=True)
 class RolloutPlan:
-    """What a rollout does, as data. N transitions, S trained per sample.
+    """What a rollout does, as data. N transitions, at most S trained per sample.
 
-    sigmas            [N+1]  schedule, 1.0 -> 0.0
-    sde               [N]    True where the transition is stochastic (and has a log-prob)
-    trainable         [N]    True where a sample may train the transition
-    chunk_ids         [N]    chunk label of each transition, -1 where never trained
-    steps_per_sample  S      how many trainable transitions each sample trains
+    sigmas             [N+1]  schedule, 1.0 -> 0.0
+    sde                [N]    True where the transition is stochastic (and has a log-prob)
+    trainable          [N]    True where a sample may train the transition
+    chunk_ids          [N]    chunk label of each transition, -1 where never trained
+    steps_per_sample   S      trained transitions per sample (shorter selections pad with -1)
+    branches           [K]    E-GRPO: branch transitions; empty for one SDE path per member
+    chunk_weights      [J]    weighted chunk sampling: relative probability of each chunk
+    chunks_per_sample         > 0: each sample trains this many chunks, drawn ∝ chunk_weights
+    entropies          [N]    per-transition entropy under this plan (logged)
     """
 
     sigmas: tuple[float, ...]
@@ -37,6 +46,10 @@ class RolloutPlan:
     steps_per_sample: int
     noise_level: float
     sde_kind: str
+    branches: tuple[int, ...] = ()
+    chunk_weights: tuple[float, ...] = ()
+    chunks_per_sample: int = 0
+    entropies: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.sigmas) - 1
@@ -57,14 +70,38 @@ class RolloutPlan:
     def num_transitions(self) -> int:
         return len(self.sigmas) - 1
 
-    def select_train_steps(self, generator: torch.Generator) -> torch.Tensor:
-        """[S] sorted transition indices one sample trains: all trainable ones, or a random
-        subset of S of them drawn with `generator` (DanceGRPO's timestep selection)."""
+    @property
+    def num_chunks(self) -> int:
+        return max(self.chunk_ids) + 1
+
+    def members_per_group(self, group_size: int) -> int:
+        """Samples one prompt group produces: G, or G per branch (E-GRPO)."""
+        return group_size * max(1, len(self.branches))
+
+    def column(self, member: int, group_size: int) -> int:
+        """Advantage column of a member within its group: its branch (E-GRPO), else 0."""
+        return member // group_size if self.branches else 0
+
+    def column_label(self, group: int, member: int, group_size: int) -> int:
+        """Global id of a member's (prompt group, column): the group itself unless E-GRPO."""
+        return group * max(1, len(self.branches)) + self.column(member, group_size)
+
+    def select_train_steps(self, generator: torch.Generator, member: int = 0, group_size: int = 1) -> torch.Tensor:
+        """[S] transition indices one sample trains (sorted; -1 pads a shorter selection)."""
+        if self.branches:
+            return torch.tensor([self.branches[self.column(member, group_size)]])
         candidates = torch.tensor([i for i, t in enumerate(self.trainable) if t])
-        if self.steps_per_sample == len(candidates):
+        if self.chunks_per_sample:
+            probs = torch.tensor(self.chunk_weights, dtype=torch.float64)
+            chosen = torch.multinomial(probs, self.chunks_per_sample, replacement=False, generator=generator)
+            ids = torch.tensor(self.chunk_ids)
+            steps = torch.nonzero(torch.isin(ids, chosen)).flatten()
+        elif self.steps_per_sample == len(candidates):
             return candidates
-        pick = torch.randperm(len(candidates), generator=generator)[: self.steps_per_sample]
-        return candidates[pick].sort().values
+        else:
+            pick = torch.randperm(len(candidates), generator=generator)[: self.steps_per_sample]
+            steps = candidates[pick].sort().values
+        return torch.cat([steps, torch.full((self.steps_per_sample - len(steps),), -1, dtype=torch.long)])
 
 
 def sde_plan(
@@ -77,6 +114,8 @@ def sde_plan(
     timestep_fraction: float = 1.0,
     chunk_sizes: list[int] | None = None,
     ode_last: bool = False,
+    chunk_weights: list[float] | None = None,
+    chunks_per_sample: int = 0,
 ) -> RolloutPlan:
     """An SDE plan (DanceGRPO, Chunk-GRPO). `chunk_sizes` None means chunks of size 1.
     `ode_last` makes the final transition deterministic (and so untrained): in pixel space
@@ -99,6 +138,12 @@ def sde_plan(
     if not 0 < timestep_fraction <= 1:
         raise ValueError(f"timestep_fraction must be in (0, 1], got {timestep_fraction}")
     steps = n_train if timestep_fraction == 1 else math.floor(timestep_fraction * n_train)
+    if chunks_per_sample:
+        if not chunk_weights or len(chunk_weights) != len(chunk_sizes):
+            raise ValueError(f"weighted chunk sampling needs one weight per chunk ({len(chunk_sizes)}), got {chunk_weights}")
+        if not 1 <= chunks_per_sample <= len(chunk_sizes):
+            raise ValueError(f"learner.chunks.per_sample must be in [1, {len(chunk_sizes)}], got {chunks_per_sample}")
+        steps = sum(sorted(chunk_sizes)[-chunks_per_sample:])
     if steps < 1:
         raise ValueError(
             f"timestep_fraction {timestep_fraction} of {n_train} trainable transitions trains none; raise it"
@@ -111,4 +156,66 @@ def sde_plan(
         steps_per_sample=steps,
         noise_level=noise_level,
         sde_kind=sde_kind,
+        chunk_weights=tuple(chunk_weights or ()),
+        chunks_per_sample=chunks_per_sample,
+        entropies=tuple(_entropies(sigmas, noise_level, sde_kind)),
+    )
+
+
+def _entropies(sigmas: list[float], noise_level: float, sde_kind: str) -> list[float]:
+    s = torch.tensor(sigmas)
+    return transition_entropy(s[:-1], s[1:], noise_level=noise_level, kind=sde_kind).tolist()
+
+
+def merge_low_entropy(sigmas: list[float], noise_level: float, sde_kind: str, threshold: float | str) -> list[int]:
+    """Indices into `sigmas` of the merged schedule's boundaries (first 0, last N).
+
+    A step whose entropy clears the threshold stays alone; a run of low-entropy steps is
+    merged, from its start, into steps σ_k → σ_{k+m} that grow until they clear the
+    threshold or the run ends. threshold "adaptive" = the mean entropy over steps."""
+    h = _entropies(sigmas, noise_level, sde_kind)
+    thr = sum(h) / len(h) if threshold == "adaptive" else float(threshold)
+    n, bounds, i = len(h), [0], 0
+
+    def merged(a: int, b: int) -> float:
+        return transition_entropy(sigmas[a], sigmas[b], noise_level=noise_level, kind=sde_kind).item()
+
+    while i < n:
+        j = i + 1
+        while h[i] < thr and j < n and h[j] < thr and merged(i, j) < thr:
+            j += 1
+        bounds.append(j)
+        i = j
+    return bounds
+
+
+def entropy_branch_plan(
+    num_steps: int,
+    *,
+    shift: float = 3.0,
+    noise_level: float,
+    sde_kind: str,
+    threshold: float | str = "adaptive",
+    branch_window: float = 0.5,
+) -> RolloutPlan:
+    """E-GRPO's plan: merged schedule, branch transitions = merged steps starting in the
+    first `branch_window` of the original N transitions."""
+    base = sigma_schedule(num_steps, shift).tolist()
+    bounds = merge_low_entropy(base, noise_level, sde_kind, threshold)
+    sigmas = [base[b] for b in bounds]
+    branches = tuple(k for k, start in enumerate(bounds[:-1]) if start < branch_window * num_steps)
+    if not branches:
+        raise ValueError(f"rollout.branch_window {branch_window} leaves no branch step; raise it")
+    m = len(sigmas) - 1
+    is_branch = [k in branches for k in range(m)]
+    return RolloutPlan(
+        sigmas=tuple(sigmas),
+        sde=tuple(is_branch),
+        trainable=tuple(is_branch),
+        chunk_ids=tuple(branches.index(k) if k in branches else -1 for k in range(m)),
+        steps_per_sample=1,
+        noise_level=noise_level,
+        sde_kind=sde_kind,
+        branches=branches,
+        entropies=tuple(_entropies(sigmas, noise_level, sde_kind)),
     )

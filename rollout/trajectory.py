@@ -27,6 +27,9 @@ class Trajectory:
     policy_version int                              version of the weights that generated it
     noise_level    float                            η / a of the SDE
     sde_kind       str                              "dance" | "flow"
+    shared_inputs  bool                             E-GRPO: members with one group id share the
+                                                    input x of their trained transition exactly
+    A train_steps entry of -1 (chunk id -1) pads a sample that trains fewer than S transitions.
     """
 
     prompts: list[str]
@@ -41,6 +44,7 @@ class Trajectory:
     policy_version: int
     noise_level: float
     sde_kind: str
+    shared_inputs: bool = False
 
     def __post_init__(self) -> None:
         b, n1 = self.latents.shape[:2]
@@ -118,4 +122,5 @@ class Trajectory:
             policy_version=first.policy_version,
             noise_level=first.noise_level,
             sde_kind=first.sde_kind,
+            shared_inputs=first.shared_inputs,
         )

@@ -82,16 +82,17 @@ class RolloutWorker:
         """Roll out whole groups [(group id, prompt)]. Returns (images uint8 [B, H, W, 3],
         Trajectory, info) — call it with num_returns=3 so each lands as its own object."""
         start = time.perf_counter()
-        prompts, group_ids, initial, noise = [], [], [], []
+        prompts, columns, initial, noise = [], [], [], []
         g = self.cfg.group_size
+        members = self.plan.members_per_group(g)
         for group_id, prompt in groups:
-            a, b = group_seeds(self.run_seed, iteration, group_id, g)
-            prompts += [prompt] * g
-            group_ids += [group_id] * g
+            a, b = group_seeds(self.run_seed, iteration, group_id, members)
+            prompts += [prompt] * members
+            columns += [self.plan.column_label(group_id, m, g) for m in range(members)]
             initial += a
             noise += b
-        images, traj = generate(self.policy, prompts, group_ids, self.plan, initial, noise,
-                                self.policy_version, micro_batch=self.cfg.micro_batch)
+        images, traj = generate(self.policy, prompts, columns, self.plan, initial, noise,
+                                self.policy_version, micro_batch=self.cfg.micro_batch, group_size=g)
         seconds = time.perf_counter() - start
         self.images_done += len(images)
         info = {"worker": self.index, "samples": len(images), "seconds": seconds,

@@ -62,3 +62,4 @@ def test_nothing_imports_orchestrator_or_torchvision():
 def test_pure_math_modules_import_only_torch_and_numpy(module):
     names = {n.split(".")[0] for n in project_imports(ROOT / module)}
     assert names <= PURE_OK, names - PURE_OK
+

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     p.add_argument("--mode", choices=("ode", "sde"), default="ode")
     p.add_argument("--samples", type=int, default=4, help="samples per prompt (G)")
     p.add_argument("--max-prompts", type=int, default=16)
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--steps", type=int, default=12)
     p.add_argument("--shift", type=float, default=3.0)
     p.add_argument("--noise-level", type=float, default=0.7)
     p.add_argument("--sde-kind", choices=("dance", "flow"), default="flow")
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
         images = sample_ode(policy, batch, seeds, num_steps=args.steps, shift=args.shift)
     else:
         plan = sde_plan(args.steps, shift=args.shift, noise_level=args.noise_level,
-                        sde_kind=args.sde_kind, train_last=True)
+                        sde_kind=args.sde_kind, train_last=False, ode_last=True)
         initial, noise = [], []
         for gi in range(len(prompts)):
             a, b = group_seeds(args.seed, 0, gi, g)

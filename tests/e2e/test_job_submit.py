@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import socket
 import subprocess
 import sys
@@ -21,8 +22,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path):
+@pytest.fixture(scope="module")
+def ray_head():
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -39,6 +40,16 @@ def ray_head(tmp_path):
     finally:
         stop_head(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the fresh head's job agent is still registering."""
+    deadline = time.time() + 120
+    while True:
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in out.stdout + out.stderr or time.time() > deadline:
+            return out
+        time.sleep(3)
 
 
 def stop_head(temp: str) -> None:
@@ -60,14 +71,23 @@ def stop_head(temp: str) -> None:
         proc.kill()
 
 
-def test_ray_job_submit_runs_the_tiny_config(ray_head, tmp_path):
+PRESET_OVERRIDES = {
+    "chunk_grpo": ["learner.chunks.sizes=[2,2]"],
+    "dance_grpo": ["learner.chunks.mode=null", "learner.chunks.sizes=null"],
+    "e_grpo": ["learner.chunks.mode=null", "learner.chunks.sizes=null"],
+}
+
+
+@pytest.mark.parametrize("algorithm", list(PRESET_OVERRIDES))
+def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     address, env = ray_head
     run_dir = tmp_path / "run"
     cmd = ["ray", "job", "submit", f"--address={address}", "--working-dir", ".", "--",
            "raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
+           f"algorithm={algorithm}", *PRESET_OVERRIDES[algorithm],
            "orchestrator.iterations=2", "orchestrator.prompts_per_iter=2", "rollout.group_size=4",
-           "rollout.num_steps=5", "learner.chunks.sizes=[2,2]", "orchestrator.eval_before_after=false"]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+           "rollout.num_steps=5", "orchestrator.eval_before_after=false"]
+    out = submit(cmd, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -37,3 +37,42 @@ def test_zero_mean_per_group_with_interleaved_ids():
 def test_singleton_group_gets_zero():
     adv = group_advantages(torch.tensor([0.3, 0.5, 0.9]), torch.tensor([0, 0, 1]))
     assert adv[2].item() == 0.0
+
+
+def test_aggregation_modes_by_hand():
+    from learner.advantages import combined_advantages
+
+    # one group; m1 = [1, 2, 3] -> A1 = [-1, 0, 1]
+    # m2 = [3, 3, 6]: mean 4, unbiased var (1 + 1 + 4)/2 = 3 -> A2 = [-1, -1, 2]/√3
+    rewards = {"m1": torch.tensor([1.0, 2.0, 3.0]), "m2": torch.tensor([3.0, 3.0, 6.0])}
+    ids = torch.zeros(3, dtype=torch.long)
+    adv, zero = combined_advantages(rewards, {"m1": 1.0, "m2": 1.0}, ids, mode="advantage")
+    s3 = 3 ** 0.5
+    torch.testing.assert_close(adv, torch.tensor([-1 - 1 / s3, -1 / s3, 1 + 2 / s3]))
+    assert not zero.any()
+    # reward mode: r = [4, 5, 9], mean 6, unbiased var (4 + 1 + 9)/2 = 7 -> A = [-2, -1, 3]/√7
+    adv, _ = combined_advantages(rewards, {"m1": 1.0, "m2": 1.0}, ids, mode="reward")
+    torch.testing.assert_close(adv, torch.tensor([-2.0, -1.0, 3.0]) / 7 ** 0.5)
+    # a group is dropped only when every reward model is flat in it
+    flat = {"m1": torch.tensor([1.0, 1.0]), "m2": torch.tensor([0.0, 1.0])}
+    _, zero = combined_advantages(flat, {"m1": 1.0, "m2": 1.0}, torch.zeros(2, dtype=torch.long), mode="advantage")
+    assert not zero.any()
+
+
+def test_best_of_n_keeps_top_and_bottom_halves():
+    from learner.advantages import best_of_mask
+
+    # group 0: top 2 = 2.0 (idx 2), 1.1 (idx 5); bottom 2 = -1.2 (idx 1), -0.3 (idx 4)
+    adv = torch.tensor([0.5, -1.2, 2.0, 0.1, -0.3, 1.1, 9.0, 8.0, 7.0, 6.0])
+    ids = torch.tensor([0] * 6 + [1] * 4)
+    keep = best_of_mask(adv, ids, 4)
+    assert keep.tolist() == [False, True, True, False, True, True] + [True] * 4
+
+
+def test_column_advantages_have_zero_mean_per_column():
+    torch.manual_seed(0)
+    rewards = torch.rand(24)
+    columns = torch.arange(24) // 4  # 6 columns of G = 4 (E-GRPO: (prompt, branch))
+    adv = group_advantages(rewards, columns)
+    for c in range(6):
+        assert abs(adv[columns == c].sum().item()) < 1e-5

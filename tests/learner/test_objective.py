@@ -74,3 +74,13 @@ def test_per_chunk_advantages_and_gradient_flows():
     loss.backward()
     # d/dlogp of -ratio·A at ratio 1 is -A, averaged over 2 chunks -> [-0.5, +0.5]
     torch.testing.assert_close(new.grad, torch.tensor([[-0.5, 0.5]]))
+
+
+def test_kl_is_zero_for_identical_policies_and_exact_by_hand():
+    from learner.objective import gaussian_mean_kl
+
+    mean = torch.randn(3, 4, 5)
+    std = torch.full((3, 1, 1), 0.5)
+    assert torch.equal(gaussian_mean_kl(mean, mean.clone(), std), torch.zeros(3))
+    # means differ by 0.5 everywhere, std 0.5: KL per element = 0.25 / (2·0.25) = 0.5
+    torch.testing.assert_close(gaussian_mean_kl(mean, mean + 0.5, std), torch.full((3,), 0.5))

@@ -1,0 +1,82 @@
+"""What does the Ray actor system cost over a plain single-process loop?
+
+    python bench/overhead.py [--iterations 12] [--repeats 2]
+
+The same config and iterations run through `raygrpo train` (Ray actors, object store,
+DeepSpeed) and `raygrpo train --no-ray` (the same worker classes called in one process,
+`orchestrator/local.py`), alternating, one rollout worker and one learner rank, 2 torch
+threads everywhere. Per-iteration time = sum of the phase times in metrics.jsonl, the
+first 2 iterations (warm-up) excluded; the ratio compares medians over repeats.
+Writes bench/results/overhead.json and overhead.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
+OVERRIDES = ["rollout.num_workers=1", "learner.world_size=1", "rollout.torch_threads=2", "learner.torch_threads=2",
+             "orchestrator.eval_before_after=false", "orchestrator.checkpoint_every=1000"]
+
+
+def one_run(mode: str, iterations: int, run_dir: Path) -> dict:
+    cmd = ["raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
+           f"orchestrator.iterations={iterations}", *OVERRIDES]
+    if mode == "local":
+        cmd.insert(2, "--no-ray")
+    start = time.time()
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    wall = time.time() - start
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][2:]
+    phases = {p: statistics.mean(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES}
+    return {"iteration_s": sum(phases.values()), "phases_s": phases, "process_wall_s": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--iterations", type=int, default=12)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    runs = {"ray": [], "local": []}
+    for rep in range(args.repeats):
+        for mode in ("ray", "local"):
+            run_dir = RESULTS / "tmp" / f"overhead-{mode}-{rep}"
+            subprocess.run(["rm", "-rf", str(run_dir)])
+            runs[mode].append(one_run(mode, args.iterations, run_dir))
+            print(mode, rep, round(runs[mode][-1]["iteration_s"], 3), flush=True)
+    med = {m: statistics.median(r["iteration_s"] for r in rs) for m, rs in runs.items()}
+    phases = {m: {ph: statistics.median(r["phases_s"][ph] for r in rs) for ph in PHASES} for m, rs in runs.items()}
+    result = {
+        "ratio_ray_over_local": med["ray"] / med["local"],
+        "target": 1.05,
+        "iteration_s": med,
+        "phases_s": phases,
+        "startup_and_total_wall_s": {m: [round(r["process_wall_s"], 1) for r in rs] for m, rs in runs.items()},
+        "runs": runs,
+        "setup": {"command": "python bench/overhead.py " + " ".join(sys.argv[1:]), "overrides": OVERRIDES,
+                  "iterations": args.iterations, "repeats": args.repeats,
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
+    }
+    (RESULTS / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| phase | Ray (s/iter) | single process (s/iter) |", "|---|---|---|"]
+    lines += [f"| {ph} | {phases['ray'][ph]:.3f} | {phases['local'][ph]:.3f} |" for ph in PHASES]
+    lines.append(f"| **total** | **{med['ray']:.3f}** | **{med['local']:.3f}** |")
+    lines.append(f"\nRay ÷ single process = **{result['ratio_ray_over_local']:.3f}** (target ≤ 1.05)")
+    (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
