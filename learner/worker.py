@@ -24,6 +24,7 @@ from learner.engine import build_engine, free_port, init_distributed, node_ip
 from learner.objective import clipped_objective, gaussian_mean_kl
 from rollout.sde import sde_step
 from rollout.trajectory import Trajectory
+from rollout.weight_sync import WeightGroup, plan_buckets, tensor_specs
 
 
 def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
@@ -48,6 +49,7 @@ class LearnerWorker:
         self.updates = 0
         self.samples_done = 0  # trained (active) samples of this rank, for the worker table
         self.seconds = 0.0  # time spent in update()
+        self.weight_group: WeightGroup | None = None  # rank 0, broadcast weight sync only
 
     # -- setup -------------------------------------------------------------------------------
     def rendezvous(self) -> tuple[str, int]:
@@ -211,6 +213,26 @@ class LearnerWorker:
         if state is None:
             return None, None
         return state, self.policy.state_checksum(state)
+
+    def join_weight_group(self, master_addr: str, master_port: int, world_size: int, backend: str,
+                          timeout_s: float, bucket_bytes: int) -> list | None:
+        """Call on every rank. Rank 0 founds the weight broadcast group (as its rank 0; the
+        rollout workers join as 1..R) and returns the bucket plan they receive by; the other
+        ranks only join the (ZeRO-3) gather that plan is made from."""
+        if self.rank == 0:
+            if self.weight_group is not None:
+                self.weight_group.close()
+            self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
+        state, _ = self.publish()
+        return plan_buckets(tensor_specs(state), bucket_bytes) if state is not None else None
+
+    def broadcast_weights(self, plan: list) -> str | None:
+        """Send the trainable weights to the weight group (rank 0; other ranks only join the
+        ZeRO-3 gather). Returns the checksum on rank 0."""
+        state, checksum = self.publish()
+        if state is not None:
+            self.weight_group.send(state, plan)
+        return checksum
 
     def save(self, path: str) -> None:
         """DeepSpeed engine state (model, optimizer partitions) under path/deepspeed, and on

@@ -5,6 +5,7 @@
     raygrpo profile --config FILE --prompts FILE --out DIR [--num-chunks K ...]
     raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
     raygrpo dashboard --run-dir DIR [--host 127.0.0.1] [--port 8266]
+    raygrpo scale --workers N [--run RUN_DIR] [--address ADDR] [--wait]
 """
 
 from __future__ import annotations
@@ -38,16 +39,37 @@ def connect_ray(address: str | None) -> None:
 def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)  # every config error surfaces here, before Ray
     run_dir = Path(args.run_dir or f"runs/{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from orchestrator.faults import LearnerFailure
     from orchestrator.loop import train
 
-    if args.no_ray:
-        from orchestrator.local import LocalCluster
+    try:
+        if args.no_ray:
+            from orchestrator.local import LocalCluster
 
-        result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster)
-    else:
-        connect_ray(args.address)
-        result = train(cfg, run_dir, resume=args.resume)
+            result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster)
+        else:
+            connect_ray(args.address)
+            result = train(cfg, run_dir, resume=args.resume)
+    except LearnerFailure as err:  # the message names the checkpoint to resume from
+        print(f"raygrpo: {err}", file=sys.stderr)
+        return 1
     print(summary(result))
+    return 0
+
+
+def cmd_scale(args) -> int:
+    """Resize the rollout pool of a running job (orchestrator/control.py)."""
+    import ray
+
+    from orchestrator.control import CONTROL_NAMESPACE, request_scale
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: a run needs at least 1 rollout worker")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "auto", namespace=CONTROL_NAMESPACE,
+                 log_to_driver=False, logging_level="warning")
+    print(request_scale(args.workers, args.run, wait_s=args.timeout if args.wait else 0))
     return 0
 
 
@@ -198,6 +220,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; see README for ssh -L)")
     d.add_argument("--port", type=int, default=8266, help="port (0: a free one; a busy one falls back to a free one)")
     d.set_defaults(func=cmd_dashboard)
+    s = sub.add_parser("scale", help="change the number of rollout workers of a running job")
+    s.add_argument("--workers", type=int, required=True, help="rollout workers wanted (applied between iterations)")
+    s.add_argument("--run", help="run dir of the job (needed only when several jobs run on the cluster)")
+    s.add_argument("--address", help="Ray cluster (GCS host:port or ray://host:10001; default: RAY_ADDRESS, else the "
+                                     "cluster this machine belongs to)")
+    s.add_argument("--wait", action="store_true", help="wait until the job has applied it")
+    s.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
+    s.set_defaults(func=cmd_scale)
     return p
 
 
@@ -205,7 +235,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, LookupError, TimeoutError, ConnectionError) as err:
         print(f"raygrpo: {err}", file=sys.stderr)
         return 2
 

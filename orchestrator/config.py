@@ -77,6 +77,10 @@ class OrchestratorConfig(BaseModel):
     dashboard_port: int = Field(8266, ge=0, le=65535,
                                 description="dashboard port; 0 picks a free one, and a busy port falls back to a free one "
                                             "(the URL is printed and recorded as dashboard_url in status.json)")
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="async: iteration k+1's rollouts run while the learner updates on k (samples one policy "
+        "version stale; the ratio uses the log-probs stored with them)")
+    max_staleness: int = Field(1, ge=0, le=1, description="async: policy versions a rollout may lag the learner (0 = as sync)")
 
     @model_validator(mode="after")
     def _prompt_files_exist(self):

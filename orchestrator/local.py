@@ -1,7 +1,9 @@
 """LocalCluster: the phases of `Cluster`, run by the same worker classes in this process.
 
 No Ray, no object store: the readable reference the Ray system is tested against (same
-metrics, same weights) and the baseline of bench/overhead.py. One learner rank only.
+metrics, same weights) and the baseline of bench/overhead.py. One learner rank only; a
+launch runs to completion at once (so async mode computes what the Ray async loop does,
+without the overlap); no live scaling, no worker deaths to recover.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rollout.worker import RolloutWorker, pick_device
 
 
 class LocalCluster:
-    def __init__(self, cfg: Config, plan: RolloutPlan):
+    def __init__(self, cfg: Config, plan: RolloutPlan, run_dir=None):
         if cfg.learner.world_size != 1:
             raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
         self.cfg = cfg
@@ -33,7 +35,7 @@ class LocalCluster:
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 
-    def rollout(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
+    def launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
         g = self.cfg.rollout.group_size
         members = self.plan.members_per_group(g)
         batches = []
@@ -44,6 +46,12 @@ class LocalCluster:
                                             [gid for gid, _ in part for _ in range(members)], info,
                                             [self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)]))
         return batches
+
+    def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
+        return batches
+
+    def rollout(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
+        return self.launch(groups, iteration, preview)
 
     def score(self, batches) -> dict[str, np.ndarray]:
         return {name: np.concatenate([w.score(b.images, b.prompts) for b in batches])
@@ -60,6 +68,12 @@ class LocalCluster:
         if any(c != checksum for c in got):
             raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
         return checksum
+
+    def rescale(self) -> None:
+        pass
+
+    def health(self) -> dict:
+        return {"rollout_workers": len(self.rollout_workers), "recovered_failures": 0}
 
     def evaluate(self, prompts, seeds, preview_cols: int):
         images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)

@@ -13,6 +13,8 @@ from orchestrator.cluster import Cluster
 from orchestrator.config import Config, build_plan, prompt_path
 from orchestrator.dashboard import start_dashboard
 from orchestrator.evaluate import eval_batch
+from orchestrator.faults import LearnerFailure
+from orchestrator.pipeline import RolloutPipeline
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
 
@@ -25,17 +27,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
     dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)  # read-only web page of the run dir
     cluster = None
     try:
-        cluster = cluster_cls(cfg, plan)
+        cluster = cluster_cls(cfg, plan, run.run_dir)
+        rollouts = RolloutPipeline(cfg, run, cluster)  # async mode: the next iteration's rollouts run during this update
         run.status.update(state="starting", workers=cluster.workers())
         run.restore(cluster)
         before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
         for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
             timer = PhaseTimer(run.status)
             with timer("sample"):
-                groups = list(enumerate(run.prompts.next(cfg.orchestrator.prompts_per_iter)))
+                rollouts.start(iteration)
             with timer("rollout"):
-                preview = iteration % cfg.orchestrator.sample_every == 0
-                batches = cluster.rollout(groups, iteration, preview)
+                batches = rollouts.take(iteration)
             with timer("score"):
                 rewards = cluster.score(batches)
             with timer("advantages"):
@@ -46,13 +48,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
                 run.version += 1
                 checksum = cluster.sync(run.version)
             with timer("log"):
-                run.log(iteration, rewards, adv, stats, timer, batches, checksum)
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health())
                 if run.due(iteration):
                     run.checkpoint(cluster, iteration, checksum)
+            cluster.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(cluster.workers())
         after = evaluate(cfg, cluster, run, "after") if before is not None else None
         run.close("finished")
         return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
+    except LearnerFailure as err:
+        failure = err.with_resume_hint(run.run_dir)
+        run.close("failed", error=str(failure))
+        raise failure from err
     except BaseException:
         run.close("failed")
         raise

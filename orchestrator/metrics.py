@@ -16,7 +16,9 @@ ELAPSED = "elapsed_s"
 IMAGES_PER_S = "throughput/images_per_s"
 GROUPS_PLANNED = "groups_planned"
 GROUPS_COMPLETED = "groups_completed"
-STALENESS = "rollout/staleness"
+RECOVERED_FAILURES = "recovered_failures"
+ROLLOUT_WORKERS = "rollout_workers"
+STALENESS = "staleness"
 ZERO_STD_RATIO = "zero_std_ratio"
 TRAINED_SAMPLES = "samples/trained"
 ADVANTAGE_ABS = "advantage/abs_mean"
@@ -46,13 +48,15 @@ def phase_time(phase: str) -> str:
 
 METRICS: dict[str, str] = {
     ITERATION: "iteration index (0-based) the line describes",
-    POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k)",
+    POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k − staleness)",
     WEIGHTS_CHECKSUM: "blake2b of the published weights; every rollout worker verified to hold the same",
     ELAPSED: "seconds since the run (or resume) started",
     IMAGES_PER_S: "images generated per second of iteration wall time",
     GROUPS_PLANNED: "prompt groups planned this iteration",
-    GROUPS_COMPLETED: "prompt groups whose rollouts and rewards completed",
-    STALENESS: "policy versions between the weights that generated the oldest rollout and the weights it trained (0: synchronous)",
+    GROUPS_COMPLETED: "prompt groups whose rollouts and rewards completed (each exactly once, re-runs included)",
+    RECOVERED_FAILURES: "rollout / reward workers that died and were replaced since the previous line (their unfinished work re-run)",
+    ROLLOUT_WORKERS: "rollout workers in the pool when the line was written (`raygrpo scale` changes it)",
+    STALENESS: "policy versions between the weights that generated the samples and the weights the learner updated (0 sync, ≤ max_staleness async)",
     ZERO_STD_RATIO: "share of groups whose rewards have zero spread (dropped: no signal)",
     ADVANTAGE_ABS: "mean absolute advantage over trained samples",
     TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",

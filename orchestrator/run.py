@@ -140,20 +140,24 @@ class Run:
             cluster.sync(self.version)
 
     def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
-            batches: list, checksum: str) -> dict:
+            batches: list, checksum: str, health: dict | None = None) -> dict:
         wall = sum(timer.seconds.values())
+        health = health or {}
         n = sum(len(b.prompts) for b in batches)
         trained = self.version - 1  # the weights this iteration's update started from
         row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
                M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
-               M.STALENESS: trained - min(b.info.get("policy_version", trained) for b in batches),
                M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: sum(adv.active),
                M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
                M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
                M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.GRAD_NORM: stats["grad_norm"],
                M.KL: stats.get("kl", 0.0)}
+        # the learner updated version self.version - 1 on samples of the versions that generated them
+        row.update({M.STALENESS: self.version - 1 - min(b.info["policy_version"] for b in batches),
+                    M.RECOVERED_FAILURES: health.get("recovered_failures", 0),
+                    M.ROLLOUT_WORKERS: health.get("rollout_workers", len(batches))})
         for name, r in rewards.items():
             row[M.reward_mean(name)], row[M.reward_std(name)] = float(np.mean(r)), float(np.std(r))
         row.update({M.phase_time(p): s for p, s in timer.seconds.items()})
@@ -204,7 +208,7 @@ class Run:
         last = iteration + 1 == self.cfg.orchestrator.iterations
         return last or (iteration + 1) % self.cfg.orchestrator.checkpoint_every == 0
 
-    def close(self, state: str = "finished") -> None:
+    def close(self, state: str = "finished", error: str | None = None) -> None:
         self.bar.close()
         self.metrics.close()
-        self.status.update(state=state, phase=None)
+        self.status.update(state=state, phase=None, **({"error": error} if error else {}))

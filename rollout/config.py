@@ -68,6 +68,11 @@ class RolloutConfig(Section):
     num_gpus: float = Field(0, ge=0, description="GPUs per rollout worker (1 on GPU clusters)")
     num_cpus: float = Field(0, ge=0, description="Ray CPU resource per rollout worker (0 lets the CPU demo pack actors)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rollout worker")
+    weight_sync: Literal["auto", "object_store", "broadcast"] = Field(
+        "auto", description="how weights reach the workers: 'object_store' (one ray.put per version), 'broadcast' "
+        "(a collective group with learner rank 0: NCCL on GPUs, gloo on CPU); 'auto': broadcast when rollout and learner have GPUs")
+    sync_bucket_mb: float = Field(256, gt=0, description="broadcast sync: MiB of weights per collective call")
+    sync_timeout_s: float = Field(600, gt=0, description="broadcast sync: seconds a collective may wait for its members")
 
     @model_validator(mode="after")
     def _positive_shift(self):

@@ -20,6 +20,7 @@ from rollout.plan import RolloutPlan
 from rollout.policy import DTYPES, Policy, policy_from_config
 from rollout.sampler import generate, group_seeds, sample_ode
 from rollout.trajectory import Trajectory
+from rollout.weight_sync import WeightGroup
 
 __all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.policy; kept importable here
 
@@ -41,6 +42,7 @@ class RolloutWorker:
         self.images_done = 0
         self.seconds = 0.0  # time spent in rollout(): images_done / seconds is the busy throughput
         self.plan_shift = schedule_shift(model, rollout)
+        self.weight_group: WeightGroup | None = None
 
     def info(self) -> dict:
         """Small facts for the worker table: pid, node, version, images generated, busy seconds."""
@@ -55,6 +57,27 @@ class RolloutWorker:
 
     def checksum(self) -> str:
         return Policy.state_checksum(self.policy.trainable_state())
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """This worker's trainable weights (CPU): the source for a replacement worker when weights
+        travel by broadcast and the learner is busy."""
+        return self.policy.trainable_state()
+
+    # -- broadcast weight sync (GPU clusters; gloo on CPU) ----------------------------------------
+    def join_weight_group(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
+                          timeout_s: float) -> int:
+        """Join (or re-join, after the pool changed) the learner's weight broadcast group."""
+        if self.weight_group is not None:
+            self.weight_group.close()
+        self.weight_group = WeightGroup(master_addr, master_port, rank, world_size, backend, timeout_s)
+        return rank
+
+    def receive_weights(self, plan: list, version: int) -> str:
+        """Receive one broadcast of the learner's weights (bucket plan from the learner); returns
+        their checksum, like `load_weights`."""
+        if self.weight_group is None:
+            raise RuntimeError("receive_weights before join_weight_group: the cluster must build the group first")
+        return self.load_weights(self.weight_group.receive(plan), version)
 
     def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool = False):
         """Roll out whole groups [(group id, prompt)]. Returns (images uint8 [B, H, W, 3],

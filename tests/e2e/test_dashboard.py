@@ -68,7 +68,7 @@ def check_charts(browser, rows: list[dict]) -> None:
                       .get("x") == list(range(n)) and t, 30, f"the charts to show {n} iterations")
     required = {"reward/preference/mean", "reward/alignment/mean", "learner/clip_fraction", "learner/approx_kl",
                 "zero_std_ratio", "advantage/abs_mean", "learner/ratio_mean", "learner/ratio_max",
-                "throughput/images_per_s", "rollout/staleness", "time/rollout", "time/update", "time/sync"}
+                "throughput/images_per_s", "staleness", "time/rollout", "time/update", "time/sync"}
     assert required <= set(traces), required - set(traces)
     checked = 0
     for meta, trace in traces.items():
@@ -81,7 +81,7 @@ def check_charts(browser, rows: list[dict]) -> None:
         mean, std = (np.array([r[f"reward/{scorer}/{k}"] for r in rows]) for k in ("mean", "std"))
         assert traces[f"reward/{scorer}/mean+std"]["y"] == pytest.approx(list(mean + std), rel=1e-12)
         assert traces[f"reward/{scorer}/mean-std"]["y"] == pytest.approx(list(mean - std), rel=1e-12)
-    assert [r["rollout/staleness"] for r in rows] == [0] * n  # synchronous: rollouts use the trained weights
+    assert [r["staleness"] for r in rows] == [0] * n  # synchronous: rollouts use the trained weights
 
 
 def check_status_cards(browser, rows: list[dict]) -> None:

@@ -32,6 +32,9 @@ def ray_head():
     subprocess.run(
         ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+         # fixed by default (52365, 10001): another head on this machine would hold them and
+         # leave this head's job agent unable to serve (`No available agent to submit job`)
+         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, check=True, capture_output=True, timeout=180,
     )

@@ -84,7 +84,7 @@ def test_ray_metrics_record_the_rows_values(monkeypatch):
 
     monkeypatch.setattr(ray.util.metrics, "Gauge", Gauge)
     metrics = RayMetrics("run-a")
-    metrics.record_iteration({"iteration": 3, "throughput/images_per_s": 2.5, "rollout/staleness": 0})
+    metrics.record_iteration({"iteration": 3, "throughput/images_per_s": 2.5, "staleness": 0})
     metrics.record_workers([{"role": "rollout", "index": 1, "images_per_s": 5.0},
                             {"role": "learner", "index": 0, "images_per_s": None}])
     run = (("run", "run-a"),)

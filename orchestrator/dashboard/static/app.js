@@ -17,7 +17,7 @@ const LINE_CHARTS = [
   { id: "chart-clip", title: "clip fraction", keys: ["learner/clip_fraction"] },
   { id: "chart-kl", title: "approx KL", keys: ["learner/approx_kl"] },
   { id: "chart-loss", title: "loss, grad norm", keys: ["learner/loss", "learner/grad_norm"] },
-  { id: "chart-staleness", title: "staleness (policy versions)", keys: ["rollout/staleness"] },
+  { id: "chart-staleness", title: "staleness (policy versions)", keys: ["staleness"] },
   { id: "chart-throughput", title: "images / s (iteration wall time)", keys: ["throughput/images_per_s"] },
 ];
 const page = { rows: [], statusKey: null, samples: null, shownSample: null, shownEval: "", done: false };

@@ -1,0 +1,72 @@
+"""Worker deaths: which errors mean "the actor died", waiting on tasks that may be re-run, and
+the learner failure that stops a job.
+
+Rollout and reward workers are replaceable: their state is the policy weights (re-sent) or a
+frozen scorer, and their work is a pure function of (groups, iteration, seed) — so a task
+whose actor died is simply submitted again, on a replacement. The learner is not: its
+optimizer state lives only in its ranks, so a dead learner stops the job, and the message
+says which checkpoint `--resume` continues from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Hashable
+
+import ray
+from ray.exceptions import RayActorError
+
+from orchestrator import checkpoint
+
+WORKER_DIED = (RayActorError,)  # the actor's process is gone (killed, OOM, node lost, ray.kill)
+MAX_RETRIES = 3  # re-runs of one task before the run gives up: a worker that dies every time is a bug
+
+
+def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef]) -> dict:
+    """Results of `tasks` by key. A task whose actor died is submitted again by `retry(key,
+    error)` (which replaces the actor) as soon as the death is seen, and awaited in turn."""
+    pending = {ref: key for key, ref in tasks.items()}
+    tries = {key: 0 for key in tasks}
+    out = {}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(ref)
+        try:
+            out[key] = ray.get(ref)
+        except WORKER_DIED as err:
+            tries[key] += 1
+            if tries[key] > MAX_RETRIES:
+                raise RuntimeError(f"task {key!r} lost its worker {tries[key]} times; last error: {err}") from err
+            pending[retry(key, err)] = key
+    return out
+
+
+class LearnerFailure(RuntimeError):
+    """A learner rank died: the job stops (its optimizer state is gone) and resumes from a checkpoint."""
+
+    def with_resume_hint(self, run_dir: Path) -> "LearnerFailure":
+        return LearnerFailure(f"{self}\n{resume_hint(run_dir)}")
+
+
+def resume_hint(run_dir: Path) -> str:
+    last = checkpoint.latest(run_dir)
+    if last is None:
+        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again "
+                "(set orchestrator.checkpoint_every lower to lose less next time).")
+    return (f"The last checkpoint is {last}. Resume from it with:\n"
+            f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
+
+
+def gather_learners(refs: list[ray.ObjectRef], phase: str) -> list:
+    """Results of one call on every learner rank. A dead rank raises LearnerFailure at once (the
+    other ranks may be blocked in a collective with it, so waiting for them would hang)."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(ready[0])
+        except WORKER_DIED as err:
+            rank = refs.index(ready[0])
+            raise LearnerFailure(f"learner rank {rank} died during {phase}: {type(err).__name__}; "
+                                 "the job stops (the optimizer state lived in the learner ranks).") from err
+    return ray.get(refs)

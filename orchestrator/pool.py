@@ -1,0 +1,157 @@
+"""The rollout pool: the rollout actors, the batches they have in flight, live resizing, and
+the re-run of a dead worker's batch.
+
+    batches = pool.launch(groups, iteration, preview)   # whole groups over the workers; returns at once
+    batches = pool.collect(batches)                     # waits; a batch whose worker died is re-run
+    pool.install(version)                               # settle, then new weights into every worker
+    pool.resize(n)                                      # between iterations (`raygrpo scale`)
+
+Recovery re-runs a batch whole (same groups, same iteration, hence the same seed-derived
+noise) on the replacement of its dead worker, which first receives the weights the batch
+started with: weights change only in `install`, after every launched batch has finished. A
+recovered iteration therefore trains on exactly the samples an undisturbed one would, each
+planned group once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+
+from orchestrator.faults import MAX_RETRIES, gather
+from orchestrator.weights import WeightSync
+from rollout.plan import RolloutPlan
+
+
+@dataclass
+class RolloutBatch:
+    """What the driver keeps of one worker's rollout: refs, and the small facts it planned."""
+
+    images: ray.ObjectRef
+    trajectory: ray.ObjectRef | None
+    prompts: list[str]
+    group_ids: list[int] = field(default_factory=list)  # prompt group of each sample
+    info: dict = field(default_factory=dict)  # timings, policy_version, groups: filled in by `collect`
+    columns: list[int] = field(default_factory=list)  # advantage column of each sample (E-GRPO), else the group
+    groups: list[tuple[int, str]] = field(default_factory=list)  # (group id, prompt): what a re-run needs
+    iteration: int = 0
+    preview: bool = False
+    version: int = 0  # weights version it was launched with
+    worker: Any = None  # the actor running it
+    info_ref: ray.ObjectRef | None = None  # while in flight
+
+
+def split_groups(groups: list, parts: int) -> list[list]:
+    """Whole groups, contiguous, near-equal, over `parts` workers."""
+    n = len(groups)
+    return [groups[i * n // parts:(i + 1) * n // parts] for i in range(parts)]
+
+
+class RolloutPool:
+    def __init__(self, make_worker: Callable[[int], Any], workers: list, weights: WeightSync, plan: RolloutPlan,
+                 group_size: int):
+        self.make_worker = make_worker  # index -> a new rollout actor (orchestrator/cluster.py)
+        self.workers = list(workers)
+        self.weights = weights
+        self.plan = plan
+        self.group_size = group_size
+        self.in_flight: list[RolloutBatch] = []
+        self.replacements: dict = {}  # dead actor -> the actor that took its place
+        self.recovered = 0
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    # -- rollouts ----------------------------------------------------------------------------------
+    def launch(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[RolloutBatch]:
+        g = self.group_size
+        members = self.plan.members_per_group(g)  # G, or G per branch (E-GRPO)
+        batches = []
+        for i, (worker, part) in enumerate(zip(self.workers, split_groups(groups, len(self.workers)))):
+            if part:
+                b = RolloutBatch(None, None, [p for _, p in part for _ in range(members)],
+                                 [gid for gid, _ in part for _ in range(members)],
+                                 columns=[self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)],
+                                 groups=part, iteration=iteration, preview=preview and i == 0, version=self.weights.version)
+                self._submit(b, worker)
+                batches.append(b)
+        self.in_flight += batches
+        return batches
+
+    def _submit(self, b: RolloutBatch, worker) -> ray.ObjectRef:
+        b.worker = worker
+        b.images, b.trajectory, b.info_ref = worker.rollout.options(num_returns=3).remote(b.groups, b.iteration, b.preview)
+        return b.info_ref
+
+    def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
+        """Wait for `batches`; a batch whose worker died is re-run (see module docstring).
+        Checks that every planned group completed exactly once, on the planned weights."""
+        todo = {i: b.info_ref for i, b in enumerate(batches) if b.info_ref is not None}
+        for i, info in gather(todo, lambda i, err: self._rerun(batches[i])).items():
+            batches[i].info, batches[i].info_ref = info, None
+        self.in_flight = [b for b in self.in_flight if b.info_ref is not None]
+        planned = sorted(gid for b in batches for gid, _ in b.groups)
+        done = sorted(gid for b in batches for gid in b.info["groups"])
+        if done != planned:
+            raise RuntimeError(f"group accounting: planned {planned}, completed {done}")
+        stale = [b.info["policy_version"] for b in batches if b.info["policy_version"] != b.version]
+        if stale:
+            raise RuntimeError(f"rollouts ran on weights {stale}, launched on v{batches[0].version}")
+        return batches
+
+    def settle(self) -> None:
+        """Every launched batch finished (re-run where needed): weights may change after this."""
+        self.collect(list(self.in_flight))
+
+    # -- membership --------------------------------------------------------------------------------
+    def _rerun(self, b: RolloutBatch) -> ray.ObjectRef:
+        """`b`'s worker died: submit `b` again on the actor that replaced it (replacing it now if
+        it is still in the pool), or on a pool worker if it had been removed by a resize."""
+        worker = self.replacements.get(b.worker)
+        if worker is None and b.worker in self.workers:
+            worker = self._replace(self.workers.index(b.worker))
+        if worker is None or worker not in self.workers:
+            worker = self.workers[b.groups[0][0] % len(self.workers)]
+        return self._submit(b, worker)
+
+    def _replace(self, slot: int):
+        """A new actor in `slot`, holding the current weights (checksum-verified)."""
+        dead = self.workers[slot]
+        self.recovered += 1
+        new = self.make_worker(slot)
+        self.weights.provide(new, survivors=[w for w in self.workers if w != dead])
+        self.workers[slot] = new
+        self.replacements[dead] = new
+        ray.kill(dead)  # in case it is only unreachable, not gone
+        return new
+
+    def resize(self, n: int) -> None:
+        """Grow or shrink to `n` workers; new ones get the current weights. Call between
+        iterations; a removed worker exits after any work still queued on it."""
+        if n < 1:
+            raise ValueError(f"a rollout pool needs at least 1 worker, asked for {n}")
+        self.settle()
+        while len(self.workers) > n:
+            self.workers.pop().__ray_terminate__.remote()
+        new = [self.make_worker(i) for i in range(len(self.workers), n)]  # start together
+        for worker in new:
+            self.weights.provide(worker, survivors=self.workers)
+            self.workers.append(worker)
+
+    def install(self, version: int) -> str:
+        """Weights `version` into every worker, checksum-verified, once nothing is in flight; a
+        worker that died meanwhile is replaced and given them. Returns the checksum."""
+        self.settle()
+        for _ in range(MAX_RETRIES + 1):
+            checksum, dead = self.weights.install(version, self.workers)
+            for slot in dead:
+                self._replace(slot)
+            if self.weights.version == version:
+                return checksum
+        raise RuntimeError(f"weight sync v{version}: rollout workers kept dying during the broadcast")
+
+    def take_recovered(self) -> int:
+        n, self.recovered = self.recovered, 0
+        return n
