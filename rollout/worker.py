@@ -110,8 +110,9 @@ class RolloutWorker:
         images = sample_ode(self.policy, prompts, seeds, num_steps=self.cfg.num_steps, shift=self.plan_shift,
                             micro_batch=self.cfg.micro_batch)
         info = {"samples": len(images)}
-        if preview_cols:
-            info["preview_png"] = _png(images, cols=preview_cols, rows=min(8, len(images) // preview_cols))
+        if preview_cols and len(images):
+            cols = min(preview_cols, len(images))  # a worker holding less than one row still shows it
+            info["preview_png"] = _png(images, cols=cols, rows=max(1, min(8, len(images) // cols)))
         return images, info
 
 
