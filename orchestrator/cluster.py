@@ -40,6 +40,16 @@ def worker_row(role: str, index: int, info: dict) -> dict:
     return {"role": role, "index": index, "state": "alive", "restarts": 0, **info, "images_per_s": throughput}
 
 
+def actor_env(niceness: int, **extra: str) -> dict:
+    """runtime_env of a compute actor. Ray starts worker processes at nice 15, so on a CPU
+    node any busy nice-0 process (raylet, GCS, a driver) preempts one of an actor's OpenMP
+    threads and stalls the whole parallel region (measured: a 512² matmul loop 3-4x slower
+    than in the driver on 2 loaded cores); the rollout, reward and learner actors *are* the
+    workload, so they run at `orchestrator.worker_niceness` (0, as Ray's own job supervisor
+    does). Env vars merge with the job's runtime_env."""
+    return {"env_vars": {"RAY_worker_niceness": str(niceness), **extra}}
+
+
 def learner_env(num_gpus: float) -> dict:
     return {} if num_gpus > 0 else {"DS_ACCELERATOR": "cpu"}
 
@@ -59,11 +69,13 @@ class Cluster:
     # -- actors ----------------------------------------------------------------------------------
     def _rollout_actor(self, index: int):
         r = self.cfg.rollout
-        remote = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus)
+        remote = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                                                   runtime_env=actor_env(self.cfg.orchestrator.worker_niceness))
         return remote.remote(self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index)
 
     def _reward_actor(self, scorer):
-        return ray.remote(RewardWorker).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus).remote(scorer)
+        return ray.remote(RewardWorker).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus,
+                                                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness)).remote(scorer)
 
     def _control_actor(self, run_dir: Path):
         """The job's named actor (namespace `raygrpo`) that `raygrpo scale` finds and writes to."""
@@ -86,7 +98,7 @@ class Cluster:
         actors = [
             ray.remote(LearnerWorker).options(
                 num_cpus=bundle["CPU"], num_gpus=lc.num_gpus,
-                runtime_env={"env_vars": learner_env(lc.num_gpus)},
+                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness, **learner_env(lc.num_gpus)),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
             ).remote(factory, lc, rank, lc.world_size)
             for rank in range(lc.world_size)

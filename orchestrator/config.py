@@ -77,6 +77,8 @@ class OrchestratorConfig(BaseModel):
     dashboard_port: int = Field(8266, ge=0, le=65535,
                                 description="dashboard port; 0 picks a free one, and a busy port falls back to a free one "
                                             "(the URL is printed and recorded as dashboard_url in status.json)")
+    worker_niceness: int = Field(0, ge=0, le=19, description="nice value of the rollout, reward and learner actors "
+                                 "(Ray's default for workers is 15, which lets any busy process stall their CPU threads)")
     mode: Literal["sync", "async"] = Field(
         "sync", description="async: iteration k+1's rollouts run while the learner updates on k (samples one policy "
         "version stale; the ratio uses the log-probs stored with them)")

@@ -66,6 +66,10 @@ def test_weight_sync_puts_the_learners_weights_in_every_rollout_worker(local_ray
     cfg = small_config()
     cluster = Cluster(cfg, build_plan(cfg))
     try:
+        # compute actors run at nice 0, not Ray's worker default of 15 (cluster.actor_env)
+        import psutil
+
+        assert {psutil.Process(w["pid"]).nice() for w in cluster.workers()} == {0}
         learner_sum = cluster.sync(1)
         workers = cluster.rollout_workers
         assert ray.get([w.checksum.remote() for w in workers]) == [learner_sum] * 2
