@@ -21,7 +21,7 @@ import torch
 
 def chunk_log_ratio(log_ratio: torch.Tensor, chunk_ids: torch.Tensor, mask: torch.Tensor):
     """Mean log-ratio per chunk: ([B, S], [B, S] int, [B, S] bool) -> ([B, J], present [B, J])."""
-    num_chunks = int(chunk_ids.max().item()) + 1
+    num_chunks = max(int(chunk_ids.max().item()) + 1, 1)  # a block of -1 pads only: one empty chunk
     onehot = torch.nn.functional.one_hot(chunk_ids.clamp(min=0), num_chunks).to(log_ratio.dtype)  # [B, S, J]
     onehot = onehot * (mask & (chunk_ids >= 0)).unsqueeze(-1).to(log_ratio.dtype)
     count = onehot.sum(dim=1)  # [B, J]

@@ -124,33 +124,41 @@ class LearnerWorker:
         }
 
     def _minibatch(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
+        """One optimizer step over this rank's minibatch, one backward per (micro-batch, column
+        block). DeepSpeed must see every backward but the last as inside the accumulation
+        window (with ZeRO-2 each backward otherwise replaces the gradients of the one before),
+        and every rank must run as many backwards as the others (each reduces collectively):
+        a rank with fewer runs its first pass again with weight zero."""
         engine, cfg = self.engine, self.cfg
         mask = active[:, None] & (traj.train_steps >= 0)  # [b, S]: -1 pads are never trained
-        blocks = column_blocks(traj.chunk_ids)
+        passes = [(mb, cols) for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch)
+                  for cols in column_blocks(traj.chunk_ids)]
+        n_passes = _all_reduce(len(passes), "max")
         n_local = _count_chunks(traj.chunk_ids, mask)
-        n_chunks = _all_reduce_sum(n_local)
-        n_steps = _all_reduce_sum(int(mask.sum()))
+        n_chunks = _all_reduce(n_local, "sum")
+        n_steps = _all_reduce(int(mask.sum()), "sum")
         stats: dict[str, float] = defaultdict(float)
         ratio_min, ratio_max = float("inf"), float("-inf")
         cond = self.policy.encode(traj.prompts)
-        for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch):
-            for cols in blocks:
-                ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
-                log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each
-                loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
-                n_block = _count_chunks(ids, m)
-                # Σ_blocks loss·n_block/n_chunks is the global mean over (sample, chunk); the KL
-                # term is the mean over trained transitions; × world size undoes DeepSpeed's average.
-                total = loss * (n_block / max(n_chunks, 1))
-                if kl is not None:
-                    total = total + cfg.kl_coef * (kl * m).sum() / max(n_steps, 1)
-                    stats["kl"] += (kl * m).sum().item()
-                engine.backward(total * self.world_size)
-                if n_block:
-                    for k in ("clip_fraction", "ratio_mean", "approx_kl"):
-                        stats[k] += s[k] * n_block
-                    stats["loss"] += loss.item() * n_block
-                    ratio_min, ratio_max = min(ratio_min, s["ratio_min"]), max(ratio_max, s["ratio_max"])
+        for i in range(n_passes):
+            (mb, cols), weight = (passes[i], 1.0) if i < len(passes) else (passes[0], 0.0)
+            ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
+            log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each
+            loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
+            n_block = _count_chunks(ids, m) if weight else 0
+            # Σ_blocks loss·n_block/n_chunks is the global mean over (sample, chunk); the KL
+            # term is the mean over trained transitions; × world size undoes DeepSpeed's average.
+            total = loss * (n_block / max(n_chunks, 1))
+            if kl is not None:
+                total = total + weight * cfg.kl_coef * (kl * m).sum() / max(n_steps, 1)
+                stats["kl"] += weight * (kl * m).sum().item()
+            engine.set_gradient_accumulation_boundary(i == n_passes - 1)
+            engine.backward(total * self.world_size)
+            if n_block:
+                for k in ("clip_fraction", "ratio_mean", "approx_kl"):
+                    stats[k] += s[k] * n_block
+                stats["loss"] += loss.item() * n_block
+                ratio_min, ratio_max = min(ratio_min, s["ratio_min"]), max(ratio_max, s["ratio_max"])
         engine.step()
         n = max(n_local, 1)
         out = {k: v / n for k, v in stats.items() if k != "kl"}
@@ -267,11 +275,12 @@ def _count_chunks(chunk_ids: torch.Tensor, mask: torch.Tensor) -> int:
     return len(present)
 
 
-def _all_reduce_sum(value: int) -> int:
+def _all_reduce(value: int, op: str) -> int:
+    """An int summed ("sum") or maximised ("max") over the learner ranks."""
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return int(t.item())

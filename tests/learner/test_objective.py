@@ -84,3 +84,12 @@ def test_kl_is_zero_for_identical_policies_and_exact_by_hand():
     assert torch.equal(gaussian_mean_kl(mean, mean.clone(), std), torch.zeros(3))
     # means differ by 0.5 everywhere, std 0.5: KL per element = 0.25 / (2·0.25) = 0.5
     torch.testing.assert_close(gaussian_mean_kl(mean, mean + 0.5, std), torch.full((3,), 0.5))
+
+
+def test_a_block_of_pads_only_has_no_chunk_and_zero_loss():
+    # weighted chunk sampling pads short selections with -1; a column block can hold pads only
+    new = torch.tensor([[0.3, 0.2]], requires_grad=True)
+    loss, stats = clipped_objective(new, torch.zeros(1, 2), torch.ones(1), torch.tensor([[-1, -1]]), clip_range=0.2)
+    assert loss.item() == 0.0 and stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0
+    loss.backward()
+    assert torch.equal(new.grad, torch.zeros(1, 2))
