@@ -90,11 +90,6 @@ def resize_to_pixel_budget(image: Image.Image, min_pixels: int, max_pixels: int)
     return image.convert("RGB").resize((new_w, new_h), Image.BICUBIC)
 
 
-def device_of(num_gpus: float) -> str:
-    """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'."""
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
 def batches(n: int, size: int):
     """Slices covering range(n) in steps of `size`."""
     return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]

@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 from reward.config import ScorerConfig
-from reward.preprocess import device_of
 from reward.rules import AlignmentScorer, PreferenceScorer
 
 
@@ -46,6 +45,16 @@ SCORERS = {
     "clip": _clip,
     "imagereward": _imagereward,
 }
+
+
+def device_of(num_gpus: float) -> str:
+    """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'.
+    torch is imported only for model scorers: a rule-based reward worker starts without it."""
+    if num_gpus <= 0:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build_scorer(cfg: ScorerConfig):

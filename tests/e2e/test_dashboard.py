@@ -186,7 +186,7 @@ def test_dashboard_follows_a_live_run_in_chromium(local_ray, tmp_path, monkeypat
     eval_prompts = tmp_path / "eval.txt"  # a small before/after evaluation: 2 held-out prompts × 2 samples
     eval_prompts.write_text("\n".join(read_prompts(ROOT / "rollout/tiny/heldout.txt")[:2]) + "\n")
     # 4 groups of 4 over 2 rollout workers: worker 0's preview grid has 2 rows
-    cfg = small_config(orchestrator__iterations=ITERATIONS, orchestrator__prompts_per_iter=4,
+    cfg = small_config(rollout__num_workers=2, orchestrator__iterations=ITERATIONS, orchestrator__prompts_per_iter=4,
                        orchestrator__dashboard_port=0, orchestrator__eval_before_after="true",
                        orchestrator__eval_prompts=str(eval_prompts), orchestrator__eval_samples_per_prompt=2)
     thread, logged, released, outcome = train_in_thread(cfg, run_dir, monkeypatch)

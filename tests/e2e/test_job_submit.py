@@ -69,7 +69,7 @@ def stop_head(temp: str) -> None:
             pass
     for proc in mine:
         proc.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=15)
+    _, alive = psutil.wait_procs(mine, timeout=5)
     for proc in alive:
         proc.kill()
 
@@ -83,16 +83,34 @@ PRESET_OVERRIDES = {
 
 @pytest.mark.parametrize("algorithm", list(PRESET_OVERRIDES))
 def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
+    """Each preset end to end through `raygrpo train` as a Ray job: real actors, real DeepSpeed."""
     address, env = ray_head
     run_dir = tmp_path / "run"
     cmd = ["ray", "job", "submit", f"--address={address}", "--working-dir", ".", "--",
            "raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
            f"algorithm={algorithm}", *PRESET_OVERRIDES[algorithm],
            "orchestrator.iterations=2", "orchestrator.prompts_per_iter=2", "rollout.group_size=4",
-           "rollout.num_steps=5", "orchestrator.eval_before_after=false"]
+           "rollout.num_steps=5", "rollout.num_workers=1", "orchestrator.eval_before_after=false"]
     out = submit(cmd, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    for r in rows:
+        assert abs(r["learner/ratio_mean_first"] - 1) < 1e-5  # rollout and learner agree under every plan
+        assert r["groups_completed"] == r["groups_planned"] == 2
+    effective = (run_dir / "config.yaml").read_text()
+    assert f"algorithm: {algorithm}" in effective
+    plan = json.loads((run_dir / "plan.json").read_text())
+    if algorithm == "e_grpo":
+        k = plan["branch_count"]
+        assert k >= 2 and len(plan["entropies"]) == len(plan["sigmas"]) - 1
+        assert "advantage_groups: column" in effective
+        # 2 prompts x K columns x G=4 members; zero-spread columns are dropped, never more
+        assert 0 < rows[0]["samples/trained"] <= 2 * k * 4
+    else:
+        assert plan["branch_count"] == 0 and "advantage_groups: prompt" in effective
+        assert 0 < rows[0]["samples/trained"] <= 8
+    if algorithm == "dance_grpo":  # a random ⌊0.6·4⌋ = 2 of the 4 trainable transitions per sample
+        assert plan["steps_per_sample"] == 2

@@ -50,15 +50,20 @@ def test_bad_config_errors_name_the_field_and_fix(overrides, needle):
     assert needle in str(err.value)
 
 
-def test_cli_rejects_bad_config_before_starting_ray(capsys):
+def test_cli_rejects_bad_config_before_starting_ray(capsys, monkeypatch):
+    import ray
+
+    import orchestrator.__main__ as cli
+
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
+    monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("connect_ray"))
     start = time.time()
     code = main(["train", "--config", TINY, "learner.chunks.sizes=[1]"])
     assert code == 2
     assert "learner.chunks.sizes" in capsys.readouterr().err
     assert time.time() - start < 5
-    import ray
-
-    assert not ray.is_initialized()
+    assert started == []  # the config was rejected before any Ray call
 
 
 def test_cli_entry_point_is_installed():
