@@ -82,7 +82,20 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    table = markdown(result)
+    Path(args.out).with_suffix(".md").write_text(table)
+    print(table)
+
+
+def markdown(result: dict) -> str:
+    """alignment / preference per split: ODE and SDE samples against ground truth and the baselines."""
+    cols = ("ode", "sde", "ground_truth", "random_colour", "random_prompt")
+    lines = ["| split | reward | model ODE | model SDE | ground truth | random colour | random prompt |",
+             "|---|---|---|---|---|---|---|"]
+    for split in ("train", "heldout"):
+        for reward in ("alignment", "preference"):
+            lines.append(f"| {split} | {reward} | " + " | ".join(f"{result[split][f'{reward}_{c}']:.3f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -47,7 +47,12 @@ def one_run(mode: str, iterations: int, run_dir: Path) -> dict:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][2:]
     # medians: a burst of load from another process should not decide the ratio
     phases = {p: statistics.median(r.get(f"time/{p}", 0.0) for r in rows) for p in PHASES}
-    return {"iteration_s": sum(phases.values()), "phases_s": phases, "process_wall_s": wall}
+    # seconds each worker spent inside its own methods, per iteration (warm-up included): compute
+    # alone, without refs, object store or scheduling — where a phase's extra time comes from
+    workers = json.loads((run_dir / "status.json").read_text())["workers"]
+    busy = {role: sum(w.get("seconds") or 0 for w in workers if w["role"] == role) / iterations
+            for role in ("rollout", "learner")}
+    return {"iteration_s": sum(phases.values()), "phases_s": phases, "busy_s_per_iteration": busy, "process_wall_s": wall}
 
 
 def main() -> None:
@@ -64,11 +69,14 @@ def main() -> None:
             print(mode, rep, round(runs[mode][-1]["iteration_s"], 3), flush=True)
     med = {m: statistics.median(r["iteration_s"] for r in rs) for m, rs in runs.items()}
     phases = {m: {ph: statistics.median(r["phases_s"][ph] for r in rs) for ph in PHASES} for m, rs in runs.items()}
+    busy = {m: {role: statistics.median(r["busy_s_per_iteration"][role] for r in rs) for role in ("rollout", "learner")}
+            for m, rs in runs.items()}
     result = {
         "ratio_ray_over_local": med["ray"] / med["local"],
         "target": 1.05,
         "iteration_s": med,
         "phases_s": phases,
+        "busy_s_per_iteration": busy,
         "startup_and_total_wall_s": {m: [round(r["process_wall_s"], 1) for r in rs] for m, rs in runs.items()},
         "runs": runs,
         "setup": {"command": "python bench/overhead.py " + " ".join(sys.argv[1:]), "overrides": OVERRIDES,
@@ -81,6 +89,8 @@ def main() -> None:
         ray_s, local_s = (sum(phases[m][p] for p in parts) for m in ("ray", "local"))
         lines.append(f"| {label} | {ray_s:.3f} | {local_s:.3f} |")
     lines.append(f"| **total** | **{med['ray']:.3f}** | **{med['local']:.3f}** |")
+    for role in ("rollout", "learner"):
+        lines.append(f"| {role} worker busy (inside its methods) | {busy['ray'][role]:.3f} | {busy['local'][role]:.3f} |")
     lines.append(f"\nRay ÷ single process = **{result['ratio_ray_over_local']:.3f}** (target ≤ 1.05)")
     (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -56,9 +56,24 @@ def main() -> int:
         "the official layout and scores as CLIPModel does (tests/reward/test_scorers.py)")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(json.dumps({k: {m: v for m, v in e.items() if not m.startswith("scores")} for k, e in result["models"].items()},
                      indent=1))
     return 0 if ok else 1
+
+
+def markdown(result: dict) -> str:
+    """One row per scorer: the largest score and preprocessed-pixel differences, ours vs the reference."""
+    ref = result["reference"]["packages"]
+    lines = [f"| scorer | max \\|score diff\\| | max \\|pixel diff\\| | agree (≤ {result['tolerance']:g}) |", "|---|---|---|---|"]
+    for model in ("hpsv3", "imagereward"):
+        e = result["models"][model]
+        lines.append(f"| {model} | {e['max_abs_score_diff']:.2g} | {e['max_abs_preprocessed_pixel_diff']:.2g} | "
+                     f"{'yes' if e['agree'] else 'NO'} |")
+    lines.append(f"\n{result['images']} images; reference: hpsv3 {ref['hpsv3']}, image-reward {ref['image-reward']}, "
+                 f"transformers {ref['transformers']}; ours: transformers {result['ours']['transformers']}. "
+                 "CLIP: not compared (our scorer is transformers' CLIPModel itself).")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-/tmp/raygrpo_oracle}
-VENV=${2:-/work/oraclevenv}
+VENV=${2:-$PWD/.venv-oracle}
 PY=${PYTHON:-python}
 [ -x "$VENV/bin/python" ] || { echo "no oracle venv at $VENV: run bash bench/oracle/setup_venv.sh $VENV"; exit 2; }
 PYTHONPATH=$PWD $PY bench/oracle/prepare.py --work "$WORK"

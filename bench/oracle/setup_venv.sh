@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The oracle's side venv (NOT the project venv; never committed): the official HPSv3 and
 # ImageReward packages with the stack they need. ~7 GB (torch 2.14.1 is a CUDA build; it
-# runs on CPU). Usage: bash bench/oracle/setup_venv.sh [/work/oraclevenv]
+# runs on CPU). Usage: bash bench/oracle/setup_venv.sh [VENV, default .venv-oracle in the repo]
 set -euo pipefail
-VENV=${1:-/work/oraclevenv}
+VENV=${1:-$(cd "$(dirname "$0")/../.." && pwd)/.venv-oracle}
 python3 -m venv "$VENV"
 PIP="$VENV/bin/pip install -q"
 $PIP torch==2.14.1 torchvision==0.29.1

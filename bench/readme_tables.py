@@ -1,0 +1,66 @@
+"""Copy the benchmark tables into README.md, each with the command and machine it came from.
+
+    python bench/readme_tables.py
+
+Replaces everything between `<!-- bench-tables -->` and `<!-- /bench-tables -->` in
+README.md with one section per `bench/results/<name>.md` that has a matching `.json`, so
+the README shows exactly what the last runs measured (numbers are never typed by hand).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- bench-tables -->", "<!-- /bench-tables -->"
+# (result name, heading, what it answers); the README order
+SECTIONS = (
+    ("base_model", "Base model", "the shipped tiny model before any RL (held-out, ODE and SDE sampling)"),
+    ("learning", "Learning", "does the default run learn, and does preference alone hack alignment?"),
+    ("algorithms", "Algorithms", "DanceGRPO vs Chunk-GRPO vs E-GRPO at the same image budget"),
+    ("overhead", "Ray overhead", "the same iterations through the actor system and a single-process loop"),
+    ("async", "Async mode", "async ÷ sync wall time against the ideal overlap"),
+    ("scaling", "Rollout scaling", "rollout images/s, 2 workers ÷ 1, one core each"),
+    ("soak", "Soak", "object store and process memory over 200 iterations"),
+    ("oracle", "Oracle", "our HPSv3 / ImageReward against the official packages"),
+    ("gpu", "GPU throughput", "FLUX.1-size rollout and learner on a GPU"),
+)
+
+
+def section(name: str, heading: str, question: str) -> list[str]:
+    table, data = RESULTS / f"{name}.md", RESULTS / f"{name}.json"
+    if not data.exists():
+        return []
+    setup = json.loads(data.read_text()).get("setup", {})
+    command = setup.get("command") if isinstance(setup, dict) else None
+    machine = setup.get("machine") if isinstance(setup, dict) else None
+    lines = [f"**{heading}** — {question}."]
+    if command or machine:
+        lines.append(f"`{command or name}`" + (f" on {machine}" if machine else "") + ".")
+    lines.append("")
+    lines += table.read_text().strip().splitlines() if table.exists() else [f"(see `bench/results/{name}.json`)"]
+    return lines + [""]
+
+
+def render() -> str:
+    lines = []
+    for name, heading, question in SECTIONS:
+        lines += section(name, heading, question)
+    return "\n".join(lines).strip() + "\n"
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md needs the markers {START} and {END} around the benchmark tables")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{render()}{END}{tail}")
+    print(f"README.md: {sum(1 for s in SECTIONS if (RESULTS / f'{s[0]}.json').exists())} benchmark sections")
+
+
+if __name__ == "__main__":
+    main()
