@@ -3,14 +3,18 @@
 No Ray, no object store: the readable reference the Ray system is tested against (same
 metrics, same weights) and the baseline of bench/overhead.py. One learner rank only; a
 launch runs to completion at once (so async mode computes what the Ray async loop does,
-without the overlap); no live scaling, no worker deaths to recover.
+without the overlap); no live scaling, no worker deaths to recover. Each worker's calls run
+with that worker's torch thread count, as in its own Ray process: intra-op thread counts
+change the order of float sums, and the reference must compute what the actors compute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
+import torch
 
 from learner.engine import free_port
 from learner.worker import LearnerWorker
@@ -22,12 +26,24 @@ from rollout.policy import policy_from_config
 from rollout.worker import RolloutWorker, pick_device
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LocalCluster:
     def __init__(self, cfg: Config, plan: RolloutPlan, run_dir=None):
         if cfg.learner.world_size != 1:
             raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
         self.cfg = cfg
         self.plan = plan
+        self.rollout_threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
+        self.learner_threads = functools.partial(torch_threads, cfg.learner.torch_threads)
         self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i)
                                 for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
@@ -41,7 +57,8 @@ class LocalCluster:
         batches = []
         for i, (worker, part) in enumerate(zip(self.rollout_workers, split_groups(groups, len(self.rollout_workers)))):
             if part:
-                images, traj, info = worker.rollout(part, iteration, preview and i == 0)
+                with self.rollout_threads():
+                    images, traj, info = worker.rollout(part, iteration, preview and i == 0)
                 batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(members)],
                                             [gid for gid, _ in part for _ in range(members)], info,
                                             [self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)]))
@@ -59,12 +76,15 @@ class LocalCluster:
 
     def update(self, batches, samples, active, advantages) -> dict:
         trajs = [b.trajectory for b in batches]
-        stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, active, advantages)
+        with self.learner_threads():
+            stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, active, advantages)
         return merge_rank_stats([stats])
 
     def sync(self, version: int) -> str:
-        state, checksum = self.learner.publish()
-        got = [w.load_weights(state, version) for w in self.rollout_workers]
+        with self.learner_threads():
+            state, checksum = self.learner.publish()
+        with self.rollout_threads():
+            got = [w.load_weights(state, version) for w in self.rollout_workers]
         if any(c != checksum for c in got):
             raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
         return checksum
@@ -76,7 +96,8 @@ class LocalCluster:
         return {"rollout_workers": len(self.rollout_workers), "recovered_failures": 0}
 
     def evaluate(self, prompts, seeds, preview_cols: int):
-        images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)
+        with self.rollout_threads():
+            images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)
         means = {name: float(np.mean(w.score(images, prompts))) for name, w in self.reward_workers.items()}
         return means, info.get("preview_png", b"")
 
