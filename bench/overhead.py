@@ -1,11 +1,11 @@
 """What does the Ray actor system cost over a plain single-process loop?
 
-    python bench/overhead.py [--iterations 12] [--repeats 2]
+    python bench/overhead.py [--iterations 12] [--repeats 2] [--threads 2]
 
 The same config and iterations run through `raygrpo train` (Ray actors, object store,
 DeepSpeed) and `raygrpo train --no-ray` (the same worker classes called in one process,
 `orchestrator/local.py`), alternating, one rollout worker and one learner rank, 2 torch
-threads everywhere. Per-iteration time = sum of the phase times in metrics.jsonl, the
+threads everywhere (`--threads N` sets another count and writes overhead_threads{N}.*). Per-iteration time = sum of the phase times in metrics.jsonl, the
 first 2 iterations (warm-up) excluded, median per phase over iterations (robust to a burst
 of load from another process); the ratio compares medians over repeats.
 Writes bench/results/overhead.json and overhead.md.
@@ -30,13 +30,13 @@ PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
 # the table reports the two together.
 ROWS = (("sample + rollout", ("sample", "rollout")), ("score", ("score",)), ("advantages", ("advantages",)),
         ("update", ("update",)), ("sync", ("sync",)), ("log", ("log",)))
-OVERRIDES = ["rollout.num_workers=1", "learner.world_size=1", "rollout.torch_threads=2", "learner.torch_threads=2",
+OVERRIDES = ["rollout.num_workers=1", "learner.world_size=1",
              "orchestrator.eval_before_after=false", "orchestrator.checkpoint_every=1000"]
 
 
-def one_run(mode: str, iterations: int, run_dir: Path) -> dict:
+def one_run(mode: str, iterations: int, run_dir: Path, overrides: list[str]) -> dict:
     cmd = ["raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
-           f"orchestrator.iterations={iterations}", *OVERRIDES]
+           f"orchestrator.iterations={iterations}", *overrides]
     if mode == "local":
         cmd.insert(2, "--no-ray")
     start = time.time()
@@ -59,13 +59,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--iterations", type=int, default=12)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the rollout worker and the learner")
     args = p.parse_args()
+    overrides = [*OVERRIDES, f"rollout.torch_threads={args.threads}", f"learner.torch_threads={args.threads}"]
+    name = "overhead" if args.threads == 2 else f"overhead_threads{args.threads}"
     runs = {"ray": [], "local": []}
     for rep in range(args.repeats):
         for mode in ("ray", "local"):
             run_dir = RESULTS / "tmp" / f"overhead-{mode}-{rep}"
             subprocess.run(["rm", "-rf", str(run_dir)])
-            runs[mode].append(one_run(mode, args.iterations, run_dir))
+            runs[mode].append(one_run(mode, args.iterations, run_dir, overrides))
             print(mode, rep, round(runs[mode][-1]["iteration_s"], 3), flush=True)
     med = {m: statistics.median(r["iteration_s"] for r in rs) for m, rs in runs.items()}
     phases = {m: {ph: statistics.median(r["phases_s"][ph] for r in rs) for ph in PHASES} for m, rs in runs.items()}
@@ -79,11 +82,11 @@ def main() -> None:
         "busy_s_per_iteration": busy,
         "startup_and_total_wall_s": {m: [round(r["process_wall_s"], 1) for r in rs] for m, rs in runs.items()},
         "runs": runs,
-        "setup": {"command": "python bench/overhead.py " + " ".join(sys.argv[1:]), "overrides": OVERRIDES,
+        "setup": {"command": "python bench/overhead.py " + " ".join(sys.argv[1:]), "overrides": overrides,
                   "iterations": args.iterations, "repeats": args.repeats,
                   "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
     }
-    (RESULTS / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| phase | Ray (s/iter) | single process (s/iter) |", "|---|---|---|"]
     for label, parts in ROWS:
         ray_s, local_s = (sum(phases[m][p] for p in parts) for m in ("ray", "local"))
@@ -92,7 +95,7 @@ def main() -> None:
     for role in ("rollout", "learner"):
         lines.append(f"| {role} worker busy (inside its methods) | {busy['ray'][role]:.3f} | {busy['local'][role]:.3f} |")
     lines.append(f"\nRay ÷ single process = **{result['ratio_ray_over_local']:.3f}** (target ≤ 1.05)")
-    (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
