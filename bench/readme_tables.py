@@ -21,6 +21,8 @@ SECTIONS = (
     ("learning", "Learning", "does the default run learn, and does preference alone hack alignment?"),
     ("algorithms", "Algorithms", "DanceGRPO vs Chunk-GRPO vs E-GRPO at the same image budget"),
     ("overhead", "Ray overhead", "the same iterations through the actor system and a single-process loop"),
+    ("overhead_threads1", "Ray overhead at 1 thread per worker",
+     "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending on 2 fully used cores"),
     ("async", "Async mode", "async ÷ sync wall time against the ideal overlap"),
     ("scaling", "Rollout scaling", "rollout images/s, 2 workers ÷ 1, one core each"),
     ("soak", "Soak", "object store and process memory over 200 iterations"),
