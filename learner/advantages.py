@@ -1,10 +1,14 @@
-"""Group-relative advantages (pure math), DESIGN.md §3.
+"""Group-relative advantages (pure math), DESIGN.md §3, ALGORITHMS.md §1.4 / §2.4.
 
-For each group g (a prompt group for DanceGRPO / Chunk-GRPO, a (prompt, branch step)
-column for E-GRPO):
-    A = (r − mean_g(r)) / (std_g(r) + eps),  std unbiased,  then clipped to ±clip.
+For each group g (a prompt group for DanceGRPO / Chunk-GRPO / Flow-GRPO / MixGRPO, a
+(prompt, active step) column for E-GRPO):
+    z = (r − mean_g(r)) / (std_g(r) + eps),  std unbiased,          A = clamp(z, ±clip)
+E-GRPO's multi-granularity (`granular_advantages`): A = clamp(Σ_granularity z, ±clip).
+Flow-GRPO's `global_std` (`batch_std_advantages`): the group mean, but the population std of
+the whole batch, + 1e-4 (flow_grpo @ac4c86e flow_grpo/stat_tracking.py).
 A group whose rewards are all equal (zero spread, or a single member) carries no signal:
-its advantages are exactly 0 and `zero_spread_groups` reports it so the caller can drop
+its advantages are exactly 0 (the references' (r − mean)/1e-8 turns float rounding into a
+large advantage, ALGORITHMS.md §5) and `zero_spread_groups` reports it so the caller can drop
 and count it.
 """
 
@@ -27,10 +31,8 @@ def zero_spread_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.
     return (hi == lo)[index]
 
 
-def group_advantages(
-    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-8, clip: float = 5.0
-) -> torch.Tensor:
-    """Per-group z-scores of rewards [B] -> advantages [B] float32 (module docstring)."""
+def _centred(rewards: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(r − mean_g [B], unbiased std_g per sample [B], zero-spread mask [B]), float64."""
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
         raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]")
     index, num_groups = _group_index(group_ids)
@@ -40,9 +42,43 @@ def group_advantages(
     centred = r - mean[index]  # [B]
     sq = torch.zeros(num_groups, dtype=r.dtype).index_add_(0, index, centred**2)
     std = torch.sqrt(sq / (count - 1).clamp(min=1))  # unbiased
-    adv = (centred / (std[index] + eps)).clamp(-clip, clip)
-    adv = torch.where(zero_spread_groups(rewards, group_ids), torch.zeros_like(adv), adv)
-    return adv.float()
+    return centred, std[index], zero_spread_groups(rewards, group_ids)
+
+
+def _zscores(rewards: torch.Tensor, group_ids: torch.Tensor, eps: float) -> torch.Tensor:
+    centred, std, zero = _centred(rewards, group_ids)
+    return torch.where(zero, torch.zeros_like(centred), centred / (std + eps))
+
+
+def granular_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-8, clip: float = 5.0
+) -> torch.Tensor:
+    """E-GRPO (ALGORITHMS.md §2.4): rewards [Gr, B], one row per granularity (or [B] for one) ->
+    A [B] float32 = clamp(Σ_g z_g, ±clip), z_g the per-group z-score of row g (0 without spread)."""
+    rows = rewards[None] if rewards.ndim == 1 else rewards
+    if rows.ndim != 2 or rows.shape[1:] != group_ids.shape:
+        raise ValueError(f"rewards {tuple(rewards.shape)} must be [Gr, B] or [B] for group_ids {tuple(group_ids.shape)}")
+    total = sum(_zscores(row, group_ids, eps) for row in rows)
+    return total.clamp(-clip, clip).float()
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-8, clip: float = 5.0
+) -> torch.Tensor:
+    """Per-group z-scores of rewards [B] -> advantages [B] float32 (module docstring)."""
+    if rewards.shape != group_ids.shape or rewards.ndim != 1:
+        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]")
+    return granular_advantages(rewards, group_ids, eps=eps, clip=clip)
+
+
+def batch_std_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-4, clip: float = 5.0
+) -> torch.Tensor:
+    """Flow-GRPO's `global_std`: (r − mean_g) / (population std of all B rewards + eps), clamped;
+    0 for a group without spread."""
+    centred, _, zero = _centred(rewards, group_ids)
+    adv = centred / (rewards.double().std(unbiased=False) + eps)
+    return torch.where(zero, torch.zeros_like(adv), adv).clamp(-clip, clip).float()
 
 
 def combined_advantages(
@@ -53,20 +89,26 @@ def combined_advantages(
     mode: str,
     eps: float = 1e-8,
     clip: float = 5.0,
+    std: str = "group",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-reward advantages [B] and the zero-spread mask [B] (groups without signal).
 
     mode "advantage" (DanceGRPO / MixGRPO): A = Σ_m w_m·A_m, each A_m normalised in its group;
         a group carries no signal when every reward model has zero spread in it.
-    mode "reward" (Flow-GRPO): A = group_advantages(Σ_m w_m·r_m).
+    mode "reward" (Flow-GRPO, E-GRPO's reward manager): A = group_advantages(Σ_m w_m·r_m).
+    std "group" (group_advantages) or "batch" (batch_std_advantages, with its eps 1e-4).
     """
+    if std not in ("group", "batch"):
+        raise ValueError(f"advantage std must be 'group' or 'batch', got {std!r}")
+    normalise = (lambda r: group_advantages(r, group_ids, eps=eps, clip=clip)) if std == "group" else (
+        lambda r: batch_std_advantages(r, group_ids, clip=clip))
     if mode == "advantage":
-        adv = sum(w * group_advantages(rewards[m], group_ids, eps=eps, clip=clip) for m, w in weights.items())
+        adv = sum(w * normalise(rewards[m]) for m, w in weights.items())
         zero = torch.stack([zero_spread_groups(rewards[m], group_ids) for m in weights]).all(dim=0)
         return adv.float(), zero
     if mode == "reward":
         total = sum(w * rewards[m].double() for m, w in weights.items())
-        return group_advantages(total, group_ids, eps=eps, clip=clip), zero_spread_groups(total, group_ids)
+        return normalise(total), zero_spread_groups(total, group_ids)
     raise ValueError(f"aggregation mode must be 'advantage' or 'reward', got {mode!r}")
 
 

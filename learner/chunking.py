@@ -1,97 +1,179 @@
-"""Chunk layouts for Chunk-GRPO (pure math), DESIGN.md §3.
+"""Chunks of a trajectory and which of them it trains (pure math), ALGORITHMS.md §1.2–1.3.
 
-    relative_l1(latents)          L1_rel(i) = mean_B ‖x_{i+1} − x_i‖₁ / ‖x_i‖₁   [N]
-    dynamics_chunks(l1_rel, K)    contiguous chunk sizes minimising Σ_j Σ_{t∈C_j} (l_t − l̄_j)²
-                                  (exact dynamic programme, O(K·N²))
-    chunk_ids(sizes)              [N] chunk label of every transition, e.g. [2, 3] -> 0 0 1 1 1
+A chunk is a run of consecutive trainable transitions; n of them per trajectory.
+    uniform_chunks(n, c)          ⌊n/c⌋ chunks of c, then the remainder      (GCPO `set_chunk`)
+    adaptive_chunks(l1_rel)       per trajectory: split where the sign of the (order-o)
+                                  gradient of L1_rel changes, recursively     (GCPO v3 §4.3)
+    trajectory_l1_rel(latents)    l_b[k] = mean|x_{k+1} − x_k| / (mean|x_k| + 1e-8)
+    chunk_sampling_probs(l, sizes)  p_j ∝ mean_{k∈C_j} l[k] + 1e-8, or softmax of that
+    train_count(K, f)             max(1, int(K·f)) chunks trained of K
+`ChunkSelector` composes them: the rollout worker calls it after each rollout (the orchestrator
+hands it in, so `rollout` never imports this package) to fill a Trajectory's train_steps and
+chunk_ids, from each trajectory's own latents and a generator seeded per sample.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-
-def relative_l1(latents: torch.Tensor) -> torch.Tensor:
-    """latents [B, N+1, ...] along trajectories -> L1_rel [N] float32."""
-    x = latents.float().reshape(latents.shape[0], latents.shape[1], -1)  # [B, N+1, D]
-    step = (x[:, 1:] - x[:, :-1]).abs().sum(-1)  # [B, N]
-    size = x[:, :-1].abs().sum(-1).clamp(min=1e-12)  # [B, N]
-    return (step / size).mean(0)
+MODES = ("step", "fixed", "uniform", "adaptive")
+WEIGHTINGS = ("uniform", "normalized", "softmax")
 
 
-def dynamics_chunks(l1_rel, num_chunks: int) -> list[int]:
-    """Chunk sizes (summing to len(l1_rel)) of the optimal contiguous segmentation."""
-    values = [float(v) for v in l1_rel]
-    n = len(values)
-    if not 1 <= num_chunks <= n:
-        raise ValueError(f"num_chunks must be in [1, {n}] for {n} transitions, got {num_chunks}")
-    prefix, prefix_sq = [0.0], [0.0]
-    for v in values:
-        prefix.append(prefix[-1] + v)
-        prefix_sq.append(prefix_sq[-1] + v * v)
+def uniform_chunks(num_transitions: int, size: int) -> list[int]:
+    """⌊n/c⌋ chunks of `size`, then one chunk of the remainder, last (16, 5 -> [5, 5, 5, 1])."""
+    if size < 1 or num_transitions < 1:
+        raise ValueError(f"uniform_chunks needs num_transitions >= 1 and size >= 1, got {num_transitions}, {size}")
+    sizes = [size] * (num_transitions // size)
+    rest = num_transitions - sum(sizes)
+    return sizes + [rest] if rest else sizes
 
-    def sse(i: int, j: int) -> float:  # cost of one chunk over values[i:j]
-        s = prefix[j] - prefix[i]
-        return (prefix_sq[j] - prefix_sq[i]) - s * s / (j - i)
 
-    inf = float("inf")
-    # cost[k][j]: best cost of splitting values[:j] into k chunks; cut[k][j]: start of the last chunk.
-    cost = [[inf] * (n + 1) for _ in range(num_chunks + 1)]
-    cut = [[0] * (n + 1) for _ in range(num_chunks + 1)]
-    cost[0][0] = 0.0
-    for k in range(1, num_chunks + 1):
-        for j in range(k, n + 1):
-            for i in range(k - 1, j):
-                c = cost[k - 1][i] + sse(i, j)
-                if c < cost[k][j] - 1e-15:
-                    cost[k][j], cut[k][j] = c, i
-    sizes, j = [], n
-    for k in range(num_chunks, 0, -1):
-        i = cut[k][j]
-        sizes.append(j - i)
-        j = i
-    return sizes[::-1]
+def _gradient(d: torch.Tensor) -> torch.Tensor:
+    """torch.gradient with unit spacing, edge_order 1 (one-sided differences at the ends)."""
+    return torch.gradient(d, spacing=1.0, edge_order=1)[0]
+
+
+def _split(values: torch.Tensor, lo: int, hi: int, order: int, stop_size: int) -> list[int]:
+    m = hi - lo
+    if m <= stop_size:
+        return [m]
+    d = values[lo:hi]
+    for _ in range(order):
+        d = _gradient(d)
+    sign = torch.sign(d).tolist()
+    runs, start = [], 0
+    for t in range(1, m + 1):
+        if t == m or sign[t] != sign[start]:
+            runs.append((start, t))
+            start = t
+    if len(runs) == 1:
+        runs = [(0, m // 2), (m // 2, m)]
+    return [size for a, b in runs for size in _split(values, lo + a, lo + b, order + 1, stop_size)]
+
+
+def adaptive_chunks(l1_rel, *, stop_size: int = 5) -> list[list[int]]:
+    """Chunk sizes of each trajectory, in step order (ALGORITHMS.md §1.2(c), every constant
+    pinned there): split a segment longer than `stop_size` into the maximal runs of equal sign
+    (−1, 0, +1) of the order-o gradient of its own L1_rel values, or into halves ⌊m/2⌋, m − ⌊m/2⌋
+    when that is one run; recurse on each run with order o + 1 (starting at o = 1).
+    `l1_rel` [n] or [B, n] -> one list of sizes per trajectory."""
+    values = torch.as_tensor(l1_rel, dtype=torch.float64)
+    rows = values[None] if values.ndim == 1 else values
+    if rows.ndim != 2 or rows.shape[1] < 1:
+        raise ValueError(f"adaptive_chunks needs l1_rel of shape [n] or [B, n], got {tuple(values.shape)}")
+    return [_split(row, 0, row.shape[0], 1, stop_size) for row in rows]
+
+
+def trajectory_l1_rel(latents: torch.Tensor) -> torch.Tensor:
+    """latents [B, N+1, ...] along each trajectory -> L1_rel [B, N] float32:
+    l_b[k] = mean|x_{k+1} − x_k| / (mean|x_k| + 1e-8), means over all latent elements."""
+    x = latents.double().reshape(latents.shape[0], latents.shape[1], -1)  # [B, N+1, D]
+    step = (x[:, 1:] - x[:, :-1]).abs().mean(-1)  # [B, N]
+    return (step / (x[:, :-1].abs().mean(-1) + 1e-8)).float()
+
+
+def _per_row_sizes(sizes, rows: int) -> list[list[int]]:
+    if sizes and isinstance(sizes[0], (list, tuple)):
+        if len(sizes) != rows:
+            raise ValueError(f"chunk_sampling_probs: {len(sizes)} size lists for {rows} rows")
+        return [[int(s) for s in row if s > 0] for row in sizes]
+    return [[int(s) for s in sizes]] * rows
+
+
+def chunk_sampling_probs(l1_rel, sizes, method: str = "normalized") -> torch.Tensor:
+    """Sampling probability of each chunk of each trajectory (ALGORITHMS.md §1.3, GCPO `--sample_weight`):
+    w_j = mean_{k∈C_j} l[k] + 1e-8, p = w / Σ w ("normalized") or softmax(w) ("softmax").
+    `l1_rel` [B, n]; `sizes` one list for all rows or one per row (0-padded). -> [B, J] float32,
+    rows summing to 1, 0 where a row has fewer chunks."""
+    if method not in ("normalized", "softmax"):
+        raise ValueError(f"chunk sampling method must be 'normalized' or 'softmax', got {method!r}")
+    values = torch.as_tensor(l1_rel, dtype=torch.float32)
+    values = values[None] if values.ndim == 1 else values
+    per_row = _per_row_sizes(sizes, values.shape[0])
+    width = max(len(r) for r in per_row)
+    out = torch.zeros(values.shape[0], width)
+    for b, row_sizes in enumerate(per_row):
+        if sum(row_sizes) != values.shape[1]:
+            raise ValueError(f"chunk sizes {row_sizes} sum to {sum(row_sizes)}, not the {values.shape[1]} transitions of l1_rel")
+        w = torch.stack([part.mean() for part in torch.split(values[b], row_sizes)]) + 1e-8  # [J_b]
+        out[b, : len(w)] = w / w.sum() if method == "normalized" else torch.softmax(w, dim=0)
+    return out
+
+
+def train_count(num_chunks: int, fraction: float) -> int:
+    """Chunks a trajectory with `num_chunks` chunks trains: max(1, int(K·fraction))."""
+    return max(1, int(num_chunks * fraction))
 
 
 def chunk_ids(sizes: list[int]) -> torch.Tensor:
-    """[sum(sizes)] int64 chunk label per transition."""
+    """[sum(sizes)] int64 chunk label per transition, e.g. [2, 3] -> 0 0 1 1 1."""
     if any(s < 1 for s in sizes):
         raise ValueError(f"chunk sizes must all be >= 1, got {sizes}")
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
 
 
-def column_blocks(chunk_ids: torch.Tensor) -> list[list[int]]:
-    """Partition the S trained columns of chunk_ids [B, S] into the smallest blocks that keep
-    every (sample, chunk) inside one block, so the learner can run backward block by block
-    (DanceGRPO's per-step backward, generalised to chunks). Chunk-GRPO: a block per chunk."""
-    s = chunk_ids.shape[1]
-    parent = list(range(s))
+@dataclass(frozen=True)
+class ChunkSelector:
+    """Which transitions of each trajectory its sample trains, in which chunks.
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    mode       'step' (chunks of one transition), 'fixed' (`sizes`), 'uniform' (`size`),
+               'adaptive' (`adaptive_chunks` of the trajectory's own L1_rel, `stop_size`)
+    fraction   a trajectory with K chunks trains train_count(K, fraction) of them
+    weighting  'uniform': a uniformly random subset; 'normalized' / 'softmax': drawn without
+               replacement, sequentially, ∝ chunk_sampling_probs of the trajectory
+    """
 
-    for row in chunk_ids.tolist():
-        first: dict[int, int] = {}
-        for col, chunk in enumerate(row):
-            if chunk < 0:
-                continue
-            if chunk in first:
-                parent[find(col)] = find(first[chunk])
-            else:
-                first[chunk] = col
-    blocks: dict[int, list[int]] = {}
-    for col in range(s):
-        blocks.setdefault(find(col), []).append(col)
-    return sorted(blocks.values())
+    mode: str = "step"
+    sizes: tuple[int, ...] = ()
+    size: int = 0
+    stop_size: int = 5
+    fraction: float = 1.0
+    weighting: str = "uniform"
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES or self.weighting not in WEIGHTINGS:
+            raise ValueError(f"ChunkSelector mode {self.mode!r} / weighting {self.weighting!r}; modes {MODES}, weightings {WEIGHTINGS}")
 
-def chunk_sampling_weights(l1_rel, sizes: list[int], temperature: float = 1.0) -> list[float]:
-    """Weighted chunk sampling (Chunk-GRPO): probability of chunk j ∝ (mean L1_rel over C_j)^(1/temperature)."""
-    values = torch.as_tensor(l1_rel, dtype=torch.float64)
-    ids = chunk_ids(sizes)
-    means = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, ids, values[: len(ids)]) / torch.tensor(sizes)
-    weights = means.clamp(min=1e-12) ** (1.0 / temperature)
-    return (weights / weights.sum()).tolist()
+    def layouts(self, l1_rel: torch.Tensor) -> list[list[int]]:
+        """Chunk sizes of each trajectory over its n trainable transitions (l1_rel [B, n])."""
+        b, n = l1_rel.shape
+        if self.mode == "adaptive":
+            return adaptive_chunks(l1_rel, stop_size=self.stop_size)
+        if self.mode == "step":
+            sizes = [1] * n
+        elif self.mode == "uniform":
+            sizes = uniform_chunks(n, self.size)
+        else:
+            sizes = list(self.sizes)
+        if sum(sizes) != n:
+            raise ValueError(f"chunk sizes {sizes} sum to {sum(sizes)} but the plan trains {n} transitions; set "
+                             f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: adaptive / uniform")
+        return [sizes] * b
+
+    def choose(self, sizes: list[int], l1_rel: torch.Tensor, generator: torch.Generator) -> list[int]:
+        """Indices of the chunks one trajectory trains (sorted)."""
+        k = train_count(len(sizes), self.fraction)
+        if self.weighting == "uniform":
+            picked = torch.randperm(len(sizes), generator=generator)[:k]
+        else:
+            probs = chunk_sampling_probs(l1_rel[None], sizes, self.weighting)[0].double()
+            picked = torch.multinomial(probs, k, replacement=False, generator=generator)
+        return sorted(picked.tolist())
+
+    def __call__(self, latents: torch.Tensor, trainable, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents [B, N+1, ...], trainable [N] bools, one seed per sample -> (train_steps
+        [B, S], chunk_ids [B, S]), S = number of trainable transitions, -1 padded."""
+        steps = torch.tensor([k for k, t in enumerate(trainable) if t], dtype=torch.long)  # [n]
+        l1 = trajectory_l1_rel(latents)[:, steps]  # [B, n]: the trainable transitions' own L1_rel
+        train_steps = torch.full((len(latents), len(steps)), -1, dtype=torch.long)
+        ids = torch.full_like(train_steps, -1)
+        for b, sizes in enumerate(self.layouts(l1)):
+            labels = chunk_ids(sizes)  # [n]
+            chosen = self.choose(sizes, l1[b], torch.Generator().manual_seed(int(seeds[b])))
+            keep = torch.isin(labels, torch.tensor(chosen))
+            train_steps[b, : int(keep.sum())] = steps[keep]
+            ids[b, : int(keep.sum())] = labels[keep]
+        return train_steps, ids

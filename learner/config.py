@@ -1,4 +1,10 @@
-"""Configuration of the learner group (composed in orchestrator/config.py)."""
+"""Configuration of the learner group (composed in orchestrator/config.py).
+
+Fields a preset fills (orchestrator/config.py PRESETS, each value with its source) say
+"default from `algorithm`": the preset's value applies whenever the file and the command line
+leave them out (or null); the defaults written here only serve code that builds a section
+directly, without a preset.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +18,28 @@ class Section(BaseModel):
 
 
 class ChunkConfig(Section):
-    mode: Literal["step", "fixed", "uniform", "dynamics"] | None = Field(
-        None, description="'step': chunks of one transition (DanceGRPO); 'fixed': `sizes`; 'uniform': chunks of `size`; "
-        "'dynamics': `num_chunks` chunks from the L1_rel curve in `profile`; default from `algorithm`"
-    )
-    sizes: list[int] | None = Field(None, description="fixed chunk sizes; must sum to the trained transitions")
+    mode: Literal["step", "fixed", "uniform", "adaptive"] | None = Field(
+        "step", description="chunks of a trajectory's trainable transitions: 'step' (one transition each: DanceGRPO, "
+        "Flow-GRPO, MixGRPO), 'fixed' (`sizes`), 'uniform' (`size`), 'adaptive' (per trajectory, from its own L1_rel, "
+        "GCPO v3 §4.3); default from `algorithm`")
+    sizes: list[int] | None = Field(None, description="fixed chunk sizes in step order, summing to the trainable transitions, e.g. [2, 3, 4, 7]")
     size: int | None = Field(None, ge=1, description="uniform chunk size (the last chunk takes the remainder)")
-    profile: str | None = Field(None, description="profile.json written by `raygrpo profile` (dynamics chunks, weighted sampling)")
-    num_chunks: int | None = Field(None, ge=1, description="dynamics mode: number of chunks")
-    per_sample: int | None = Field(None, ge=1, description="weighted sampling: chunks each sample trains, drawn without replacement ∝ (mean L1_rel)^(1/temperature); needs `profile`")
-    temperature: float = Field(1.0, gt=0, description="weighted sampling temperature")
+    stop_size: int = Field(5, ge=1, description="adaptive: a segment of at most this many steps is not split further")
+    weighting: Literal["uniform", "normalized", "softmax"] | None = Field(
+        "uniform", description="which chunks a trajectory trains: 'uniform' (a random subset), or drawn ∝ its chunks' mean "
+        "L1_rel, 'normalized' or 'softmax' (GCPO's --sample_weight); default from `algorithm`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data):
+        gone = sorted({"profile", "num_chunks", "per_sample", "temperature"} & set(data or {})) if isinstance(data, dict) else []
+        if gone:
+            raise ValueError(f"learner.chunks.{gone[0]} was removed with the 'dynamics' mode and `raygrpo profile`: "
+                             "use mode: adaptive (per-trajectory chunks) and weighting: normalized for weighted sampling")
+        return data
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.mode == "dynamics" and not (self.profile and self.num_chunks):
-            raise ValueError("learner.chunks.mode is 'dynamics' but learner.chunks.profile / num_chunks are not both set; "
-                             "write a profile with `raygrpo profile` and name it here")
-        if self.per_sample and not self.profile:
-            raise ValueError("learner.chunks.per_sample (weighted chunk sampling) needs learner.chunks.profile for the chunk weights")
         if self.mode == "fixed" and not self.sizes:
             raise ValueError("learner.chunks.mode is 'fixed' but learner.chunks.sizes is not set; give e.g. sizes: [2, 3, 4, 7]")
         if self.mode == "uniform" and not self.size:
@@ -40,45 +50,38 @@ class ChunkConfig(Section):
 class LearnerConfig(Section):
     world_size: int = Field(1, ge=1, description="learner ranks (DeepSpeed data parallel), one GPU each on clusters")
     zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant, no warm-up, as in every reference)")
+    weight_decay: float | None = Field(0.0, ge=0, description="AdamW weight decay; default from `algorithm`")
     betas: tuple[float, float] = Field((0.9, 0.999))
-    clip_range: float = Field(1e-4, gt=0, description="ε of the clipped ratio (log-probs are dimension-averaged, hence small)")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
-    minibatches: int = Field(1, ge=1, description="optimizer steps per iteration (the batch split evenly)")
-    micro_batch: int = Field(16, ge=1, description="samples per forward/backward pass")
-    adv_clip: float = Field(5.0, gt=0, description="advantages clipped to ±adv_clip")
+    clip_range: float | None = Field(1e-4, gt=0, description="ε (lower side) of the clipped ratio (log-probs are dimension-averaged, hence small); default from `algorithm`")
+    clip_range_high: float | None = Field(None, gt=0, description="ε of the upper side; null: the same as clip_range")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient-norm clipping per optimizer step; default from `algorithm`")
+    minibatches: int | None = Field(1, ge=1, description="optimizer steps per rollout batch (orders 'shuffled' and 'in_order'); default from `algorithm`")
+    minibatch_order: Literal["shuffled", "in_order", "column"] | None = Field(
+        "shuffled", description="how the batch becomes minibatches: 'shuffled' (a random permutation: GCPO, Flow-GRPO), "
+        "'in_order' (members m·G/M… of every group: DanceGRPO, MixGRPO), 'column' (one step per E-GRPO column); "
+        "default from `algorithm` (learner/schedule.py)")
+    micro_batch: int = Field(16, ge=1, description="model inputs per forward/backward pass (a chunk is never split)")
+    adv_clip: float = Field(5.0, gt=0, description="advantages clipped to ±adv_clip (every reference: 5)")
     advantage_groups: Literal["prompt", "column"] | None = Field(
-        None, description="normalise advantages per prompt group, or per (prompt, branch step) column (E-GRPO); default from `algorithm`")
+        None, description="normalise advantages per prompt group, or per (prompt, active step) column (E-GRPO); default from `algorithm`")
+    advantage_std: Literal["group", "batch"] | None = Field(
+        "group", description="'group': the group's unbiased std + 1e-8; 'batch': the whole batch's std + 1e-4 (Flow-GRPO's "
+        "global_std); default from `algorithm`")
     best_of: int | None = Field(None, ge=2, description="DanceGRPO best-of-N: train only the top k/2 and bottom k/2 members of each group by advantage")
-    kl_coef: float = Field(0.0, ge=0, description="β of the KL to the frozen base policy (exact Gaussian KL of transition means)")
-    train_last_step: bool | None = Field(None, description="train the final transition (DanceGRPO never does); default from `algorithm`")
-    timestep_fraction: float | None = Field(None, gt=0, le=1, description="share of trainable transitions each sample trains; default from `algorithm`")
+    kl_coef: float | None = Field(0.0, ge=0, description="β of the KL to the frozen base policy (exact Gaussian KL of transition means); default from `algorithm`")
+    train_last_step: bool | None = Field(False, description="the final transition may be trained (no reference does); default from `algorithm`")
+    timestep_fraction: float | None = Field(1.0, gt=0, le=1, description="a trajectory with K chunks trains max(1, int(K·f)) of them (DanceGRPO 0.6 of its steps, GCPO 0.5 of its chunks); default from `algorithm`")
     chunks: ChunkConfig = Field(default_factory=ChunkConfig)
     num_gpus: float = Field(0, ge=0, description="GPUs per learner rank")
     num_cpus: float = Field(0, ge=0, description="Ray CPU resource per learner rank")
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads per learner rank")
 
 
-def chunk_sizes(chunks: ChunkConfig, trained: int, l1_rel: list[float] | None = None) -> list[int]:
-    """Chunk sizes covering `trained` transitions for a chunk mode (errors name the fields).
-    `l1_rel`: the profile's curve over those transitions (dynamics mode)."""
-    if chunks.mode == "dynamics":
-        from learner.chunking import dynamics_chunks
+def chunk_selector(learner: LearnerConfig):
+    """The ChunkSelector the rollout workers apply after each rollout (learner.chunking)."""
+    from learner.chunking import ChunkSelector
 
-        if l1_rel is None or len(l1_rel) != trained:
-            raise ValueError(f"learner.chunks.profile has {0 if l1_rel is None else len(l1_rel)} transitions but the "
-                             f"plan trains {trained}; profile the same rollout.num_steps / shift")
-        return dynamics_chunks(l1_rel, chunks.num_chunks)
-    if chunks.mode in (None, "step"):
-        return [1] * trained
-    if chunks.mode == "uniform":
-        sizes = [chunks.size] * (trained // chunks.size)
-        rest = trained - sum(sizes)
-        return sizes + [rest] if rest else sizes
-    if sum(chunks.sizes) != trained:
-        raise ValueError(
-            f"chunk sizes {chunks.sizes} sum to {sum(chunks.sizes)} but the plan trains {trained} "
-            f"transitions; set learner.chunks.sizes to sizes summing to {trained}, or use mode: uniform"
-        )
-    return list(chunks.sizes)
+    c = learner.chunks
+    return ChunkSelector(mode=c.mode or "step", sizes=tuple(c.sizes or ()), size=c.size or 0, stop_size=c.stop_size,
+                         fraction=learner.timestep_fraction or 1.0, weighting=c.weighting or "uniform")

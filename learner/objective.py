@@ -1,17 +1,22 @@
-"""The clipped GRPO objective at chunk level (pure math), DESIGN.md §3.
+"""The clipped GRPO objective at chunk level (pure math), ALGORITHMS.md §1.4 / §2.5 / §3.
 
 Shapes: B samples, S trained transitions per sample, J chunks.
     log_ratio_t = logp_θ,t − logp_old,t                                  # [B, S]
     ratio_j     = exp(mean_{t ∈ C_j} log_ratio_t)   (geometric mean of step ratios)  # [B, J]
-    L           = − mean_{(b, j) present} min(ratio_j·A_b, clip(ratio_j, 1−ε, 1+ε)·A_b)
-Chunks of size one are exactly DanceGRPO's step-level objective (mean over samples and
-steps). A chunk with no unmasked transition is absent and not averaged. `advantages` may
-be [B] (one per sample) or [B, J] (per-chunk reward mixes).
+    ℓ_bj        = max(−A_b·ratio_j, −A_b·clip(ratio_j, 1 − ε_lo, 1 + ε_hi))
+    L           = mean_{b with a present chunk} mean_{j present in b} ℓ_bj
+Every chunk counts once whatever its size, and every sample once whatever its number of
+chunks (GCPO divides each ℓ by A·n_b; DanceGRPO's steps are chunks of one, each divided by
+A·9; E-GRPO's one window step per member). ε_hi = ε_lo unless `clip_range_high` is given. A
+chunk with no unmasked transition is absent. `advantages` may be [B] (one per sample) or
+[B, J] (per-chunk reward mixes).
+`chunk_losses` gives ℓ_bj itself, for a learner that weights (sample, chunk) terms across
+backward passes; `clipped_objective` is its mean as above.
 `gaussian_mean_kl` is the exact KL between two transitions with the same std (the policy
 and the frozen reference at the same x, σ): ‖mean_θ − mean_ref‖² / (2·std²), averaged over
-dimensions like the log-prob.
-Stats (floats): clip_fraction = share of present chunks with |ratio−1| > ε,
-approx_kl = ½·mean(log_ratio²) over unmasked transitions, ratio mean / min / max.
+dimensions like the log-prob (Flow-GRPO's `kl_loss`).
+Stats (floats): clip_fraction = share of present chunks with ratio outside [1 − ε_lo, 1 + ε_hi],
+approx_kl = ½·mean(log_ratio²) over unmasked transitions, ratio mean / min / max over chunks.
 """
 
 from __future__ import annotations
@@ -30,16 +35,9 @@ def chunk_log_ratio(log_ratio: torch.Tensor, chunk_ids: torch.Tensor, mask: torc
     return total / count.clamp(min=1), present
 
 
-def clipped_objective(
-    log_prob: torch.Tensor,
-    old_log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    chunk_ids: torch.Tensor,
-    *,
-    clip_range: float,
-    mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Chunk-level clipped surrogate loss and its stats (module docstring)."""
+def chunk_losses(log_prob, old_log_prob, advantages, chunk_ids, *, clip_range: float,
+                 clip_range_high: float | None = None, mask=None):
+    """(ℓ [B, J], ratio [B, J], present [B, J] bool, log_ratio [B, S], mask [B, S]); module docstring."""
     if log_prob.shape != old_log_prob.shape or log_prob.ndim != 2:
         raise ValueError(f"log_prob {tuple(log_prob.shape)} and old_log_prob {tuple(old_log_prob.shape)} must be [B, S]")
     chunk_ids = chunk_ids.expand_as(log_prob).long()  # [S] or [B, S] -> [B, S]
@@ -49,20 +47,44 @@ def clipped_objective(
     ratio = torch.exp(chunk_lr)  # [B, J]
     adv = advantages.float()
     adv = adv[:, None] if adv.ndim == 1 else adv[:, : ratio.shape[1]]  # [B, 1] or [B, J]
-    ratio_clipped = ratio.clamp(1 - clip_range, 1 + clip_range)
-    per_chunk = -torch.minimum(ratio * adv, ratio_clipped * adv)  # [B, J]
-    n = present.sum().clamp(min=1)
-    loss = (per_chunk * present).sum() / n
+    high = clip_range if clip_range_high is None else clip_range_high
+    ratio_clipped = ratio.clamp(1 - clip_range, 1 + high)
+    losses = torch.maximum(-adv * ratio, -adv * ratio_clipped)  # [B, J]
+    return losses * present, ratio, present, log_ratio, mask
+
+
+def clipped_objective(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    chunk_ids: torch.Tensor,
+    *,
+    clip_range: float,
+    clip_range_high: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Chunk-level clipped surrogate loss (per-sample mean of chunk losses, then the mean over
+    samples with a present chunk) and its stats (module docstring)."""
+    losses, ratio, present, log_ratio, mask = chunk_losses(
+        log_prob, old_log_prob, advantages, chunk_ids, clip_range=clip_range, clip_range_high=clip_range_high, mask=mask)
+    chunks = present.sum(dim=1)  # [B]
+    per_sample = losses.sum(dim=1) / chunks.clamp(min=1)  # [B]
+    loss = per_sample.sum() / (chunks > 0).sum().clamp(min=1)
+    return loss, ratio_stats(ratio, present, log_ratio, mask, clip_range, clip_range_high)
+
+
+def ratio_stats(ratio, present, log_ratio, mask, clip_range: float, clip_range_high: float | None = None) -> dict[str, float]:
+    """clip_fraction, approx_kl, ratio mean / min / max (module docstring)."""
+    high = clip_range if clip_range_high is None else clip_range_high
     with torch.no_grad():
         r = ratio[present]
-        stats = {
-            "clip_fraction": ((r - 1).abs() > clip_range).float().mean().item() if r.numel() else 0.0,
+        return {
+            "clip_fraction": ((r < 1 - clip_range) | (r > 1 + high)).float().mean().item() if r.numel() else 0.0,
             "approx_kl": (0.5 * log_ratio[mask] ** 2).mean().item() if mask.any() else 0.0,
             "ratio_mean": r.mean().item() if r.numel() else 1.0,
             "ratio_min": r.min().item() if r.numel() else 1.0,
             "ratio_max": r.max().item() if r.numel() else 1.0,
         }
-    return loss, stats
 
 
 def gaussian_mean_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

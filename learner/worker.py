@@ -1,30 +1,45 @@
 """LearnerWorker: one DeepSpeed rank, as a plain class (made a Ray actor in orchestrator/cluster.py).
 
-Each rank fetches only the trajectory batches that hold its shard, recomputes the
-log-probs of the trained transitions with `rollout.sde.sde_step(..., x_next=...)` under
-the current weights, and applies `clipped_objective`. Backward runs block by block
-(chunks are never split across blocks), with the loss of every block scaled so that the
-summed gradient, averaged over ranks by DeepSpeed, is the gradient of the global mean
-over (sample, chunk). The policy is built by an injected factory, so this package never
-imports the model-loading code.
+An update is a list of minibatches (learner/schedule.py, computed on the driver), one
+optimizer step each. Each rank fetches only the trajectory batches that hold its shards,
+recomputes the log-probs of its trained steps with `rollout.sde.sde_step(..., x_next=...)`
+under the current weights, and applies the clipped objective of learner/objective.py. Backward
+runs pass by pass (a chunk is never split across passes), every (sample, chunk) term weighted
+so that the summed gradient, averaged over ranks by DeepSpeed, is the gradient of the
+minibatch's per-sample mean of chunk losses. The policy is built by an injected factory, so
+this package never imports the model-loading code. Every tensor this module makes lives on
+`self.policy.device`.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
-from learner.chunking import column_blocks
 from learner.config import LearnerConfig
 from learner.engine import build_engine, free_port, init_distributed, node_ip
-from learner.objective import clipped_objective, gaussian_mean_kl
+from learner.objective import chunk_losses, gaussian_mean_kl
+from learner.schedule import pack_units, sample_units
 from rollout.sde import sde_step
 from rollout.trajectory import Trajectory
 from rollout.weight_sync import WeightGroup, plan_buckets, tensor_specs
+
+
+@dataclass
+class Minibatch:
+    """This rank's part of one optimizer step: its rows of the local batch, the minibatch's
+    global size (samples over all ranks), and a row to run zero-weight passes on when `rows`
+    is empty."""
+
+    rows: list[int]
+    size: int
+    fallback: int | None = None
 
 
 def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
@@ -69,129 +84,185 @@ class LearnerWorker:
         return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
 
     # -- one iteration's update ------------------------------------------------------------------
-    def update(self, batch_refs: list, batch_sizes: list[int], samples: list[int], active: list[bool],
-               advantages: list[float]) -> dict:
-        """Train on this rank's shard of `samples` (global indices into the concatenated
-        batches; `active` False = padding that only keeps ranks in step)."""
+    def update(self, batch_refs: list, batch_sizes: list[int], samples: list[int], advantages: list,
+               minibatches: list[list[int]]) -> dict:
+        """One optimizer step per entry of `minibatches` (lists of positions into `samples`, the
+        global indices of the trained samples in the concatenated batches; `advantages[i]` is
+        samples[i]'s). This rank trains its shard of each minibatch; a rank whose shard is empty
+        fetches the minibatch's first sample to run zero-weight passes (learner/schedule.py)."""
         import ray
 
         start = time.perf_counter()
-        mine = shard(list(range(len(samples))), self.rank, self.world_size)
+        shards = [shard(mb, self.rank, self.world_size) for mb in minibatches]
+        fallback = [mb[0] if not part else None for mb, part in zip(minibatches, shards)]
+        need = sorted({p for part in shards for p in part} | {p for p in fallback if p is not None})
         offsets = [sum(batch_sizes[:i]) for i in range(len(batch_sizes))]
-        wanted: dict[int, list[int]] = defaultdict(list)
-        for k in mine:
-            g = samples[k]
-            b = max(i for i, off in enumerate(offsets) if off <= g)
-            wanted[b].append(g - offsets[b])
+        batch_of = lambda p: max(i for i, off in enumerate(offsets) if off <= samples[p])  # noqa: E731
+        wanted: dict[int, list[int]] = defaultdict(list)  # batch -> positions, in `need` order
+        for pos in need:
+            wanted[batch_of(pos)].append(pos)
         needed = [batch_refs[b] for b in wanted]
         if needed and isinstance(needed[0], ray.ObjectRef):
-            needed = ray.get(needed)  # only the batches this rank's shard lives in
-        fetched = dict(zip(wanted, needed))
-        traj = Trajectory.cat([fetched[b].select(rows) for b, rows in wanted.items()])
-        adv = torch.tensor([advantages[k] for k in mine], dtype=torch.float32)  # [b] or [b, J] per-chunk
-        mask = torch.tensor([active[k] for k in mine], dtype=torch.bool)
+            needed = ray.get(needed)  # only the batches this rank's shards live in
+        parts = [batch.select([samples[p] - offsets[b] for p in wanted[b]]) for b, batch in zip(wanted, needed)]
+        traj = Trajectory.cat(parts) if parts else None
+        order = [p for b in wanted for p in wanted[b]]  # positions in local row order
+        row_of = {p: i for i, p in enumerate(order)}
+        adv = torch.tensor([advantages[p] for p in order], dtype=torch.float32)  # [b] or [b, J] per-chunk mixes
+        parts = [Minibatch(rows=[row_of[p] for p in part], size=len(mb),
+                           fallback=row_of[fb] if fb is not None else None)
+                 for mb, part, fb in zip(minibatches, shards, fallback)]
         fetch_s = time.perf_counter() - start
-        stats = self.train(traj, adv, mask)
+        stats = self.train(traj, adv, parts)
         stats.update(learner_fetch_s=fetch_s, learner_s=time.perf_counter() - start)
-        self.samples_done += int(mask.sum())
+        self.samples_done += sum(len(p) for p in shards)
         self.seconds += stats["learner_s"]
         return stats
 
-    def train(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
-        """`minibatches` optimizer steps over the local batch; returns aggregated stats."""
+    def train(self, traj: Trajectory | None, adv: torch.Tensor, minibatches: list["Minibatch"]) -> dict:
+        """One optimizer step per minibatch over this rank's rows of `traj`; aggregated stats
+        (orchestrator/metrics.py documents each): loss and kl are this rank's share of the mean
+        over minibatches, grad_norm the largest over the steps, ratios per (sample, chunk)."""
         totals: dict[str, float] = defaultdict(float)
-        ratio_min, ratio_max, first = float("inf"), float("-inf"), None
-        for mb in torch.tensor_split(torch.arange(len(traj)), self.cfg.minibatches):
-            step = self._minibatch(traj.select(mb), adv[mb], active[mb])
-            first = first or step
-            for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl"):
-                totals[k] += step[k] * step["chunks"]
-            totals["chunks"] += step["chunks"]
+        ratio_min, ratio_max = float("inf"), float("-inf")
+        for m, part in enumerate(minibatches):
+            step = self._minibatch(traj, adv, part)
+            for k in ("loss", "kl", "units", "clipped", "ratio_sum", "approx_kl_sum", "transitions", "nonfinite_loss"):
+                totals[k] += step[k]
+            if m == 0:
+                totals["first_units"], totals["first_ratio_sum"] = step["units"], step["ratio_sum"]
+            else:
+                totals["later_units"] += step["units"]
+                totals["later_dev_sum"] += step["ratio_dev_sum"]
             ratio_min, ratio_max = min(ratio_min, step["ratio_min"]), max(ratio_max, step["ratio_max"])
-        n = max(totals["chunks"], 1)
+            totals["grad_norm"] = max(totals["grad_norm"], step["grad_norm"])
+            totals["nonfinite_grad"] += not math.isfinite(step["grad_norm"])
         self.updates += 1
+        steps, units = max(len(minibatches), 1), max(totals["units"], 1)
         return {
-            "loss": totals["loss"] / n,
-            "clip_fraction": totals["clip_fraction"] / n,
-            "ratio_mean": totals["ratio_mean"] / n,
-            "approx_kl": totals["approx_kl"] / n,
-            "ratio_min": ratio_min,
-            "ratio_max": ratio_max,
-            "ratio_mean_first": first["ratio_mean"],
-            "chunks": totals["chunks"],
-            "grad_norm": first.get("grad_norm", 0.0),
-            "kl": first.get("kl", 0.0),
+            "loss": totals["loss"] / steps,
+            "kl": totals["kl"] / steps,
+            "chunks": totals["units"],
+            "clip_fraction": totals["clipped"] / units,
+            "ratio_mean": totals["ratio_sum"] / units,
+            "approx_kl": totals["approx_kl_sum"] / max(totals["transitions"], 1),
+            "ratio_min": ratio_min if totals["units"] else 1.0,
+            "ratio_max": ratio_max if totals["units"] else 1.0,
+            "ratio_mean_first": totals["first_ratio_sum"] / totals["first_units"] if totals["first_units"] else 1.0,
+            "first_chunks": totals["first_units"],
+            "ratio_dev_later": totals["later_dev_sum"] / totals["later_units"] if totals["later_units"] else 0.0,
+            "later_chunks": totals["later_units"],
+            "grad_norm": totals["grad_norm"],
+            "optimizer_steps": len(minibatches),
+            "nonfinite_loss": totals["nonfinite_loss"],
+            "nonfinite_grad": totals["nonfinite_grad"],
         }
 
-    def _minibatch(self, traj: Trajectory, adv: torch.Tensor, active: torch.Tensor) -> dict:
-        """One optimizer step over this rank's minibatch, one backward per (micro-batch, column
-        block). DeepSpeed must see every backward but the last as inside the accumulation
-        window (with ZeRO-2 each backward otherwise replaces the gradients of the one before),
-        and every rank must run as many backwards as the others (each reduces collectively):
-        a rank with fewer runs its first pass again with weight zero."""
+    def _minibatch(self, traj: Trajectory | None, adv: torch.Tensor, part: "Minibatch") -> dict:
+        """One optimizer step over this rank's rows of one minibatch: every (sample, chunk) term
+        ℓ_bj weighted 1 / (minibatch size · chunks of b), so that the ranks' summed gradient,
+        averaged by DeepSpeed and multiplied back by the world size, is the gradient of the
+        minibatch's per-sample mean of chunk losses (learner/objective.py). Backward runs pass by
+        pass; DeepSpeed must see every backward but the last as inside the accumulation window
+        (with ZeRO-2 each backward otherwise replaces the gradients of the one before), and every
+        rank runs as many backwards as the others (each reduces collectively): a rank with fewer
+        repeats a pass of its own, or of its fallback sample, with weight zero."""
         engine, cfg = self.engine, self.cfg
-        mask = active[:, None] & (traj.train_steps >= 0)  # [b, S]: -1 pads are never trained
-        passes = [(mb, cols) for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch)
-                  for cols in column_blocks(traj.chunk_ids)]
+        units = sample_units(traj.chunk_ids, part.rows) if part.rows else []
+        n = traj.num_transitions + 1 if traj is not None else 0
+        key = (lambda r, c: (int(traj.group_ids[r]), int(traj.train_steps[r, c]))) if traj.shared_inputs else (
+            lambda r, c: (r, c))
+        passes = pack_units(units, cfg.micro_batch, key) if units else []
+        spare = passes[0] if passes else sample_units(traj.chunk_ids, [part.fallback])[:1]
         n_passes = _all_reduce(len(passes), "max")
-        n_local = _count_chunks(traj.chunk_ids, mask)
-        n_chunks = _all_reduce(n_local, "sum")
-        n_steps = _all_reduce(int(mask.sum()), "sum")
+        chunks_of = {r: sum(1 for u in units if u[0] == r) for r in part.rows}
+        steps_of = {r: int((traj.chunk_ids[r] >= 0).sum()) for r in part.rows}
         stats: dict[str, float] = defaultdict(float)
-        ratio_min, ratio_max = float("inf"), float("-inf")
+        stats.update(ratio_min=float("inf"), ratio_max=float("-inf"))
         cond = self.policy.encode(traj.prompts)
         for i in range(n_passes):
-            (mb, cols), weight = (passes[i], 1.0) if i < len(passes) else (passes[0], 0.0)
-            ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
-            log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each
-            loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
-            n_block = _count_chunks(ids, m) if weight else 0
-            # Σ_blocks loss·n_block/n_chunks is the global mean over (sample, chunk); the KL
-            # term is the mean over trained transitions; × world size undoes DeepSpeed's average.
-            total = loss * (n_block / max(n_chunks, 1))
+            live = i < len(passes)
+            group = passes[i] if live else spare
+            losses, ratio, kl, log_ratio = self._pass(traj, adv, group, cond, n)  # [U], [U], [T] | None, [T]
+            weights = torch.tensor([1.0 / (part.size * chunks_of.get(r, 1)) for r, _ in group], device=losses.device)
+            total = (weights * losses).sum()
             if kl is not None:
-                total = total + weight * cfg.kl_coef * (kl * m).sum() / max(n_steps, 1)
-                stats["kl"] += weight * (kl * m).sum().item()
+                kl_w = torch.tensor([1.0 / (part.size * steps_of.get(r, 1)) for r, cols in group for _ in cols],
+                                    device=kl.device)
+                kl_term = (kl_w * kl).sum()
+                total = total + cfg.kl_coef * kl_term
             engine.set_gradient_accumulation_boundary(i == n_passes - 1)
-            engine.backward(total * self.world_size)
-            if n_block:
-                for k in ("clip_fraction", "ratio_mean", "approx_kl"):
-                    stats[k] += s[k] * n_block
-                stats["loss"] += loss.item() * n_block
-                ratio_min, ratio_max = min(ratio_min, s["ratio_min"]), max(ratio_max, s["ratio_max"])
+            engine.backward(total * (self.world_size if live else 0.0))
+            if live:
+                self._accumulate(stats, total, weights, losses, ratio, log_ratio, kl_term if kl is not None else None)
         engine.step()
-        n = max(n_local, 1)
-        out = {k: v / n for k, v in stats.items() if k != "kl"}
-        out.update(chunks=n_local, ratio_min=ratio_min if n_local else 1.0, ratio_max=ratio_max if n_local else 1.0)
-        for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl"):
-            out.setdefault(k, 0.0 if k != "ratio_mean" else 1.0)
-        out["kl"] = stats["kl"] / max(int(mask.sum()), 1)
         norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
-        out["grad_norm"] = float(norm) if norm is not None else 0.0
-        return out
+        stats["grad_norm"] = float(norm) if norm is not None else 0.0
+        if not stats["units"]:
+            stats.update(ratio_min=1.0, ratio_max=1.0)
+        return stats
 
-    def _recompute(self, traj: Trajectory, rows: torch.Tensor, cols: list[int], cond):
-        """New log-probs (with grad), old log-probs and, with a reference, the KL to it, all
-        [rows, cols]; every column of the block in one transformer call."""
-        t = traj.train_steps[rows][:, cols].clamp(min=0)  # [b, c]; pads read transition 0, masked later
-        b, c = t.shape
-        r = rows[:, None].expand(b, c)
-        flat = lambda z: z.transpose(0, 1).reshape(b * c, *z.shape[2:])  # column-major: [c·b, ...]
-        x = flat(traj.latents[r, t]).to(self.policy.device)  # [c·b, *latent]
-        x_next = flat(traj.latents[r, t + 1]).to(self.policy.device)
-        sigma, sigma_next = flat(traj.sigmas[t]), flat(traj.sigmas[t + 1])  # [c·b]
-        cond_rows = cond.take(rows.repeat(c))
-        # E-GRPO: members of a column leave the anchor at the same x_t; evaluate it once.
-        keys = flat(traj.group_ids[r] * (traj.num_transitions + 1) + t) if traj.shared_inputs else None
+    def _accumulate(self, stats, total, weights, losses, ratio, log_ratio, kl_term) -> None:
+        """Sums of one live pass into the minibatch stats (learner/objective.py's definitions)."""
+        cfg = self.cfg
+        with torch.no_grad():
+            value = float((weights * losses).sum())
+            stats["nonfinite_loss"] += not math.isfinite(float(total))
+            stats["loss"] += value
+            stats["kl"] += float(kl_term) if kl_term is not None else 0.0
+            high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
+            stats["units"] += len(ratio)
+            stats["clipped"] += float(((ratio < 1 - cfg.clip_range) | (ratio > 1 + high)).sum())
+            stats["ratio_sum"] += float(ratio.sum())
+            stats["ratio_dev_sum"] += float((ratio - 1).abs().sum())
+            stats["ratio_min"] = min(stats["ratio_min"], float(ratio.min()))
+            stats["ratio_max"] = max(stats["ratio_max"], float(ratio.max()))
+            stats["approx_kl_sum"] += float((0.5 * log_ratio**2).sum())
+            stats["transitions"] += len(log_ratio)
+
+    def _pass(self, traj: Trajectory, adv: torch.Tensor, units: list, cond, n: int):
+        """One transformer call over the transitions of `units` [(row, cols)]: per-unit chunk
+        losses ℓ [U] and ratios [U], per-transition KL to the reference [T] (or None) and
+        log-ratios [T]."""
+        device = self.policy.device
+        rows = torch.tensor([r for r, cols in units for _ in cols])  # [T]
+        cols = torch.tensor([c for _, cs in units for c in cs])
+        t, e = traj.train_steps[rows, cols], traj.train_ends[rows, cols]  # [T] start and end indices
+        x, x_next = traj.latents[rows, t].to(device), traj.latents[rows, e].to(device)  # [T, *latent]
+        sigma, sigma_next = traj.sigmas[t].to(device), traj.sigmas[e].to(device)
+        cond_rows = cond.take(rows)
+        # E-GRPO: members of a column leave the anchor at the same x_k; evaluate it once.
+        keys = traj.group_ids[rows] * n + t if traj.shared_inputs else None
+        guard = float(traj.sigmas[1])
         velocity = self._velocity(x, sigma, cond_rows, keys)
-        step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
+        step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
+                        x_next=x_next, guard_sigma=guard)
         kl = None
         if self.reference is not None:
             with torch.no_grad():
                 v_ref = self._velocity(x, sigma, cond_rows, keys, reference=True)
-                ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
-            kl = gaussian_mean_kl(step.mean, ref.mean, step.std).reshape(c, b).T
-        return step.log_prob.reshape(c, b).T, traj.log_probs[r, t], kl
+                ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
+                               x_next=x_next, guard_sigma=guard)
+            kl = gaussian_mean_kl(step.mean, ref.mean, step.std)  # [T]
+        # [U, L] layout: one chunk per row, L = the longest unit, masked beyond each unit's length
+        width = max(len(cs) for _, cs in units)
+        index = torch.full((len(units), width), -1, dtype=torch.long)
+        lo = 0
+        for u, (_, cs) in enumerate(units):
+            index[u, : len(cs)] = torch.arange(lo, lo + len(cs))
+            lo += len(cs)
+        mask = (index >= 0).to(device)
+        pick = lambda z: z[index.clamp(min=0).to(z.device)]  # [T] -> [U, L]
+        old = traj.log_probs[rows, t].to(device)
+        unit_rows = [r for r, _ in units]
+        chunk = torch.tensor([int(traj.chunk_ids[r, cs[0]]) for r, cs in units])
+        a = adv[unit_rows]
+        a = (a if a.ndim == 1 else a[torch.arange(len(units)), chunk]).to(device)  # per-chunk reward mixes
+        losses, ratio, _, log_ratio, _ = chunk_losses(pick(step.log_prob), pick(old), a,
+                                                      torch.zeros_like(index, device=device), mask=mask,
+                                                      clip_range=self.cfg.clip_range,
+                                                      clip_range_high=self.cfg.clip_range_high)
+        return losses[:, 0], ratio[:, 0].detach(), kl, (step.log_prob - old).detach()
 
     def _velocity(self, x, sigma, cond, keys=None, reference: bool = False) -> torch.Tensor:
         """policy.velocity, once per distinct key when `keys` are given, under the frozen
@@ -265,14 +336,6 @@ class LearnerWorker:
         """Small facts for the worker table: pid, node, rank, updates, samples trained, busy seconds."""
         return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates,
                 "images": self.samples_done, "seconds": self.seconds}
-
-
-def _count_chunks(chunk_ids: torch.Tensor, mask: torch.Tensor) -> int:
-    """Number of present (sample, chunk) pairs."""
-    present = set()
-    for b, (row, m) in enumerate(zip(chunk_ids.tolist(), mask.tolist())):
-        present.update((b, j) for j, keep in zip(row, m) if keep and j >= 0)
-    return len(present)
 
 
 def _all_reduce(value: int, op: str) -> int:

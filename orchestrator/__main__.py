@@ -2,7 +2,6 @@
 
     raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
     raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
-    raygrpo profile --config FILE --prompts FILE --out DIR [--num-chunks K ...]
     raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
     raygrpo dashboard --run-dir DIR [--host 127.0.0.1] [--port 8266]
     raygrpo scale --workers N [--run RUN_DIR] [--address ADDR] [--wait]
@@ -117,24 +116,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_profile(args) -> int:
-    import torch
-
-    from orchestrator.config import prompt_path
-    from orchestrator.profile import profile
-    from rollout.tiny.world import read_prompts
-
-    cfg = load_config(args.config, args.overrides)
-    torch.set_num_threads(args.threads)
-    result = profile(cfg, read_prompts(prompt_path(args.prompts)), Path(args.out), num_chunks=args.num_chunks,
-                     seed=args.seed, samples_per_prompt=args.samples_per_prompt)
-    print("L1_rel:", " ".join(f"{v:.4f}" for v in result["l1_rel"]))
-    for k, sizes in result["proposed_chunks"].items():
-        print(f"{k} chunks: {sizes}")
-    print(f"wrote {args.out}/profile.json and profile.png; use it as learner.chunks.profile")
-    return 0
-
-
 def cmd_embed(args) -> int:
     """Precompute the prompt embeddings of --prompts (and of the config's train / eval prompts
     and SD3 negative prompt) into --out or model.embeddings, with the model's text encoders."""
@@ -205,16 +186,6 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=16, help="prompts per text-encoder call")
     m.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     m.set_defaults(func=cmd_embed)
-    f = sub.add_parser("profile", help="L1_rel temporal dynamics of the base model and proposed chunks")
-    f.add_argument("--config", required=True, help="config naming the model and rollout.num_steps / shift")
-    f.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:train")
-    f.add_argument("--out", required=True, help="directory for profile.json and profile.png")
-    f.add_argument("--num-chunks", type=int, nargs="+", default=[2, 3, 4, 5, 6])
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--samples-per-prompt", type=int, default=2)
-    f.add_argument("--threads", type=int, default=2)
-    f.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    f.set_defaults(func=cmd_profile)
     d = sub.add_parser("dashboard", help="serve the read-only dashboard of a run dir (README: Dashboard)")
     d.add_argument("--run-dir", required=True, help="the run dir `raygrpo train` wrote")
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; see README for ssh -L)")

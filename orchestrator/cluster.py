@@ -19,6 +19,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from learner.config import chunk_selector
 from learner.worker import LearnerWorker
 from orchestrator.config import Config
 from orchestrator.control import CONTROL_NAMESPACE, ScaleControl, control_name
@@ -71,7 +72,7 @@ class Cluster:
         r = self.cfg.rollout
         remote = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                                                    runtime_env=actor_env(self.cfg.orchestrator.worker_niceness))
-        return remote.remote(self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index)
+        return remote.remote(self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index, chunk_selector(self.cfg.learner))
 
     def _reward_actor(self, scorer):
         return ray.remote(RewardWorker).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus,
@@ -145,13 +146,15 @@ class Cluster:
         ray.kill(self.reward_workers[name])
         self.reward_workers[name] = self._reward_actor(next(s for s in self.cfg.reward.scorers if s.name == name))
 
-    def update(self, batches: list[RolloutBatch], samples: list[int], active: list[bool], advantages: list[float]) -> dict:
-        """One learner update; the trajectory refs travel wrapped in a list, so each rank
-        fetches only the batches its shard needs. A dead rank raises LearnerFailure."""
+    def update(self, batches: list[RolloutBatch], samples: list[int], advantages: list,
+               minibatches: list[list[int]]) -> dict:
+        """One learner update: an optimizer step per minibatch (positions into `samples`); the
+        trajectory refs travel wrapped in a list, so each rank fetches only the batches its
+        shards need. A dead rank raises LearnerFailure."""
         refs = [b.trajectory for b in batches]
         sizes = [len(b.prompts) for b in batches]
-        per_rank = gather_learners([l.update.remote(refs, sizes, samples, active, advantages) for l in self.learners],
-                                   "update")
+        per_rank = gather_learners([l.update.remote(refs, sizes, samples, advantages, minibatches)
+                                    for l in self.learners], "update")
         return merge_rank_stats(per_rank)
 
     def sync(self, version: int) -> str:
@@ -213,13 +216,21 @@ class Cluster:
 
 
 def merge_rank_stats(per_rank: list[dict]) -> dict:
-    """Chunk-weighted means over ranks; min / max / sums where those make sense."""
+    """One stats dict from the ranks' (orchestrator/metrics.py): loss and kl are each rank's
+    share of a global mean, so they add; ratio statistics are chunk-weighted means, min / max;
+    the gradient norm and the step count are global."""
     total = sum(s["chunks"] for s in per_rank) or 1
-    out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total
-           for k in ("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first", "kl")}
+    out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total for k in ("clip_fraction", "ratio_mean", "approx_kl")}
+    out["loss"] = sum(s["loss"] for s in per_rank)
+    out["kl"] = sum(s["kl"] for s in per_rank)
+    for key, count in (("ratio_mean_first", "first_chunks"), ("ratio_dev_later", "later_chunks")):
+        n = sum(s[count] for s in per_rank)
+        out[key] = sum(s[key] * s[count] for s in per_rank) / n if n else (1.0 if key == "ratio_mean_first" else 0.0)
     out["ratio_min"] = min(s["ratio_min"] for s in per_rank)
     out["ratio_max"] = max(s["ratio_max"] for s in per_rank)
-    out["grad_norm"] = per_rank[0]["grad_norm"]
+    out["grad_norm"] = max(s["grad_norm"] for s in per_rank)
+    out["optimizer_steps"] = per_rank[0]["optimizer_steps"]
+    out["nonfinite"] = sum(s["nonfinite_loss"] for s in per_rank) + max(s["nonfinite_grad"] for s in per_rank)
     out["learner_s"] = max(s["learner_s"] for s in per_rank)
-    out["chunks"] = total
+    out["chunks"] = sum(s["chunks"] for s in per_rank)
     return out

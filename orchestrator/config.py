@@ -2,9 +2,11 @@
 
     config = load_config("deploy/configs/tiny.yaml", ["learner.lr=3e-4", "rollout.num_workers=1"])
 
-`algorithm` fills every preset-controlled field the user left unset (DESIGN.md §6); every
-knob stays settable. All checks run here, before any actor starts, and each error names
-the field and the fix.
+Layers, last wins: field defaults < the `algorithm` preset (PRESETS: the paper's official
+values, each with its source) < the YAML file < `key.sub=value` overrides; a null in the file
+or on the command line means "not set". `config.sources` records, per field, the layer its
+value came from (written to the run dir as config_sources.yaml). Every knob stays settable.
+All checks run here, before any actor starts, and each error names the field and the fix.
 """
 
 from __future__ import annotations
@@ -13,46 +15,99 @@ import copy
 from pathlib import Path
 from typing import Literal
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from learner.config import LearnerConfig, chunk_sizes
+from learner.config import LearnerConfig, chunk_selector
 from reward.config import RewardConfig
-from learner.chunking import chunk_sampling_weights
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
-from rollout.plan import RolloutPlan, entropy_branch_plan, sde_plan
+from rollout.plan import RolloutPlan, entropy_window_plan, sde_plan, sliding_window_plan
 from rollout.tiny import world
 
-ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo")
-# Defaults each algorithm gives to fields left unset; (section, field) -> value.
-PRESETS: dict[str, dict[tuple[str, ...], object]] = {
+ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo")
+# The defaults each algorithm gives, as its paper and official code run it; (section, field) ->
+# (value, source). A preset fills the fields the file and the command line leave out (or null);
+# docs/algorithms.md restates each algorithm and what we do differently. Commits:
+DANCE = "XueZeyue/DanceGRPO@15cc71d"  # scripts/finetune/finetune_flux_grpo.sh = the 16-GPU default
+GCPO = "xingzhejun/GCPO@ea6cc4d"  # scripts/finetune/finetune_hpsv3_chunk.sh, paper Table 8
+EGRPO = "shengjun-zhang/VisualGRPO@ae619bf"  # fastvideo/config/config.yaml + E-GRPO paper §4.1
+FLOW = "yifan123/flow_grpo@ac4c86e"  # config/base.py + config/grpo.py (geneval_sd3 / general_ocr_sd3)
+MIX = "Tencent-Hunyuan/MixGRPO@e5cdd6a"  # scripts/finetune/finetune_flux_grpo_MixGRPO.sh
+_COMMON = {  # the same in all five references
+    ("learner", "weight_decay"): (1e-4, "every reference: --weight_decay 0.0001 / adam_weight_decay 1e-4"),
+    ("learner", "advantage_groups"): ("prompt", "every reference but E-GRPO: z-scores per prompt group"),
+    ("learner", "advantage_std"): ("group", "per-group unbiased std + 1e-8"),
+    ("learner", "train_last_step"): (False, "no reference trains the last transition"),
+    ("learner", "kl_coef"): (0.0, "no KL term"),
+    ("learner", "chunks", "mode"): ("step", "chunks of one transition (step-level GRPO)"),
+    ("learner", "chunks", "weighting"): ("uniform", "a uniformly random subset of the trainable steps"),
+    ("learner", "max_grad_norm"): (1.0, "--max_grad_norm 1.0"),
+    ("learner", "clip_range"): (1e-4, "--clip_range 1e-4"),
+}
+PRESETS: dict[str, dict[tuple[str, ...], tuple[object, str]]] = {
     "dance_grpo": {
-        ("rollout", "plan"): "sde",
-        ("learner", "advantage_groups"): "prompt",
-        ("rollout", "sde_kind"): "dance",
-        ("rollout", "noise_level"): 0.3,
-        ("learner", "train_last_step"): False,
-        ("learner", "timestep_fraction"): 0.6,
-        ("learner", "chunks", "mode"): "step",
+        **_COMMON,
+        ("rollout", "plan"): ("sde", f"{DANCE} fastvideo/train_grpo_flux.py:250: every step flux_step(sde_solver=True)"),
+        ("rollout", "sde_kind"): ("dance", f"{DANCE} fastvideo/train_grpo_flux.py:131-171: g = eta"),
+        ("rollout", "noise_level"): (0.3, f"{DANCE} finetune_flux_grpo.sh:46 --eta 0.3"),
+        ("learner", "timestep_fraction"): (0.6, f"{DANCE} finetune_flux_grpo.sh:56; int(15·0.6) = 9 of 15 steps, train_grpo_flux.py:570"),
+        ("learner", "minibatches"): (3, f"{DANCE} finetune_flux_grpo.sh:29,34,52: 1 prompt × 12 per rank, a step every A = 4 samples (train_grpo_flux.py:609)"),
+        ("learner", "minibatch_order"): ("in_order", f"{DANCE} train_grpo_flux.py:571: samples in order, not shuffled"),
+        ("reward", "aggregation"): ("advantage", "DanceGRPO paper §3: advantages per reward model, summed"),
     },
     "chunk_grpo": {
-        ("rollout", "plan"): "sde",
-        ("learner", "advantage_groups"): "prompt",
-        ("rollout", "sde_kind"): "flow",
-        ("rollout", "noise_level"): 0.7,
-        ("learner", "train_last_step"): True,
-        ("learner", "timestep_fraction"): 1.0,
-        ("learner", "chunks", "mode"): "uniform",
-        ("learner", "chunks", "size"): 4,
+        **_COMMON,
+        ("rollout", "plan"): ("sde", f"{GCPO} fastvideo/train_grpo_flux_hpsv3.py:184: every step flow_grpo_step (step_end_idx 100)"),
+        ("rollout", "sde_kind"): ("flow", f"{GCPO} train_grpo_flux_hpsv3.py flow_grpo_step: g = eta·sqrt(σ/(1−σ'))"),
+        ("rollout", "noise_level"): (0.7, f"{GCPO} finetune_hpsv3_chunk.sh:27 --eta 0.7"),
+        ("learner", "chunks", "mode"): ("adaptive", "GCPO v3 paper §4.3 / Table 5 (adaptive 15.236 vs fixed 15.173 HPSv3); "
+                                        "the release's --new_chunk_list [2,3,4,7] is mode: fixed; on the shapes task "
+                                        "adaptive >= fixed-scaled (bench/results/chunking.md)"),
+        ("learner", "timestep_fraction"): (0.5, f"{GCPO} finetune_hpsv3_chunk.sh:36; int(K·0.5) chunks, train_grpo_flux_hpsv3.py:662"),
+        ("learner", "clip_range"): (5e-5, f"{GCPO} finetune_hpsv3_chunk.sh:39,42 --clip_range = --right_clip_range 5e-5"),
+        ("learner", "max_grad_norm"): (0.01, f"{GCPO} finetune_hpsv3_chunk.sh:30 --max_grad_norm 0.01"),
+        ("learner", "minibatches"): (2, f"{GCPO} finetune_hpsv3_chunk.sh:11,16: 2 prompts × 12 per rank, A = 12 -> 2 steps"),
+        ("learner", "minibatch_order"): ("shuffled", f"{GCPO} train_grpo_flux_hpsv3.py:673: torch.randperm over the rank's samples"),
+        ("reward", "aggregation"): ("advantage", "GCPO trains one reward model; advantage-level when several"),
     },
     "e_grpo": {
-        ("rollout", "plan"): "entropy_branch",
-        ("learner", "advantage_groups"): "column",
-        ("rollout", "sde_kind"): "flow",
-        ("rollout", "noise_level"): 0.7,
-        ("learner", "train_last_step"): False,
-        ("learner", "timestep_fraction"): 1.0,
-        ("learner", "chunks", "mode"): "step",
+        **_COMMON,
+        ("rollout", "plan"): ("entropy_windows", "E-GRPO paper §3.3, ALGORITHMS.md §2.2-2.3"),
+        ("rollout", "sde_kind"): ("flow", f"{EGRPO} fastvideo/workers/sampler/flux_sampler.py:133-193 _flow_grpo_step"),
+        ("rollout", "noise_level"): (0.7, f"{EGRPO} fastvideo/config/config.yaml:59 eta 0.7"),
+        ("rollout", "entropy_threshold"): (2.2, "E-GRPO paper §4.1: τ = 2.2 on e^h per element (ablation 0, 1.8, 2.0, 2.2, 2.6)"),
+        ("rollout", "branch_window"): (0.5, "E-GRPO paper Table 3: the first 8 of 16 steps are active"),
+        ("learner", "advantage_groups"): ("column", f"{EGRPO} fastvideo/workers/rollout_buffer.py:112-128: per (prompt, step) column"),
+        ("learner", "minibatch_order"): ("column", f"{EGRPO} fastvideo/trainer/grpo_trainer.py:296-337: an AdamW step per column"),
+        ("learner", "minibatches"): (1, "unused by order 'column' (one step per active column)"),
+        ("reward", "aggregation"): ("reward", f"{EGRPO} fastvideo/workers/reward_manager/reward_manager.py:185-194: Σ w_m·r_m"),
+    },
+    "flow_grpo": {
+        **_COMMON,
+        ("rollout", "plan"): ("sde", f"{FLOW} flow_grpo/diffusers_patch/sd3_pipeline_with_logprob.py:161: every step SDE"),
+        ("rollout", "sde_kind"): ("flow", f"{FLOW} flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:45-48"),
+        ("rollout", "noise_level"): (0.7, f"{FLOW} config/base.py:54 sample.noise_level 0.7"),
+        ("learner", "timestep_fraction"): (1.0, f"{FLOW} config/grpo.py:127 0.99 of 10 steps = int(9.9) = the first 9, "
+                                           "scripts/train_sd3.py:345,864: every transition but the last"),
+        ("learner", "kl_coef"): (0.04, f"{FLOW} config/grpo.py:52,91 train.beta 0.04 (OCR, GenEval; PickScore 0.01)"),
+        ("learner", "advantage_std"): ("batch", f"{FLOW} config/grpo.py:54 global_std True, flow_grpo/stat_tracking.py:27"),
+        ("learner", "minibatches"): (2, f"{FLOW} config/grpo.py:121,125: gradient_accumulation = num_batches / 2 -> 2 updates per epoch"),
+        ("learner", "minibatch_order"): ("shuffled", f"{FLOW} scripts/train_sd3.py:829 torch.randperm(total_batch_size)"),
+        ("reward", "aggregation"): ("reward", f"{FLOW} flow_grpo/rewards.py:381-400 multi_score: Σ w_m·r_m ('avg')"),
+    },
+    "mix_grpo": {
+        **_COMMON,
+        ("rollout", "plan"): ("sliding_window", f"{MIX} fastvideo/train_grpo_flux.py:236-239: SDE in the window, ODE elsewhere"),
+        ("rollout", "sde_kind"): ("flow", f"{MIX} finetune_flux_grpo_MixGRPO.sh:196 --flow_grpo_sampling"),
+        ("rollout", "noise_level"): (0.7, f"{MIX} finetune_flux_grpo_MixGRPO.sh:55 eta=0.7"),
+        ("rollout", "sde_window"): (4, f"{MIX} finetune_flux_grpo_MixGRPO.sh:58 group_size=4"),
+        ("rollout", "window_shift_every"): (25, f"{MIX} finetune_flux_grpo_MixGRPO.sh:57 iters_per_group=25"),
+        ("rollout", "window_stride"): (1, f"{MIX} finetune_flux_grpo_MixGRPO.sh:60 prog_overlap_step=1"),
+        ("learner", "timestep_fraction"): (1.0, f"{MIX} fastvideo/train_grpo_flux.py:543-544: every window step trained"),
+        ("learner", "minibatches"): (4, f"{MIX} finetune_flux_grpo_MixGRPO.sh:68,128: 1 prompt × 12 per rank, A = 3 -> 4 steps"),
+        ("learner", "minibatch_order"): ("in_order", f"{MIX} fastvideo/train_grpo_flux.py:543: samples in order"),
+        ("reward", "aggregation"): ("advantage", f"{MIX} finetune_flux_grpo_MixGRPO.sh:62 advantage_aggr"),
     },
 }
 PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout")}
@@ -96,93 +151,109 @@ class OrchestratorConfig(BaseModel):
 class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    algorithm: Literal["dance_grpo", "chunk_grpo", "e_grpo"] = Field("chunk_grpo", description="preset for plan, chunking and grouping")
+    algorithm: Literal["dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo"] = Field(
+        "chunk_grpo", description="preset: the plan, SDE, trained steps, chunking, update schedule, clipping and "
+        "advantages of that paper's official code (PRESETS; docs/algorithms.md)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     orchestrator: OrchestratorConfig = Field(default_factory=OrchestratorConfig)
+    _sources: dict = PrivateAttr(default_factory=dict)  # field path -> where its value came from (load_config)
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data):
         if not isinstance(data, dict):
             return data
-        data = copy.deepcopy(data)
-        algorithm = data.get("algorithm", "chunk_grpo")
-        for path, value in PRESETS.get(algorithm, {}).items():
-            node = data
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    break
-            else:
-                if node.get(path[-1]) is None:
-                    node[path[-1]] = value
-        return data
+        return apply_preset(data)[0]
 
     @model_validator(mode="after")
     def _plan_is_consistent(self):
-        plan = build_plan(self)  # raises ValueError naming the field (chunk sizes, timestep_fraction)
-        mixes = self.reward.chunk_weights
-        if mixes is not None and len(mixes) != plan.num_chunks:
-            raise ValueError(f"reward.chunk_weights has {len(mixes)} mixes but the plan has {plan.num_chunks} chunks; give one per chunk")
-        members = plan.members_per_group(self.rollout.group_size) if self.learner.advantage_groups == "prompt" else self.rollout.group_size
-        if self.learner.best_of is not None and self.learner.best_of > members:
-            raise ValueError(f"learner.best_of {self.learner.best_of} exceeds the {members} members of an advantage group")
+        plan = build_plan(self)  # raises ValueError naming the field (entropy windows, shift)
+        check_training(self, plan)
         return self
 
     @property
     def batch_size(self) -> int:
         return self.orchestrator.prompts_per_iter * self.rollout.group_size
 
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each field's value came from: 'preset <algorithm>', 'file <path>', 'command line'
+        or 'default' (filled by load_config; empty for a Config built otherwise)."""
+        return dict(self._sources)
+
+
+def apply_preset(data: dict) -> tuple[dict, list[tuple[str, ...]]]:
+    """`data` with the preset of its `algorithm` filled into every field it leaves out or sets
+    to null, and the paths filled."""
+    data = copy.deepcopy(data)
+    filled = []
+    for path, (value, _source) in PRESETS.get(data.get("algorithm", "chunk_grpo"), {}).items():
+        node = data
+        for key in path[:-1]:
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                break
+        else:
+            if node.get(path[-1]) is None:
+                node[path[-1]] = copy.deepcopy(value)
+                filled.append(path)
+    return data, filled
+
 
 def prompt_path(value: str) -> Path:
     return Path(PROMPT_ALIASES.get(value, value)).expanduser()
 
 
-def read_profile(path: str) -> dict:
-    """A profile.json written by `raygrpo profile`."""
-    import json
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"learner.chunks.profile: no file {p}; write one with `raygrpo profile --config ... --out DIR`")
-    return json.loads(p.read_text())
-
-
 def build_plan(cfg: Config) -> RolloutPlan:
-    """The rollout plan the config describes (the same on the driver and every worker)."""
+    """The rollout plan the config describes (the same on the driver and every worker; a
+    sliding-window plan gives each iteration's with `plan.at(iteration)`)."""
     r = cfg.rollout
     shift = schedule_shift(cfg.model, r)
-    if r.plan == "entropy_branch":
-        return entropy_branch_plan(r.num_steps, shift=shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
-                                   threshold=r.entropy_threshold, branch_window=r.branch_window)
-    n = cfg.rollout.num_steps
-    if cfg.rollout.ode_last_step and cfg.learner.train_last_step:
-        raise ValueError("rollout.ode_last_step is true but learner.train_last_step is true too; "
-                         "an ODE step has no log-prob to train: set learner.train_last_step: false")
-    trained = n if cfg.learner.train_last_step else n - 1
-    chunks = cfg.learner.chunks
-    profile = read_profile(chunks.profile) if chunks.profile else None
-    l1_rel = profile["l1_rel"][:trained] if profile else None
-    if profile and (profile["num_steps"], profile["shift"]) != (n, shift):
-        raise ValueError(f"learner.chunks.profile was made with num_steps {profile['num_steps']}, shift {profile['shift']}; "
-                         f"this run uses {n}, {shift}: profile again with the same rollout settings")
-    sizes = chunk_sizes(chunks, trained, l1_rel)
-    weights = chunk_sampling_weights(l1_rel, sizes, chunks.temperature) if chunks.per_sample else None
-    return sde_plan(
-        n,
-        shift=shift,
-        noise_level=cfg.rollout.noise_level,
-        sde_kind=cfg.rollout.sde_kind,
-        train_last=cfg.learner.train_last_step,
-        timestep_fraction=cfg.learner.timestep_fraction,
-        chunk_sizes=sizes,
-        ode_last=cfg.rollout.ode_last_step,
-        chunk_weights=weights,
-        chunks_per_sample=chunks.per_sample or 0,
-    )
+    if r.plan == "entropy_windows":
+        return entropy_window_plan(r.num_steps, shift=shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
+                                   tau=r.entropy_threshold, active_fraction=r.branch_window)
+    if r.plan == "sliding_window":
+        if r.num_steps < 3:
+            raise ValueError(f"rollout.plan sliding_window needs rollout.num_steps >= 3 (windows stay below N − 2), got {r.num_steps}")
+        return sliding_window_plan(r.num_steps, shift=shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
+                                   size=r.sde_window, shift_every=r.window_shift_every, stride=r.window_stride)
+    return sde_plan(r.num_steps, shift=shift, noise_level=r.noise_level, sde_kind=r.sde_kind,
+                    train_last=cfg.learner.train_last_step)
+
+
+def check_training(cfg: Config, plan: RolloutPlan) -> None:
+    """What the plan and the learner settings must agree on; each error names the field and the fix."""
+    lc, chunks = cfg.learner, cfg.learner.chunks
+    if plan.windows:
+        if chunks.mode != "step":
+            raise ValueError(f"learner.chunks.mode {chunks.mode!r}: an E-GRPO member trains its one window step; "
+                             "set learner.chunks.mode: step")
+    else:
+        if lc.minibatch_order == "column" or lc.advantage_groups == "column":
+            raise ValueError("learner.minibatch_order / advantage_groups 'column' need E-GRPO's columns "
+                             "(rollout.plan: entropy_windows); use 'shuffled' / 'in_order' and 'prompt'")
+        if plan.sliding is not None and chunks.mode == "fixed":
+            raise ValueError("learner.chunks.mode fixed: a sliding window's length changes near the end of the grid; "
+                             "use mode: step, uniform or adaptive")
+        trained = plan.at(0).trainable.count(True)
+        if trained == 0:
+            raise ValueError("the plan trains no transition; set learner.train_last_step or rollout.num_steps >= 2")
+        layout = chunk_selector(lc).layouts(torch.zeros(1, trained))[0]  # raises on sizes that do not sum
+        mixes = cfg.reward.chunk_weights
+        if mixes is not None:
+            if chunks.mode == "adaptive" or plan.sliding is not None:
+                raise ValueError("reward.chunk_weights needs the same chunks in every trajectory; use learner.chunks.mode "
+                                 "fixed / uniform / step with rollout.plan sde")
+            if len(mixes) != len(layout):
+                raise ValueError(f"reward.chunk_weights has {len(mixes)} mixes but the plan has {len(layout)} chunks; give one per chunk")
+    members = plan.members_per_group(cfg.rollout.group_size) if lc.advantage_groups == "prompt" else cfg.rollout.group_size
+    if lc.best_of is not None and lc.best_of > members:
+        raise ValueError(f"learner.best_of {lc.best_of} exceeds the {members} members of an advantage group")
 
 
 class ConfigError(ValueError):
@@ -238,8 +309,52 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return config_from_dict(_merge(data, parse_overrides(list(overrides))))
+    cli = parse_overrides(list(overrides))
+    cfg = config_from_dict(_merge(data, cli))
+    cfg._sources = field_sources(cfg, data, cli, file_label=f"file {path}")
+    return cfg
+
+
+def _leaves(d, prefix: tuple = ()):
+    """Dotted paths of a nested dict's leaves (a list is a leaf)."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,)
+
+
+def field_sources(cfg: Config, file_data: dict, cli_data: dict, file_label: str = "file") -> dict[str, str]:
+    """For every field of `cfg` (dotted path): 'command line', the file, 'preset <algorithm>' or
+    'default' — the last layer that set it (null counts as unset)."""
+    def present(data: dict, path: tuple, leaf: tuple) -> bool:  # set at `path`, as a value (not a section)
+        node = data
+        for key in path:
+            if not isinstance(node, dict) or node.get(key) is None:
+                return False
+            node = node[key]
+        return path == leaf or not isinstance(node, dict)
+
+    user = _merge(file_data, cli_data)
+    _, filled = apply_preset(user)
+    out = {}
+    for path in _leaves(cfg.model_dump(mode="json")):
+        prefixes = [path[:i] for i in range(1, len(path) + 1)]
+        if any(present(cli_data, p, path) for p in prefixes):
+            out[".".join(path)] = "command line"
+        elif any(present(file_data, p, path) for p in prefixes):
+            out[".".join(path)] = file_label
+        elif path in filled:
+            out[".".join(path)] = f"preset {cfg.algorithm}: {PRESETS[cfg.algorithm][path][1]}"
+        else:
+            out[".".join(path)] = "default"
+    return out
 
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def dump_sources(cfg: Config) -> str:
+    """config_sources.yaml: each field's origin, for the run dir beside config.yaml."""
+    return yaml.safe_dump(cfg.sources, sort_keys=False, allow_unicode=True, width=10**6)

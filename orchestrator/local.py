@@ -16,6 +16,7 @@ import functools
 import numpy as np
 import torch
 
+from learner.config import chunk_selector
 from learner.engine import free_port
 from learner.worker import LearnerWorker
 from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups, worker_row
@@ -44,8 +45,8 @@ class LocalCluster:
         self.plan = plan
         self.rollout_threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
         self.learner_threads = functools.partial(torch_threads, cfg.learner.torch_threads)
-        self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i)
-                                for i in range(cfg.rollout.num_workers)]
+        self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
+                                              chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
         factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
@@ -74,10 +75,10 @@ class LocalCluster:
         return {name: np.concatenate([w.score(b.images, b.prompts) for b in batches])
                 for name, w in self.reward_workers.items()}
 
-    def update(self, batches, samples, active, advantages) -> dict:
+    def update(self, batches, samples, advantages, minibatches) -> dict:
         trajs = [b.trajectory for b in batches]
         with self.learner_threads():
-            stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, active, advantages)
+            stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, advantages, minibatches)
         return merge_rank_stats([stats])
 
     def sync(self, version: int) -> str:

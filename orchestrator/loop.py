@@ -41,9 +41,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
             with timer("score"):
                 rewards = cluster.score(batches)
             with timer("advantages"):
-                adv = compute_advantages(cfg, rewards, batches)
+                adv = compute_advantages(cfg, rewards, batches, iteration)
             with timer("update"):
-                stats = cluster.update(batches, adv.samples, adv.active, adv.values)
+                stats = cluster.update(batches, adv.samples, adv.values, adv.minibatches)
             with timer("sync"):
                 run.version += 1
                 checksum = cluster.sync(run.version)

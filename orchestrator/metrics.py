@@ -29,8 +29,11 @@ RATIO_MEAN = "learner/ratio_mean"
 RATIO_MIN = "learner/ratio_min"
 RATIO_MAX = "learner/ratio_max"
 RATIO_MEAN_FIRST = "learner/ratio_mean_first"
+RATIO_DEV_LATER = "learner/ratio_dev_later"
 GRAD_NORM = "learner/grad_norm"
 KL = "learner/kl"
+OPTIMIZER_STEPS = "learner/optimizer_steps"
+NONFINITE = "learner/nonfinite"
 PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
 
 
@@ -62,15 +65,22 @@ METRICS: dict[str, str] = {
     TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",
     reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
     reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
-    LOSS: "clipped surrogate loss (mean over sample, chunk)",
-    CLIP_FRACTION: "share of chunk ratios outside 1 ± clip_range",
-    APPROX_KL: "½·mean(Δlogp²) over trained transitions",
-    RATIO_MEAN: "mean chunk ratio over all minibatches",
-    RATIO_MIN: "smallest chunk ratio",
-    RATIO_MAX: "largest chunk ratio",
-    RATIO_MEAN_FIRST: "mean chunk ratio at the first minibatch: must be 1 (rollout and learner agree)",
-    GRAD_NORM: "global gradient norm before clipping, last optimizer step",
-    KL: "mean KL to the frozen base policy over trained transitions (0 unless learner.kl_coef > 0)",
+    LOSS: "clipped surrogate loss: per minibatch the mean over samples of each sample's mean chunk loss, "
+          "averaged over the iteration's minibatches (optimizer steps)",
+    CLIP_FRACTION: "share of (sample, chunk) ratios outside [1 − clip_range, 1 + clip_range_high], all minibatches",
+    APPROX_KL: "½·mean(Δlogp²) over trained transitions, all minibatches",
+    RATIO_MEAN: "mean (sample, chunk) ratio over all minibatches",
+    RATIO_MIN: "smallest (sample, chunk) ratio",
+    RATIO_MAX: "largest (sample, chunk) ratio",
+    RATIO_MEAN_FIRST: "mean ratio at the first minibatch: must be 1 (rollout and learner agree)",
+    RATIO_DEV_LATER: "mean |ratio − 1| over the minibatches after the first: > 0 once an optimizer step has moved the "
+                     "policy (0 with one minibatch)",
+    GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps",
+    KL: "KL to the frozen base policy (per-sample mean over its trained transitions, mean over samples), averaged "
+        "over the iteration's minibatches (0 unless learner.kl_coef > 0)",
+    OPTIMIZER_STEPS: "optimizer steps this iteration (non-empty minibatches of learner/schedule.py)",
+    NONFINITE: "non-finite losses (backward passes, summed over ranks) plus optimizer steps with a non-finite "
+               "gradient norm, this iteration",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 

@@ -14,8 +14,9 @@ import torch
 from tqdm import tqdm
 
 from learner.advantages import best_of_mask, combined_advantages
+from learner.schedule import minibatch_schedule
 from orchestrator import checkpoint, metrics as M
-from orchestrator.config import Config, dump_config, prompt_path
+from orchestrator.config import Config, dump_config, dump_sources, prompt_path
 from orchestrator.dashboard.ray_metrics import RayMetrics
 from rollout.sampler import derive_seed
 from rollout.tiny.world import read_prompts
@@ -50,34 +51,43 @@ class PromptSampler:
 @dataclass
 class Advantages:
     samples: list[int]  # global sample indices the learner trains on
-    active: list[bool]  # False: padding that keeps learner ranks in step (zero gradient)
     values: list  # advantage per entry of `samples`: a float, or one per chunk
+    minibatches: list[list[int]]  # the optimizer steps: positions into `samples` (learner/schedule.py)
     zero_std_ratio: float
     abs_mean: float
 
 
-def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list) -> Advantages:
+def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list, iteration: int = 0) -> Advantages:
     """Group-normalised, reward-aggregated advantages (per chunk when reward.chunk_weights is
-    set); zero-spread groups dropped; best-of-N applied; ranks padded with inactive samples."""
-    key = "columns" if cfg.learner.advantage_groups == "column" else "group_ids"
+    set); zero-spread groups dropped; best-of-N applied; the iteration's minibatch schedule,
+    seeded by run seed and iteration (so a resumed run draws the same)."""
+    lc = cfg.learner
+    key = "columns" if lc.advantage_groups == "column" else "group_ids"
     ids = torch.tensor([g for b in batches for g in getattr(b, key)])
     r = {k: torch.as_tensor(v) for k, v in rewards.items()}
-    mix = lambda w: combined_advantages(r, w, ids, mode=cfg.reward.aggregation, clip=cfg.learner.adv_clip)
+    mix = lambda w: combined_advantages(r, w, ids, mode=cfg.reward.aggregation, clip=lc.adv_clip,  # noqa: E731
+                                        std=lc.advantage_std)
     adv, zero = mix({s.name: s.weight for s in cfg.reward.scorers})  # [B], [B]
     per_chunk = [mix(w)[0] for w in cfg.reward.chunk_weights or []]  # J × [B]
     keep = ~zero
-    if cfg.learner.best_of:
-        keep &= best_of_mask(adv, ids, cfg.learner.best_of)
+    if lc.best_of:
+        keep &= best_of_mask(adv, ids, lc.best_of)
     kept = torch.nonzero(keep).flatten().tolist()
-    need = cfg.learner.world_size * cfg.learner.minibatches
-    pad = torch.nonzero(~keep).flatten().tolist()[: max(0, need - len(kept))]
+    groups = [g for b in batches for g in b.group_ids]
+    columns = [c for b in batches for c in b.columns]
+    first_column = {}  # prompt group -> its first column label: column index = label − first
+    for g, c in zip(groups, columns):
+        first_column[g] = min(first_column.get(g, c), c)
+    minibatches = minibatch_schedule([groups[i] for i in kept], minibatches=lc.minibatches, order=lc.minibatch_order,
+                                     seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
+                                     columns=[columns[i] - first_column[groups[i]] for i in kept])
     values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [B, J] or [B]
-    groups = ids.unique()
+    labels = ids.unique()
     return Advantages(
-        samples=kept + pad,
-        active=[True] * len(kept) + [False] * len(pad),
-        values=values[kept + pad].tolist(),
-        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in groups) / len(groups),
+        samples=kept,
+        values=values[kept].tolist(),
+        minibatches=minibatches,
+        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in labels) / len(labels),
         abs_mean=float(adv[kept].abs().mean()) if kept else 0.0,
     )
 
@@ -106,6 +116,8 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        if cfg.sources:  # where each value came from: preset (with its source), file, command line, default
+            (self.run_dir / "config_sources.yaml").write_text(dump_sources(cfg))
         self.resume_from = checkpoint.latest(self.run_dir) if resume else None
         if resume and self.resume_from is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
@@ -125,14 +137,17 @@ class Run:
         self.last: dict = {}
 
     def write_plan(self, plan) -> None:
-        """plan.json: the schedule, SDE / trained transitions, chunks, per-step entropy and,
-        for E-GRPO, the merged steps and branch transitions."""
-        M.write_json_atomic(self.run_dir / "plan.json", {
-            "sigmas": plan.sigmas, "sde": plan.sde, "trainable": plan.trainable, "chunk_ids": plan.chunk_ids,
-            "entropies": plan.entropies, "branches": plan.branches, "branch_count": len(plan.branches),
-            "steps_per_sample": plan.steps_per_sample, "chunk_weights": plan.chunk_weights,
-            "chunks_per_sample": plan.chunks_per_sample,
-        })
+        """plan.json: the grid, SDE and trainable transitions, E(k, k+1) per step, E-GRPO's
+        windows (with their E), MixGRPO's window per iteration, and how each trajectory's
+        trainable transitions become chunks and which it trains (learner.chunks,
+        timestep_fraction: the rule the rollout workers apply per trajectory)."""
+        c, lc = self.cfg.learner.chunks, self.cfg.learner
+        data = plan.describe(self.cfg.orchestrator.iterations)
+        data["algorithm"] = self.cfg.algorithm
+        data["chunks"] = {"mode": c.mode, "sizes": c.sizes, "size": c.size, "stop_size": c.stop_size,
+                          "weighting": c.weighting, "fraction": lc.timestep_fraction}
+        data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
+        M.write_json_atomic(self.run_dir / "plan.json", data)
 
     def restore(self, cluster) -> None:
         if self.resume_from is not None:
@@ -149,11 +164,12 @@ class Run:
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
                M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
-               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: sum(adv.active),
+               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: len(adv.samples),
                M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
                M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
-               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.GRAD_NORM: stats["grad_norm"],
-               M.KL: stats.get("kl", 0.0)}
+               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.RATIO_DEV_LATER: stats["ratio_dev_later"],
+               M.GRAD_NORM: stats["grad_norm"], M.KL: stats.get("kl", 0.0), M.OPTIMIZER_STEPS: stats["optimizer_steps"],
+               M.NONFINITE: stats["nonfinite"]}
         # the learner updated version self.version - 1 on samples of the versions that generated them
         row.update({M.STALENESS: self.version - 1 - min(b.info["policy_version"] for b in batches),
                     M.RECOVERED_FAILURES: health.get("recovered_failures", 0),

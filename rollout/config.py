@@ -57,12 +57,17 @@ class RolloutConfig(Section):
     shift: float | Literal["resolution"] = Field(3.0, description="schedule shift: σ = shift·s / (1 + (shift−1)·s); 'resolution': FLUX's resolution-dependent shift exp(μ) for model.resolution")
     noise_level: float | None = Field(None, gt=0, description="η (dance) or a (flow) of the SDE; default from `algorithm`")
     sde_kind: Literal["dance", "flow"] | None = Field(None, description="diffusion coefficient g, DESIGN.md §3; default from `algorithm`")
-    ode_last_step: bool = Field(False, description="make the final transition deterministic (its SDE noise would stay in pixel-space images); it is then never trained")
-    plan: Literal["sde", "entropy_branch"] | None = Field(
-        None, description="'sde': every step SDE (DanceGRPO, Chunk-GRPO); 'entropy_branch': E-GRPO's merged steps, ODE anchor and branch columns; default from `algorithm`")
-    entropy_threshold: float | Literal["adaptive"] = Field(
-        "adaptive", description="E-GRPO: transition entropy a merged step must reach; 'adaptive' = the mean over steps")
-    branch_window: float = Field(0.5, gt=0, le=1, description="E-GRPO: branch steps are merged steps starting in this first fraction of the schedule")
+    plan: Literal["sde", "entropy_windows", "sliding_window"] | None = Field(
+        None, description="'sde': every step SDE (DanceGRPO, Chunk-GRPO, Flow-GRPO); 'entropy_windows': E-GRPO's ODE "
+        "anchor and one column per active step's entropy window; 'sliding_window': MixGRPO's moving SDE window, ODE "
+        "elsewhere; default from `algorithm`")
+    entropy_threshold: float | None = Field(
+        None, ge=0, description="E-GRPO τ: an active step's window is the shortest (k, k+l) whose exp-entropy per element "
+        "sqrt(2πe)·std reaches τ (0 never merges); default from `algorithm`")
+    branch_window: float | None = Field(None, gt=0, le=1, description="E-GRPO: active steps start in this first fraction of the schedule; default from `algorithm`")
+    sde_window: int | None = Field(None, ge=1, description="MixGRPO: SDE transitions in the sliding window; default from `algorithm`")
+    window_shift_every: int | None = Field(None, ge=1, description="MixGRPO: iterations before the window moves (iters_per_group); default from `algorithm`")
+    window_stride: int | None = Field(None, ge=1, description="MixGRPO: transitions the window moves by (prog_overlap_step); default from `algorithm`")
     group_size: int = Field(8, ge=2, description="G: samples per prompt, sharing the initial noise")
     micro_batch: int = Field(64, ge=1, description="samples per transformer call in a rollout")
     num_gpus: float = Field(0, ge=0, description="GPUs per rollout worker (1 on GPU clusters)")
@@ -73,6 +78,14 @@ class RolloutConfig(Section):
         "(a collective group with learner rank 0: NCCL on GPUs, gloo on CPU); 'auto': broadcast when rollout and learner have GPUs")
     sync_bucket_mb: float = Field(256, gt=0, description="broadcast sync: MiB of weights per collective call")
     sync_timeout_s: float = Field(600, gt=0, description="broadcast sync: seconds a collective may wait for its members")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data):
+        if isinstance(data, dict) and "ode_last_step" in data:
+            raise ValueError("rollout.ode_last_step was removed: images always decode x̂0 of the last model call (the "
+                             "Euler result), as every reference does, whatever the last transition is; delete the field")
+        return data
 
     @model_validator(mode="after")
     def _positive_shift(self):

@@ -8,7 +8,9 @@ Symbols (paper -> code), DESIGN.md §3:
     η / a        noise_level              η of DanceGRPO (0.3 for FLUX), a of Flow-GRPO (0.7)
     g            diffusion coefficient:   kind "dance": g = η            (DanceGRPO)
                                           kind "flow":  g = a·sqrt(σ / (1 − σ'))   (Flow-GRPO,
-                                          MixGRPO, E-GRPO; σ' = σ, or σ_next where σ = 1)
+                                          MixGRPO, E-GRPO; σ' = σ, except at σ = 1 where
+                                          σ' = guard_sigma: the base grid's σ_1, which is
+                                          σ_next for a one-transition step)
 Reverse SDE, one Euler–Maruyama step (marginal-preserving for x_σ = (1−σ)·x0 + σ·ε):
     mean   = x + (v + g²/(2σ)·ε̂)·Δt
     std    = g·sqrt(−Δt)
@@ -70,29 +72,34 @@ def ode_step(x: torch.Tensor, velocity: torch.Tensor, sigma, sigma_next) -> torc
     return x + velocity.float() * dt
 
 
-def diffusion_coefficient(sigma, sigma_next, *, noise_level: float, kind: str) -> torch.Tensor:
-    """g for one step; sigma / sigma_next are floats or tensors of one shape (returned shape)."""
+def diffusion_coefficient(sigma, sigma_next, *, noise_level: float, kind: str,
+                          guard_sigma: float | None = None) -> torch.Tensor:
+    """g for one step; sigma / sigma_next are floats or tensors of one shape (returned shape).
+    Flow kind at σ = 1: σ' = guard_sigma, or sigma_next when None (Flow-GRPO's guard,
+    `sigmas[1]` in every reference, which a merged E-GRPO window must keep)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float32)
     sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32, device=sigma.device)
     if kind == "dance":
         return torch.full_like(sigma, float(noise_level))
     if kind == "flow":
-        sigma_prime = torch.where(sigma >= 1.0, sigma_next, sigma)  # Flow-GRPO's guard at σ = 1
+        guard = sigma_next if guard_sigma is None else torch.full_like(sigma, float(guard_sigma))
+        sigma_prime = torch.where(sigma >= 1.0, guard, sigma)
         return noise_level * torch.sqrt(sigma / (1 - sigma_prime))
     raise ValueError(f"sde kind must be one of {SDE_KINDS}, got {kind!r}")
 
 
-def transition_std(sigma, sigma_next, *, noise_level: float, kind: str) -> torch.Tensor:
+def transition_std(sigma, sigma_next, *, noise_level: float, kind: str, guard_sigma: float | None = None) -> torch.Tensor:
     """std = g·sqrt(−Δt) of one transition (same shape as sigma)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float32)
     dt = torch.as_tensor(sigma_next, dtype=torch.float32, device=sigma.device) - sigma
-    g = diffusion_coefficient(sigma, sigma_next, noise_level=noise_level, kind=kind)
+    g = diffusion_coefficient(sigma, sigma_next, noise_level=noise_level, kind=kind, guard_sigma=guard_sigma)
     return g * torch.sqrt(-dt)
 
 
-def transition_entropy(sigma, sigma_next, *, noise_level: float, kind: str) -> torch.Tensor:
+def transition_entropy(sigma, sigma_next, *, noise_level: float, kind: str,
+                       guard_sigma: float | None = None) -> torch.Tensor:
     """Differential entropy per element of one transition: ½·log(2πe) + log(std)."""
-    std = transition_std(sigma, sigma_next, noise_level=noise_level, kind=kind)
+    std = transition_std(sigma, sigma_next, noise_level=noise_level, kind=kind, guard_sigma=guard_sigma)
     return 0.5 * math.log(2 * math.pi * math.e) + torch.log(std)
 
 
@@ -123,9 +130,12 @@ def sde_step(
     kind: str,
     noise: torch.Tensor | None = None,
     x_next: torch.Tensor | None = None,
+    guard_sigma: float | None = None,
 ) -> SDEStep:
     """One reverse-SDE transition (module docstring). Samples x_next = mean + std·noise, or,
-    when `x_next` is given (the learner path), scores that x_next instead of sampling."""
+    when `x_next` is given (the learner path), scores that x_next instead of sampling.
+    `guard_sigma`: σ' of the flow coefficient where σ = 1 (None: sigma_next); a step that
+    spans several grid transitions (an E-GRPO window) passes the base grid's σ_1."""
     x = x.float()  # [B, ...]
     velocity = velocity.float()
     sigma = _per_sample(sigma, x)  # [B, 1, ...]
@@ -133,7 +143,7 @@ def sde_step(
     dt = sigma_next - sigma
     if bool((dt >= 0).any()):
         raise ValueError("sde_step needs sigma_next < sigma (sampling runs from σ=1 to σ=0)")
-    g = diffusion_coefficient(sigma, sigma_next, noise_level=noise_level, kind=kind)
+    g = diffusion_coefficient(sigma, sigma_next, noise_level=noise_level, kind=kind, guard_sigma=guard_sigma)
     eps_hat = x + (1 - sigma) * velocity
     mean = x + (velocity + g**2 / (2 * sigma) * eps_hat) * dt
     std = g * torch.sqrt(-dt)

@@ -20,8 +20,9 @@ class Trajectory:
     latents        float32          [B, N+1, *latent]  x at every sigma, x[:, 0] the initial noise
     log_probs      float32          [B, N]          old log-prob of each transition (0 where ODE)
     sigmas         float32          [N+1]           schedule the latents follow
-    train_steps    int64            [B, S]          transitions each sample trains (indices into N)
-    chunk_ids      int64            [B, S]          chunk label of each trained transition
+    train_steps    int64            [B, S]          start index k of each trained step (into N)
+    train_ends     int64            [B, S]          its end index: k + 1, or e of an E-GRPO window (k, e)
+    chunk_ids      int64            [B, S]          the sample's chunk label of each trained step
     initial_seeds  int64            [B]             seed of the initial noise (shared in a group)
     noise_seeds    int64            [B]             seed of the sample's own SDE noise
     policy_version int                              version of the weights that generated it
@@ -29,7 +30,10 @@ class Trajectory:
     sde_kind       str                              "dance" | "flow"
     shared_inputs  bool                             E-GRPO: members with one group id share the
                                                     input x of their trained transition exactly
-    A train_steps entry of -1 (chunk id -1) pads a sample that trains fewer than S transitions.
+    A train_steps entry of -1 (train end and chunk id -1) pads a sample that trains fewer
+    than S transitions. A trained step goes from latents[:, k] at sigmas[k] to latents[:, e]
+    at sigmas[e]; an E-GRPO member has no state strictly inside its window, and its latents
+    there hold x_e. Flow-kind steps use σ' = sigmas[1] at σ = 1 (`sde_step(guard_sigma=)`).
     """
 
     prompts: list[str]
@@ -38,6 +42,7 @@ class Trajectory:
     log_probs: torch.Tensor
     sigmas: torch.Tensor
     train_steps: torch.Tensor
+    train_ends: torch.Tensor
     chunk_ids: torch.Tensor
     initial_seeds: torch.Tensor
     noise_seeds: torch.Tensor
@@ -62,10 +67,11 @@ class Trajectory:
                 raise ValueError(f"Trajectory.{name} has shape {got}, expected {shape}")
         if len(self.prompts) != b:
             raise ValueError(f"Trajectory has {len(self.prompts)} prompts for {b} samples")
-        if self.train_steps.shape != self.chunk_ids.shape or self.train_steps.shape[0] != b:
+        shapes = {tuple(t.shape) for t in (self.train_steps, self.train_ends, self.chunk_ids)}
+        if len(shapes) != 1 or self.train_steps.ndim != 2 or self.train_steps.shape[0] != b:
             raise ValueError(
-                f"Trajectory.train_steps {tuple(self.train_steps.shape)} and chunk_ids "
-                f"{tuple(self.chunk_ids.shape)} must both be [{b}, S]"
+                f"Trajectory.train_steps {tuple(self.train_steps.shape)}, train_ends {tuple(self.train_ends.shape)} "
+                f"and chunk_ids {tuple(self.chunk_ids.shape)} must all be [{b}, S]"
             )
         if self.latents.dtype != torch.float32:
             raise ValueError(f"Trajectory.latents must be float32, got {self.latents.dtype}")
@@ -80,7 +86,8 @@ class Trajectory:
     def select(self, index: torch.Tensor | list[int]) -> "Trajectory":
         """The samples at `index` (a sub-batch with the same schedule)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        per_sample = {"group_ids", "latents", "log_probs", "train_steps", "chunk_ids", "initial_seeds", "noise_seeds"}
+        per_sample = {"group_ids", "latents", "log_probs", "train_steps", "train_ends", "chunk_ids", "initial_seeds",
+                      "noise_seeds"}
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -116,6 +123,7 @@ class Trajectory:
             log_probs=torch.cat([p.log_probs for p in parts]),
             sigmas=first.sigmas,
             train_steps=torch.cat([p.train_steps for p in parts]),
+            train_ends=torch.cat([p.train_ends for p in parts]),
             chunk_ids=torch.cat([p.chunk_ids for p in parts]),
             initial_seeds=torch.cat([p.initial_seeds for p in parts]),
             noise_seeds=torch.cat([p.noise_seeds for p in parts]),

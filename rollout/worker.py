@@ -1,8 +1,10 @@
 """RolloutWorker: a plain class (made a Ray actor only in orchestrator/cluster.py).
 
-It loads the policy once, receives whole prompt groups, runs the rollout plan with
-group-shared initial noise, and returns the decoded images and the Trajectory (which Ray
-keeps in the object store: the driver only ever holds their refs) plus a small info dict.
+It loads the policy once, receives whole prompt groups, runs the iteration's rollout plan
+(`plan.at(iteration)`) with group-shared initial noise, picks what each sample trains with the
+injected `select` (learner.chunking.ChunkSelector, handed in by orchestrator/cluster.py), and
+returns the decoded images and the Trajectory (which Ray keeps in the object store: the
+driver only ever holds their refs) plus a small info dict.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ def pick_device(num_gpus: float) -> str:
 
 
 class RolloutWorker:
-    def __init__(self, model: ModelConfig, rollout: RolloutConfig, plan: RolloutPlan, run_seed: int, index: int):
+    def __init__(self, model: ModelConfig, rollout: RolloutConfig, plan: RolloutPlan, run_seed: int, index: int,
+                 select=None):
         torch.set_num_threads(rollout.torch_threads)
         self.cfg = rollout
         self.plan = plan
+        self.select = select  # (latents, trainable, seeds) -> (train_steps, chunk_ids); None: every trainable step
         self.run_seed = run_seed
         self.index = index
         self.policy: Policy = policy_from_config(model, device=pick_device(rollout.num_gpus))
@@ -92,8 +96,8 @@ class RolloutWorker:
             columns += [self.plan.column_label(group_id, m, g) for m in range(members)]
             initial += a
             noise += b
-        images, traj = generate(self.policy, prompts, columns, self.plan, initial, noise,
-                                self.policy_version, micro_batch=self.cfg.micro_batch, group_size=g)
+        images, traj = generate(self.policy, prompts, columns, self.plan.at(iteration), initial, noise,
+                                self.policy_version, micro_batch=self.cfg.micro_batch, group_size=g, select=self.select)
         seconds = time.perf_counter() - start
         self.images_done += len(images)
         self.seconds += seconds
