@@ -76,3 +76,31 @@ def test_column_advantages_have_zero_mean_per_column():
     adv = group_advantages(rewards, columns)
     for c in range(6):
         assert abs(adv[columns == c].sum().item()) < 1e-5
+
+
+def test_granular_advantages_sum_z_scores_per_granularity_then_clamp():
+    from learner.advantages import granular_advantages
+
+    # one column of 3: granularity 1 r = [1, 2, 3] -> z = [-1, 0, 1]; granularity 2 r = [6, 4, 2] -> [1, 0, -1]
+    # second column: r1 = [0, 0, 3] (mean 1, std sqrt(3)) -> [-0.57735, -0.57735, 1.1547]; r2 all 5 -> 0
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 3.0], [6.0, 4.0, 2.0, 5.0, 5.0, 5.0]])
+    ids = torch.tensor([0, 0, 0, 1, 1, 1])
+    torch.testing.assert_close(granular_advantages(rewards, ids),
+                               torch.tensor([0.0, 0.0, 0.0, -0.57735, -0.57735, 1.1547]), atol=1e-5, rtol=0)
+    # clamp after the sum: z = [-1.5, 0.5, 0.5, 0.5] twice sums to [-3, 1, 1, 1]; clip 2 -> [-2, 1, 1, 1]
+    r = torch.tensor([0.0, 2.0, 2.0, 2.0])
+    twice = granular_advantages(torch.stack([r, r]), torch.zeros(4, dtype=torch.long), clip=2.0)
+    torch.testing.assert_close(twice, torch.tensor([-2.0, 1.0, 1.0, 1.0]), atol=1e-6, rtol=0)
+    # [B] input = one granularity = group_advantages
+    torch.testing.assert_close(granular_advantages(rewards[0], ids), group_advantages(rewards[0], ids))
+
+
+def test_batch_std_advantages_are_flow_grpos_global_std():
+    from learner.advantages import batch_std_advantages
+
+    # flow_grpo stat_tracking.py: (r − mean of the prompt) / (np.std of all rewards + 1e-4)
+    # r = [1, 3 | 2, 6]: means 2, 4; population std of [1, 3, 2, 6] = sqrt(3.5) = 1.870829
+    rewards = torch.tensor([1.0, 3.0, 2.0, 6.0])
+    ids = torch.tensor([0, 0, 1, 1])
+    expected = torch.tensor([-1.0, 1.0, -2.0, 2.0]) / (3.5**0.5 + 1e-4)
+    torch.testing.assert_close(batch_std_advantages(rewards, ids), expected)

@@ -1,64 +1,129 @@
-import itertools
+from collections import Counter
 
 import pytest
 import torch
 
-from learner.chunking import chunk_ids, dynamics_chunks, relative_l1
+from learner.chunking import (
+    ChunkSelector,
+    adaptive_chunks,
+    chunk_ids,
+    chunk_sampling_probs,
+    train_count,
+    trajectory_l1_rel,
+    uniform_chunks,
+)
 
 
-def test_relative_l1_by_hand():
-    # x0 = [1, 1], x1 = [2, 0], x2 = [2, 0]: |x1-x0|₁/|x0|₁ = 2/2 = 1, |x2-x1|₁/|x1|₁ = 0
-    # second sample: x0 = [2, 0], x1 = [1, 0], x2 = [1, 1] -> 1/2, 1/1 ; mean over B -> [0.75, 0.5]
+def test_uniform_chunks_put_the_remainder_last():
+    assert uniform_chunks(16, 5) == [5, 5, 5, 1]  # ALGORITHMS.md §1.2(b)
+    assert uniform_chunks(16, 4) == [4, 4, 4, 4]
+    assert uniform_chunks(11, 4) == [4, 4, 3]
+    assert uniform_chunks(3, 5) == [3]
+
+
+def test_adaptive_chunks_worked_examples():
+    # ALGORITHMS.md §1.2(c), stop size 5
+    # [5,4,3,2,1,2,3,4]: gradient [-1,-1,-1,-1,0,1,1,1] -> signs ----0+++ -> [4, 1, 3]
+    assert adaptive_chunks([5, 4, 3, 2, 1, 2, 3, 4]) == [[4, 1, 3]]
+    # 1/(k+1): first order all negative -> halves of 6 -> second order all positive -> halves of 3
+    assert adaptive_chunks([1 / (k + 1) for k in range(12)]) == [[3, 3, 3, 3]]
+    assert adaptive_chunks([1 / (k + 1) for k in range(10)]) == [[5, 5]]
+    curve = [0.30, 0.22, 0.15, 0.11, 0.09, 0.08, 0.075, 0.07, 0.068, 0.07, 0.075, 0.08, 0.09, 0.10, 0.12, 0.15]
+    assert adaptive_chunks(curve) == [[4, 4, 1, 3, 4]]
+    assert adaptive_chunks([0.5] * 7) == [[3, 4]]  # one run of zeros -> halves 3, 4
+    assert adaptive_chunks([3.0, 1.0, 2.0]) == [[3]]
+    # [B, n]: one list per trajectory
+    assert adaptive_chunks(torch.tensor([[5, 4, 3, 2, 1, 2, 3, 4], [1.0] * 8])) == [[4, 1, 3], [4, 4]]
+
+
+def test_adaptive_stop_size_three_by_hand():
+    # [5,4,3,2,1,2,3,4] stop 3: runs [4, 1, 3]; the run of 4 (values 5,4,3,2) has second-order
+    # gradient of its first-order gradient [-1,-1,-1,-1] = [0,0,0,0]: one run -> halves [2, 2]
+    assert adaptive_chunks([5, 4, 3, 2, 1, 2, 3, 4], stop_size=3) == [[2, 2, 1, 3]]
+
+
+def test_trajectory_l1_rel_by_hand():
+    # trajectory 0: x0 = [1, 1], x1 = [2, 0], x2 = [2, 0]: mean|Δ| = 1 / mean|x0| = 1 -> 1; then 0 / 1 = 0
+    # trajectory 1: x0 = [2, 0], x1 = [1, 0], x2 = [1, 1]: 0.5 / 1 = 0.5; 0.5 / 0.5 = 1
     latents = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [2.0, 0.0]], [[2.0, 0.0], [1.0, 0.0], [1.0, 1.0]]])
-    torch.testing.assert_close(relative_l1(latents), torch.tensor([0.75, 0.5]))
+    out = trajectory_l1_rel(latents)
+    assert out.shape == (2, 2) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.0], [0.5, 1.0]]))
+    # latents [B, N+1, C, H]: means over every element
+    assert trajectory_l1_rel(torch.zeros(3, 5, 2, 4)).shape == (3, 4)
 
 
-def test_dynamics_chunks_finds_the_zero_cost_split():
-    curve = [5, 5, 5, 1, 1, 1, 1, 0, 0]
-    assert dynamics_chunks(curve, 3) == [3, 4, 2]
-    assert dynamics_chunks(curve, 1) == [9]
-    assert dynamics_chunks(curve, 9) == [1] * 9
+def test_chunk_sampling_probs_by_hand():
+    # l = [0.4, 0.2, 0.1, 0.1, 0.1, 0.1], sizes [2, 4]: chunk means 0.3, 0.1 (+1e-8)
+    l1 = torch.tensor([[0.4, 0.2, 0.1, 0.1, 0.1, 0.1]])
+    torch.testing.assert_close(chunk_sampling_probs(l1, [2, 4]), torch.tensor([[0.75, 0.25]]))
+    # softmax(0.3, 0.1) = [e^0.2, 1] / (1 + e^0.2) = [0.549834, 0.450166]
+    torch.testing.assert_close(chunk_sampling_probs(l1, [2, 4], "softmax"), torch.tensor([[0.549834, 0.450166]]))
+    # one size list per row, padded with 0: row 1 has one chunk -> [1, 0]
+    two = torch.tensor([[0.4, 0.2, 0.1, 0.1, 0.1, 0.1], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    torch.testing.assert_close(chunk_sampling_probs(two, [[2, 4], [6, 0]]), torch.tensor([[0.75, 0.25], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="sum to 5"):
+        chunk_sampling_probs(l1, [2, 3])
 
 
-def brute_force(curve, k):
-    n = len(curve)
-    best, best_sizes = float("inf"), None
-    for cuts in itertools.combinations(range(1, n), k - 1):
-        bounds = (0, *cuts, n)
-        cost = 0.0
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            seg = curve[a:b]
-            m = sum(seg) / len(seg)
-            cost += sum((v - m) ** 2 for v in seg)
-        if cost < best - 1e-12:
-            best, best_sizes = cost, [b - a for a, b in zip(bounds[:-1], bounds[1:])]
-    return best_sizes
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_dynamics_chunks_matches_brute_force(seed):
-    g = torch.Generator().manual_seed(seed)
-    curve = torch.rand(10, generator=g).tolist()
-    for k in (2, 3, 4):
-        sizes = dynamics_chunks(curve, k)
-        assert sum(sizes) == 10 and len(sizes) == k
-        assert sizes == brute_force(curve, k)
+def test_train_count_is_at_least_one():
+    assert train_count(4, 0.5) == 2  # GCPO: 2 of [2, 3, 4, 7]
+    assert train_count(15, 0.6) == 9  # DanceGRPO: int(15·0.6) steps
+    assert train_count(3, 0.5) == 1 and train_count(1, 0.5) == 1  # GCPO's release would train none
+    assert train_count(11, 1.0) == 11
 
 
 def test_chunk_ids_and_errors():
     assert chunk_ids([2, 3, 4, 7]).tolist() == [0] * 2 + [1] * 3 + [2] * 4 + [3] * 7
-    with pytest.raises(ValueError, match="num_chunks"):
-        dynamics_chunks([1.0, 2.0], 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        chunk_ids([2, 0])
 
 
-def test_column_blocks_keep_chunks_whole():
-    from learner.chunking import column_blocks
+def latents_with(l1_rows):
+    """Trajectories [B, n+1, 1] whose L1_rel per step is l1_rows (x_{k+1} = x_k·(1 + l))."""
+    out = []
+    for row in l1_rows:
+        x = [1.0]
+        for v in row:
+            x.append(x[-1] * (1 + v))
+        out.append(x)
+    return torch.tensor(out)[:, :, None]
 
-    # Chunk-GRPO: the same chunks in every row -> one block per chunk
-    ids = chunk_ids([2, 3, 1]).expand(4, -1)
-    assert column_blocks(ids) == [[0, 1], [2, 3, 4], [5]]
-    # DanceGRPO: size-1 chunks -> one block per column
-    assert column_blocks(torch.arange(5).expand(3, -1)) == [[0], [1], [2], [3], [4]]
-    # rows disagree: row 1 joins columns 1 and 2 -> they share a block
-    ids = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 2]])
-    assert column_blocks(ids) == [[0], [1, 2], [3]]
+
+def test_selector_trains_half_of_the_fixed_chunks_per_trajectory():
+    sel = ChunkSelector(mode="fixed", sizes=(2, 3, 4, 7), fraction=0.5)
+    latents = torch.ones(200, 18, 3)  # 17 steps: 16 trainable + the last
+    trainable = [True] * 16 + [False]
+    steps, ids = sel(latents, trainable, list(range(200)))
+    assert steps.shape == ids.shape == (200, 16)
+    pairs = Counter()
+    for row_steps, row_ids in zip(steps.tolist(), ids.tolist()):
+        chunks = sorted({j for j in row_ids if j >= 0})
+        assert len(chunks) == 2  # int(4·0.5) whole chunks
+        bounds = {0: [0, 1], 1: [2, 3, 4], 2: [5, 6, 7, 8], 3: list(range(9, 16))}
+        assert [s for s in row_steps if s >= 0] == sorted(bounds[chunks[0]] + bounds[chunks[1]])
+        assert row_steps.count(-1) == row_ids.count(-1) == 16 - len(bounds[chunks[0]] + bounds[chunks[1]])
+        pairs[tuple(chunks)] += 1
+    assert len(pairs) == 6 and min(pairs.values()) > 15  # every pair drawn, ~33 each
+    again, _ = sel(latents, trainable, list(range(200)))
+    assert torch.equal(again, steps)  # the seeds decide
+
+
+def test_selector_adaptive_chunks_each_trajectory_from_its_own_l1():
+    sel = ChunkSelector(mode="adaptive", fraction=1.0)
+    latents = latents_with([[5, 4, 3, 2, 1, 2, 3, 4, 0.5], [1, 1, 1, 1, 1, 1, 1, 1, 0.5]])
+    steps, ids = sel(latents, [True] * 8 + [False], [0, 1])
+    assert steps.tolist() == [list(range(8))] * 2  # fraction 1: every chunk
+    # the ratio step / x_k is exactly l, so the chunks are adaptive_chunks of the rows: [4, 1, 3] and [4, 4]
+    assert ids.tolist() == [[0, 0, 0, 0, 1, 2, 2, 2], [0, 0, 0, 0, 1, 1, 1, 1]]
+
+
+def test_weighted_selection_follows_the_normalized_probabilities():
+    # chunks [2, 2] with mean L1_rel 0.3 and 0.1 -> p = 0.75, 0.25; one chunk each (int(2·0.5))
+    sel = ChunkSelector(mode="fixed", sizes=(2, 2), fraction=0.5, weighting="normalized")
+    latents = latents_with([[0.3, 0.3, 0.1, 0.1]] * 1000)
+    _, ids = sel(latents, [True] * 4, list(range(1000)))
+    first = (ids[:, 0] == 0).float().mean().item()
+    assert first == pytest.approx(0.75, abs=0.05)  # binomial std 0.014
+    with pytest.raises(ValueError, match="sum to 3 but the plan trains 4"):
+        ChunkSelector(mode="fixed", sizes=(1, 2)).layouts(torch.zeros(1, 4))

@@ -1,6 +1,6 @@
-"""The DeepSpeed learner against the readable version: one optimizer step of LearnerWorker
-(ZeRO-2, several backward passes: micro-batches × column blocks) equals one plain torch
-backward of the whole objective and one torch AdamW step."""
+"""The DeepSpeed learner against the readable version: the optimizer steps of LearnerWorker
+(ZeRO-2, several backward passes per step, several steps per batch) equal plain torch: for
+each minibatch one backward of `clipped_objective` over its samples and one AdamW step."""
 
 import functools
 import os
@@ -8,12 +8,13 @@ import os
 import pytest
 import torch
 
+from learner.chunking import ChunkSelector
 from learner.config import LearnerConfig
 from learner.engine import free_port
 from learner.objective import clipped_objective
-from learner.worker import LearnerWorker
+from learner.worker import LearnerWorker, Minibatch
 from rollout.config import ModelConfig
-from rollout.plan import sde_plan
+from rollout.plan import entropy_window_plan, sde_plan
 from rollout.policy import policy_from_config
 from rollout.sampler import generate
 from rollout.sde import sde_step
@@ -22,66 +23,93 @@ pytestmark = pytest.mark.slow
 PROMPTS = ["a red circle at the center on a blue background"] * 3 + ["a blue square at the top left on a red background"] * 2
 
 
-def plain_step(policy, traj, adv, cfg):
-    """Log-probs of every trained transition, the clipped objective, backward, AdamW."""
+def plain_steps(policy, traj, adv, cfg, minibatches):
+    """Per minibatch: log-probs of every trained step, the clipped objective, backward, AdamW."""
     params = [p for p in policy.transformer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
-    t = traj.train_steps.clamp(min=0)  # [B, S]
-    rows = torch.arange(len(traj))
-    cond = policy.encode(traj.prompts)
-    log_prob = []
-    for s in range(t.shape[1]):
-        x, x_next = traj.latents[rows, t[:, s]], traj.latents[rows, t[:, s] + 1]
-        v = policy.velocity(x, traj.sigmas[t[:, s]], cond)
-        log_prob.append(sde_step(x, v, traj.sigmas[t[:, s]], traj.sigmas[t[:, s] + 1], noise_level=traj.noise_level,
-                                 kind=traj.sde_kind, x_next=x_next).log_prob)
-    old = traj.log_probs[rows[:, None], t]
-    loss, _ = clipped_objective(torch.stack(log_prob, 1), old, adv, traj.chunk_ids, clip_range=cfg.clip_range,
-                                mask=traj.train_steps >= 0)
-    loss.backward()
-    opt.step()
-    return loss.item()
+    losses = []
+    for rows in minibatches:
+        sub = traj.select(rows)
+        pad = sub.train_steps < 0  # [b, S]; pads score transition 0 -> 1 and are masked
+        t, e = sub.train_steps.clamp(min=0), torch.where(pad, 1, sub.train_ends)
+        r = torch.arange(len(sub))
+        cond = policy.encode(sub.prompts)
+        log_prob = []
+        for s in range(t.shape[1]):
+            x, x_next = sub.latents[r, t[:, s]], sub.latents[r, e[:, s]]
+            v = policy.velocity(x, sub.sigmas[t[:, s]], cond)
+            log_prob.append(sde_step(x, v, sub.sigmas[t[:, s]], sub.sigmas[e[:, s]], noise_level=sub.noise_level,
+                                     kind=sub.sde_kind, x_next=x_next, guard_sigma=float(sub.sigmas[1])).log_prob)
+        loss, _ = clipped_objective(torch.stack(log_prob, 1), sub.log_probs[r[:, None], t], adv[rows], sub.chunk_ids,
+                                    clip_range=cfg.clip_range, mask=sub.train_steps >= 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
 
 
-def test_one_learner_step_equals_plain_torch_over_several_backward_passes():
+def chunk_batch(policy):
+    """5 samples of a 4-step flow plan whose trajectories train 1 of the chunks [1, 3] (chunk
+    sizes 1 or 3, -1 padded): unequal passes and per-sample chunk counts."""
+    plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True)
+    select = ChunkSelector(mode="fixed", sizes=(1, 3), fraction=0.5)
+    _, traj = generate(policy, PROMPTS, [0, 0, 0, 1, 1], plan, [1, 1, 1, 2, 2], [3, 4, 5, 6, 7], policy_version=0,
+                       select=select)
+    assert set((traj.train_steps >= 0).sum(dim=1).tolist()) == {1, 3}
+    return traj
+
+
+def window_batch(policy):
+    """E-GRPO: one prompt, windows of an 8-step grid (one from σ = 1 spans two steps), 2 members each."""
+    plan = entropy_window_plan(8, noise_level=0.7, tau=2.9)
+    members = plan.members_per_group(2)
+    _, traj = generate(policy, PROMPTS[:1] * members, [plan.column_label(0, m, 2) for m in range(members)], plan,
+                       [1] * members, list(range(10, 10 + members)), policy_version=0, group_size=2)
+    return traj
+
+
+@pytest.mark.parametrize("batch", ["chunks", "windows"])
+def test_learner_steps_equal_plain_torch_over_several_passes_and_minibatches(batch):
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"))
-    # micro-batch 2 of 5 samples: 3 backward passes for one optimizer step
-    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9)
+    # micro-batch 2: several backward passes per optimizer step; two minibatches: two steps, the
+    # second with ratio != 1 (after the first update) and clipping at ε = 2e-3
+    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=2e-3, max_grad_norm=1e9)
     worker, reference = LearnerWorker(factory, cfg, 0, 1), factory()
     worker.setup("127.0.0.1", free_port())
-    # weighted sampling of one chunk of [1, 3]: rows train 1 or 3 transitions, -1 padded
-    plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True, chunk_sizes=[1, 3],
-                    chunk_weights=[1.0, 1.0], chunks_per_sample=1)
-    _, traj = generate(worker.policy, PROMPTS, [0, 0, 0, 1, 1], plan, [1, 1, 1, 2, 2], [3, 4, 5, 6, 7], policy_version=0)
-    assert (traj.train_steps == -1).any() and (traj.train_steps >= 0).all(dim=1).any()
-    adv = torch.tensor([1.0, -0.5, 0.3, 1.0, -1.0])
+    traj = chunk_batch(worker.policy) if batch == "chunks" else window_batch(worker.policy)
+    n = len(traj)
+    adv = torch.linspace(-1.0, 1.2, n)
+    minibatches = [[3, 0, 4], [1, 2]] if n == 5 else [[0, 1, 2, 3], [4, 5, 6, 7]]
 
-    expected_loss = plain_step(reference, traj, adv, cfg)
-    stats = worker.train(traj, adv, torch.ones(5, dtype=torch.bool))
+    expected = plain_steps(reference, traj, adv, cfg, minibatches)
+    stats = worker.train(traj, adv, [Minibatch(rows=mb, size=len(mb)) for mb in minibatches])
 
-    assert stats["loss"] == pytest.approx(expected_loss, abs=1e-6)
+    assert stats["optimizer_steps"] == 2 and stats["nonfinite_loss"] == stats["nonfinite_grad"] == 0
+    assert stats["loss"] == pytest.approx(sum(expected) / 2, abs=1e-6)  # mean over the two steps
+    assert stats["ratio_mean_first"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["ratio_dev_later"] > 1e-5  # the second step sees the first one's update
     mine = dict(worker.engine.module.named_parameters())
     for name, p in reference.transformer.named_parameters():
         # Adam's first step moves each weight by ≈ lr·sign(g): a pass lost from the sum flips signs (2e-3)
         torch.testing.assert_close(mine[name].detach(), p.detach(), atol=2e-5, rtol=0, msg=name)
 
 
-def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray):
-    """ZeRO-2 over 2 Ray actors, 5 samples: rank 0 gets 2 (one micro-batch), rank 1 gets 3 (two),
-    and their column blocks differ. Each backward reduces collectively, so the ranks must run
-    equally many (rank 0 pads with a zero-weight pass); the update is still the plain one."""
+def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray):
+    """ZeRO-2 over 2 Ray actors, 5 samples in minibatches [0, 1, 2] and [3]: in the second, rank 0's
+    shard is empty and it runs zero-weight passes on the minibatch's first sample, so both ranks
+    reduce the same number of times; the update is still the plain one."""
     import ray
 
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"), device="cpu")
     cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1)
     reference = factory()
-    plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True, chunk_sizes=[1, 3],
-                    chunk_weights=[1.0, 1.0], chunks_per_sample=1)
-    _, traj = generate(reference, PROMPTS, [0, 0, 0, 1, 1], plan, [1, 1, 1, 2, 2], [3, 4, 5, 6, 7], policy_version=0)
+    traj = chunk_batch(reference)
     adv = torch.tensor([1.0, -0.5, 0.3, 1.0, -1.0])
+    samples, minibatches = [0, 1, 2, 3, 4], [[0, 1, 2], [3]]  # sample 4 is not trained (say, best-of-N)
 
     remote = ray.remote(LearnerWorker).options(num_cpus=0, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
     ranks = [remote.remote(factory, cfg, r, 2) for r in range(2)]
@@ -89,14 +117,18 @@ def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray):
         addr, port = ray.get(ranks[0].rendezvous.remote())
         ray.get([a.setup.remote(addr, port) for a in ranks])
         ref = ray.put(traj)
-        stats = ray.get([a.update.remote([ref], [5], list(range(5)), [True] * 5, adv.tolist()) for a in ranks],
+        stats = ray.get([a.update.remote([ref], [5], samples, adv.tolist(), minibatches) for a in ranks],
                         timeout=300)  # unequal backward counts would leave one rank waiting here
         (state, _), _ = ray.get([a.publish.remote() for a in ranks])
     finally:
         for a in ranks:
             ray.kill(a)
-    expected_loss = plain_step(reference, traj, adv, cfg)
-    # each rank's loss is the mean over its own chunks; weighted by chunk counts they give the global mean
-    assert sum(s["loss"] * s["chunks"] for s in stats) / sum(s["chunks"] for s in stats) == pytest.approx(expected_loss, abs=1e-6)
+    expected = plain_steps(reference, traj, adv, cfg, minibatches)
+    from orchestrator.cluster import merge_rank_stats
+
+    merged = merge_rank_stats([dict(s, learner_s=0.0) for s in stats])
+    # each rank's loss is its share of each minibatch's mean; they add up to the global one
+    assert merged["loss"] == pytest.approx(sum(expected) / 2, abs=1e-6)
+    assert merged["optimizer_steps"] == 2 and stats[0]["chunks"] == 1 and stats[1]["chunks"] == 3
     for name, p in reference.transformer.named_parameters():
         torch.testing.assert_close(state[name], p.detach(), atol=2e-5, rtol=0, msg=name)

@@ -93,3 +93,44 @@ def test_a_block_of_pads_only_has_no_chunk_and_zero_loss():
     assert loss.item() == 0.0 and stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0
     loss.backward()
     assert torch.equal(new.grad, torch.zeros(1, 2))
+
+
+def test_every_sample_counts_once_whatever_its_number_of_chunks():
+    # ALGORITHMS.md §1.4: L = mean_b mean_{j trained by b} ℓ_bj. Ratios 1 (no clipping):
+    # sample 0 trains chunks 0 and 1 with A = 1 -> ℓ = -1, -1 -> mean -1
+    # sample 1 trains chunk 0 only (its chunk 1 is padding) with A = -3 -> ℓ = 3
+    # L = (-1 + 3) / 2 = 1   (a mean over the three (sample, chunk) pairs would give 1/3)
+    logp = torch.zeros(2, 3)
+    ids = torch.tensor([[0, 1, 1], [0, -1, -1]])
+    loss, stats = clipped_objective(logp, logp.clone(), torch.tensor([1.0, -3.0]), ids, clip_range=0.2)
+    assert loss.item() == pytest.approx(1.0)
+
+
+def test_clip_range_high_clips_the_upper_side_only():
+    # ratios e^0.3 = 1.3499 (A = +1) and e^-0.3 = 0.7408 (A = -1); ε_lo = 0.1, ε_hi = 0.5:
+    # sample 0: max(-1.3499, -min(1.3499, 1.5)) = -1.3499 (inside the upper bound: unclipped)
+    # sample 1: max(0.7408, clip(0.7408, 0.9, 1.5) = 0.9) = 0.9 (clipped below)
+    # L = (-1.3499 + 0.9) / 2 = -0.22493; both ratios lie outside [0.9, 1.5]? 1.35 no, 0.74 yes -> 0.5
+    new = torch.tensor([[0.3], [-0.3]])
+    loss, stats = clipped_objective(new, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.zeros(1, dtype=torch.long),
+                                    clip_range=0.1, clip_range_high=0.5)
+    assert loss.item() == pytest.approx((-math.exp(0.3) + 0.9) / 2, rel=1e-6)
+    assert stats["clip_fraction"] == 0.5
+    symmetric, _ = clipped_objective(new, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.zeros(1, dtype=torch.long),
+                                     clip_range=0.1)
+    assert symmetric.item() == pytest.approx((-1.1 + 0.9) / 2, rel=1e-6)  # the upper side clips at 1.1 now
+
+
+def test_chunk_losses_are_the_terms_clipped_objective_averages():
+    from learner.objective import chunk_losses
+
+    torch.manual_seed(3)
+    old = torch.randn(4, 5)
+    new = old + 0.05 * torch.randn(4, 5)
+    ids = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, 1, -1], [0, 0, 0, 0, 0], [0, 1, -1, -1, -1]])
+    adv = torch.randn(4)
+    losses, ratio, present, _, _ = chunk_losses(new, old, adv, ids, clip_range=0.02)
+    per_sample = [losses[b][present[b]].mean() for b in range(4)]
+    loss, _ = clipped_objective(new, old, adv, ids, clip_range=0.02)
+    assert loss.item() == pytest.approx(torch.stack(per_sample).mean().item(), rel=1e-6)
+    assert present.sum().item() == 3 + 2 + 1 + 2

@@ -95,3 +95,21 @@ def test_bad_inputs_are_named():
         sde_step(x, x, 0.4, 0.5, noise_level=0.5, kind="dance")
     with pytest.raises(ValueError, match="shape"):
         sde_step(x, x, torch.tensor([0.5, 0.5, 0.5]), 0.4, noise_level=0.5, kind="dance")
+
+
+def test_guard_sigma_keeps_the_base_grid_sigma_one_for_a_window_from_sigma_one():
+    # window σ = 1 -> 0.8 with the base grid's σ_1 = 0.9 as guard (E-GRPO, VisualGRPO's sigmas[1]):
+    # g = 0.7·sqrt(1/(1 − 0.9)) = 2.21359, std = g·sqrt(0.2) = 0.98995; without the guard σ' = 0.8:
+    # g = 0.7·sqrt(1/0.2) = 1.56525, std = 0.7
+    guarded = transition_std(1.0, 0.8, noise_level=0.7, kind="flow", guard_sigma=0.9).item()
+    assert guarded == pytest.approx(0.7 * math.sqrt(10) * math.sqrt(0.2), rel=1e-6)
+    assert transition_std(1.0, 0.8, noise_level=0.7, kind="flow").item() == pytest.approx(0.7, rel=1e-6)
+    x, v = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 3.0]])
+    out = sde_step(x, v, 1.0, 0.8, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2), guard_sigma=0.9)
+    # mean = x + (v + g²/2·x)·(−0.2), g² = 4.9
+    torch.testing.assert_close(out.mean, x + (v + 2.45 * x) * -0.2)
+    assert out.std.item() == pytest.approx(guarded, rel=1e-6)
+    # away from σ = 1 the guard changes nothing; for a one-transition step it equals the default
+    inner = sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2), guard_sigma=0.9)
+    torch.testing.assert_close(inner.mean, sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2)).mean)
+    assert transition_std(1.0, 0.9, noise_level=0.7, kind="flow", guard_sigma=0.9).item() == pytest.approx(0.7, rel=1e-6)
