@@ -6,7 +6,7 @@ def small_config(**sections):
 
     overrides = [
         "rollout.num_steps=5", "rollout.group_size=4", "rollout.num_workers=1",
-        "learner.chunks.sizes=[2, 2]", "learner.micro_batch=8",
+        "learner.micro_batch=8",
         "orchestrator.prompts_per_iter=2", "orchestrator.iterations=2", "orchestrator.eval_before_after=false",
     ]
     for key, value in sections.items():

@@ -74,21 +74,19 @@ def stop_head(temp: str) -> None:
         proc.kill()
 
 
-PRESET_OVERRIDES = {
-    "chunk_grpo": ["learner.chunks.sizes=[2,2]"],
-    "dance_grpo": ["learner.chunks.mode=null", "learner.chunks.sizes=null"],
-    "e_grpo": ["learner.chunks.mode=null", "learner.chunks.sizes=null"],
-}
+# The path presets and E-GRPO's window plan; the other three run through `raygrpo train` on the
+# session's Ray in tests/e2e/test_algorithms.py.
+JOB_PRESETS = ["chunk_grpo", "e_grpo"]
 
 
-@pytest.mark.parametrize("algorithm", list(PRESET_OVERRIDES))
+@pytest.mark.parametrize("algorithm", JOB_PRESETS)
 def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     """Each preset end to end through `raygrpo train` as a Ray job: real actors, real DeepSpeed."""
     address, env = ray_head
     run_dir = tmp_path / "run"
     cmd = ["ray", "job", "submit", f"--address={address}", "--working-dir", ".", "--",
            "raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
-           f"algorithm={algorithm}", *PRESET_OVERRIDES[algorithm],
+           f"algorithm={algorithm}",
            "orchestrator.iterations=2", "orchestrator.prompts_per_iter=2", "rollout.group_size=4",
            "rollout.num_steps=5", "rollout.num_workers=1", "orchestrator.eval_before_after=false"]
     out = submit(cmd, env)
@@ -104,13 +102,12 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     assert f"algorithm: {algorithm}" in effective
     plan = json.loads((run_dir / "plan.json").read_text())
     if algorithm == "e_grpo":
-        k = plan["branch_count"]
-        assert k >= 2 and len(plan["entropies"]) == len(plan["sigmas"]) - 1
+        k = len(plan["windows"])
+        assert k >= 2 and len(plan["exp_entropy"]) == len(plan["sigmas"]) - 1
         assert "advantage_groups: column" in effective
         # 2 prompts x K columns x G=4 members; zero-spread columns are dropped, never more
         assert 0 < rows[0]["samples/trained"] <= 2 * k * 4
     else:
-        assert plan["branch_count"] == 0 and "advantage_groups: prompt" in effective
+        assert plan["windows"] == [] and "advantage_groups: prompt" in effective
         assert 0 < rows[0]["samples/trained"] <= 8
-    if algorithm == "dance_grpo":  # a random ⌊0.6·4⌋ = 2 of the 4 trainable transitions per sample
-        assert plan["steps_per_sample"] == 2
+        assert plan["chunks"]["mode"] == "adaptive" and plan["trainable_steps"] == [0, 1, 2, 3]

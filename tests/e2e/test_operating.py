@@ -198,4 +198,4 @@ def _train_once(cluster, cfg):
     batches = cluster.rollout([(0, "a red circle at the top left on a yellow background"),
                                (1, "a red circle at the top left on a green background")], 0, False)
     adv = compute_advantages(cfg, cluster.score(batches), batches)
-    cluster.update(batches, adv.samples, adv.active, adv.values)
+    cluster.update(batches, adv.samples, adv.values, adv.minibatches)

@@ -4,27 +4,67 @@ import time
 
 import pytest
 
-from orchestrator.config import ConfigError, build_plan, dump_config, load_config
+import yaml
+
+from orchestrator.config import PRESETS, ConfigError, build_plan, dump_config, load_config
 from orchestrator.__main__ import main
 
 TINY = "deploy/configs/tiny.yaml"
 
 
-def test_tiny_config_and_presets():
-    cfg = load_config(TINY)
-    plan = build_plan(cfg)
-    assert cfg.algorithm == "chunk_grpo"
-    assert plan.num_transitions == 12 and not plan.sde[-1]  # ode_last_step
-    assert [plan.chunk_ids.count(j) for j in range(4)] == [2, 3, 3, 3]
-    dance = load_config(None, ["algorithm=dance_grpo"])
-    assert dance.rollout.sde_kind == "dance" and dance.rollout.noise_level == 0.3
-    assert dance.learner.timestep_fraction == 0.6 and dance.learner.train_last_step is False
-    # a preset never overrides what the user set
-    assert load_config(None, ["algorithm=dance_grpo", "rollout.noise_level=0.5"]).rollout.noise_level == 0.5
+ALGOS = ["dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo"]
+# fields the presets own (orchestrator/config.py PRESETS): tiny.yaml sets none of them
+PRESET_FIELDS = {".".join(path) for preset in PRESETS.values() for path in preset}
+
+
+def test_tiny_config_pins_no_algorithm_knob_and_each_preset_is_its_paper():
+    sources = load_config(TINY).sources
+    assert {f for f in PRESET_FIELDS if sources[f].startswith("file")} == set()
+    for algorithm in ALGOS:
+        cfg = load_config(TINY, [f"algorithm={algorithm}"])
+        for path, (value, _) in PRESETS[algorithm].items():
+            section = cfg
+            for key in path:
+                section = getattr(section, key)
+            assert section == value, (algorithm, path)
+            assert cfg.sources[".".join(path)].startswith(f"preset {algorithm}: ")
+    dance = load_config(TINY, ["algorithm=dance_grpo"])
+    assert (dance.rollout.sde_kind, dance.rollout.noise_level, dance.learner.timestep_fraction) == ("dance", 0.3, 0.6)
+    assert (dance.learner.minibatches, dance.learner.minibatch_order) == (3, "in_order")
+    chunk = load_config(TINY)
+    assert chunk.algorithm == "chunk_grpo" and chunk.learner.chunks.mode == "adaptive"
+    assert (chunk.learner.clip_range, chunk.learner.max_grad_norm, chunk.learner.timestep_fraction) == (5e-5, 0.01, 0.5)
+    e = load_config(TINY, ["algorithm=e_grpo"])
+    assert build_plan(e).windows == ((0, 1), (1, 2), (2, 4), (3, 5), (4, 6), (5, 8))  # 12 steps, τ 2.2
+    assert build_plan(load_config(TINY, ["algorithm=mix_grpo"])).at(25).trainable[:6] == (False, True, True, True, True, False)
+
+
+def test_the_user_wins_over_the_preset_and_sources_say_who_set_what():
+    cfg = load_config(TINY, ["algorithm=dance_grpo", "rollout.noise_level=0.5", "learner.minibatches=null"])
+    assert cfg.rollout.noise_level == 0.5 and cfg.learner.minibatches == 3  # null = not set: the preset's
+    src = cfg.sources
+    assert src["rollout.noise_level"] == "command line" and src["algorithm"] == "command line"
+    assert src["learner.minibatches"].startswith("preset dance_grpo: XueZeyue/DanceGRPO@15cc71d")
+    assert src["learner.lr"] == f"file {TINY}" and src["rollout.num_steps"] == f"file {TINY}"
+    assert src["reward.scorers"] == f"file {TINY}" and src["learner.zero_stage"] == "default"
+    assert set(src) >= {"model.path", "orchestrator.seed", "learner.chunks.mode"}
+
+
+def test_run_dir_gets_config_and_sources(tmp_path):
+    from orchestrator.run import Run
+
+    cfg = load_config(TINY, ["algorithm=flow_grpo", "learner.kl_coef=0.01", "orchestrator.dashboard=false"])
+    run = Run(cfg, tmp_path, resume=False)
+    run.close()
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    sources = yaml.safe_load((tmp_path / "config_sources.yaml").read_text())
+    assert written["learner"]["kl_coef"] == 0.01 and sources["learner.kl_coef"] == "command line"
+    assert written["learner"]["advantage_std"] == "batch" and sources["learner.advantage_std"].startswith("preset flow_grpo")
 
 
 def test_overrides_parse_as_yaml_and_config_is_frozen():
-    cfg = load_config(TINY, ["learner.lr=3e-4", "learner.chunks.sizes=[5, 6]", "orchestrator.iterations=3"])
+    cfg = load_config(TINY, ["learner.lr=3e-4", "learner.chunks.mode=fixed", "learner.chunks.sizes=[5, 6]",
+                             "orchestrator.iterations=3"])
     assert cfg.learner.lr == 3e-4 and cfg.learner.chunks.sizes == [5, 6]
     with pytest.raises(Exception):
         cfg.learner.lr = 1.0
@@ -35,13 +75,20 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
     "overrides, needle",
     [
         (["learner.lrr=1e-4"], "learner.lrr: unknown field"),
-        (["learner.chunks.sizes=[2, 3, 4]"], "chunk sizes [2, 3, 4] sum to 9 but the plan trains 11 transitions; set learner.chunks.sizes"),
+        (["learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 3, 4]"],
+         "chunk sizes [2, 3, 4] sum to 9 but the plan trains 11 transitions; set learner.chunks.sizes"),
         (["rollout.group_size=1"], "rollout.group_size"),
-        (["learner.train_last_step=true"], "set learner.train_last_step: false"),
         (["orchestrator.train_prompts=/nowhere.txt"], "orchestrator.train_prompts: no file /nowhere.txt"),
         (["algorithm=ppo"], "algorithm"),
         (["rollout.sde_kind=ddim"], "rollout.sde_kind"),
         (["learner.chunks.mode=fixed", "learner.chunks.sizes=null"], "learner.chunks.sizes is not set"),
+        (["rollout.ode_last_step=true"], "rollout.ode_last_step was removed"),
+        (["learner.chunks.profile=p.json"], "learner.chunks.profile was removed"),
+        (["algorithm=e_grpo", "rollout.entropy_threshold=40"], "rollout.entropy_threshold 40.0: the window of step 0 reaches σ = 0"),
+        (["algorithm=e_grpo", "learner.chunks.mode=adaptive"], "set learner.chunks.mode: step"),
+        (["learner.minibatch_order=column"], "need E-GRPO's columns"),
+        (["algorithm=mix_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 2]"], "sliding window's length"),
+        (["reward.chunk_weights=[{alignment: 1.0}]"], "reward.chunk_weights needs the same chunks in every trajectory"),
     ],
 )
 def test_bad_config_errors_name_the_field_and_fix(overrides, needle):
@@ -59,7 +106,7 @@ def test_cli_rejects_bad_config_before_starting_ray(capsys, monkeypatch):
     monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
     monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("connect_ray"))
     start = time.time()
-    code = main(["train", "--config", TINY, "learner.chunks.sizes=[1]"])
+    code = main(["train", "--config", TINY, "learner.chunks.mode=fixed", "learner.chunks.sizes=[1]"])
     assert code == 2
     assert "learner.chunks.sizes" in capsys.readouterr().err
     assert time.time() - start < 5
