@@ -1,6 +1,6 @@
 """Which chunking should the chunk_grpo preset default to? Measured on the embedded task.
 
-    python bench/chunking.py [--iterations 12] [--eval-every 3] [--seeds 0 1 2] [--quick]
+    python bench/chunking.py [--iterations 12] [--eval-every 3] [--seeds 0 1 2] [--prompts 8] [--quick]
 
 Every variant is the chunk_grpo preset on deploy/configs/tiny.yaml (12 steps: 11 trainable
 transitions, int(K·0.5) chunks per trajectory, 2 shuffled optimizer steps per batch, ε 5e-5),
@@ -52,7 +52,7 @@ def heldout(cfg, checkpoint: Path | None) -> dict:
     return score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
 
 
-def one(name: str, seed: int, iterations: int, eval_every: int, work: Path, quick: bool) -> dict:
+def one(name: str, seed: int, iterations: int, eval_every: int, work: Path, quick: bool, prompts: int = 8) -> dict:
     from orchestrator.config import load_config
     from orchestrator.local import LocalCluster
     from orchestrator.loop import train
@@ -61,7 +61,7 @@ def one(name: str, seed: int, iterations: int, eval_every: int, work: Path, quic
     cfg = load_config(CONFIG, ["algorithm=chunk_grpo", *VARIANTS[name], f"orchestrator.seed={seed}",
                                f"orchestrator.iterations={iterations}", f"orchestrator.checkpoint_every={eval_every}",
                                "orchestrator.eval_before_after=false", "orchestrator.dashboard=false",
-                               "rollout.num_workers=1", *small])
+                               "rollout.num_workers=1", f"orchestrator.prompts_per_iter={prompts}", *small])
     run_dir = work / f"{name}-seed{seed}"
     start = time.time()
     train(cfg, run_dir, cluster_cls=LocalCluster)
@@ -99,6 +99,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--prompts", type=int, default=8, help="prompt groups (of 8) per iteration")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations of 2 groups of 4, one seed")
     p.add_argument("--out", default=str(RESULTS / "chunking.json"))
     args = p.parse_args()
@@ -112,7 +113,8 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         for name in args.variants:
-            runs.append(one(name, seed, args.iterations, args.eval_every, work / ("quick" if args.quick else "full"), args.quick))
+            runs.append(one(name, seed, args.iterations, args.eval_every, work / ("quick" if args.quick else "full"), args.quick,
+                            args.prompts))
             print(name, seed, json.dumps(runs[-1]["curve"][-1]), flush=True)
     result = {"base": base, "summary": summarise(runs), "runs": runs,
               "setup": {"command": "python bench/chunking.py " + " ".join(sys.argv[1:]), "config": CONFIG,

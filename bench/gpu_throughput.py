@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learner.config import LearnerConfig  # noqa: E402
 from learner.engine import free_port  # noqa: E402
-from learner.worker import LearnerWorker  # noqa: E402
+from learner.worker import LearnerWorker, Minibatch  # noqa: E402
 from rollout.config import LoraConfig, ModelConfig  # noqa: E402
 from rollout.models.common import setup_trainable  # noqa: E402
 from rollout.models.flux import FluxPolicy  # noqa: E402
@@ -132,12 +132,12 @@ def main() -> None:
     cfg = LearnerConfig(micro_batch=args.micro_batch, num_gpus=1 if device == "cuda" else 0, torch_threads=2)
     learner = LearnerWorker(lambda: build_policy(args.tiny, res, dtype, device), cfg, 0, 1)
     learner.setup("127.0.0.1", free_port())
-    adv, active = torch.randn(len(traj)), torch.ones(len(traj), dtype=torch.bool)
-    learner.train(traj.select(list(range(min(len(traj), args.micro_batch)))), adv[:args.micro_batch],
-                  active[:args.micro_batch])  # warm-up
+    adv = torch.randn(len(traj))
+    warm = list(range(min(len(traj), args.micro_batch)))
+    learner.train(traj, adv, [Minibatch(rows=warm, size=len(warm))])  # warm-up
     sync(device)
     start = time.perf_counter()
-    learner.train(traj, adv, active)
+    learner.train(traj, adv, [Minibatch(rows=list(range(len(traj))), size=len(traj))])  # one optimizer step
     sync(device)
     result["learner"] = {"step_s": round(time.perf_counter() - start, 3), "samples": len(traj),
                          "transitions_per_sample": traj.train_steps.shape[1], "resolution": res}
