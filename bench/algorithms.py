@@ -1,14 +1,18 @@
-"""DanceGRPO vs Chunk-GRPO vs E-GRPO on the embedded task, at the same image budget.
+"""The five presets on one task, at equal image budget and at equal wall-clock, ≥ 3 seeds.
 
-    python bench/algorithms.py [--images 1920] [--eval-every 384] [--seeds 0 1 2]
+    python bench/algorithms.py [--config deploy/configs/tiny.yaml] [--images 1920] [--eval-every 384]
+                               [--seeds 0 1 2] [--algorithms ...] [--quick]
 
-Every preset runs `raygrpo train` on deploy/configs/tiny.yaml with the same SDE (flow,
-a = 0.7, last step ODE), rewards (preference + alignment, advantage aggregation) and
-learning rate; only the algorithm differs. DanceGRPO / Chunk-GRPO make 64 images an
-iteration (8 prompts × 8); E-GRPO 96 (4 prompts × 6 branch columns × 4). Each run stops
-at the same number of generated images and is evaluated (`raygrpo eval`, held-out
-prompts, ODE) every `--eval-every` images (the same image counts for every preset).
-Writes bench/results/algorithms.{json,md,png}.
+Each run is `raygrpo train --config CONFIG algorithm=X` with no algorithm override (the config
+must pin none: tiny.yaml does not), stopped after the same number of generated images
+(E-GRPO makes K windows × G images per prompt, so it runs fewer iterations). A checkpoint every
+~`--eval-every` images is evaluated with `raygrpo eval` (held-out prompts, ODE), and each curve
+point records both the images generated and the training seconds spent, so the same runs give
+both readings: at the image budget (the last point), and at equal wall-clock, the point of each
+run at the largest time every run reached (`wall_clock_budget_s` = the shortest run's training
+time; or --seconds). Per-iteration training reward curves are kept as well. Timing needs a
+quiet machine: the lead runs the full comparison; `--quick` is the smoke test (1 seed, 2
+iterations of 2 small groups per preset). Writes bench/results/algorithms.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -21,65 +25,90 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONFIG, RESULTS, evaluate, machine, run  # noqa: E402
+from common import CONFIG, RESULTS, machine, run  # noqa: E402
 
-NOT_FIXED = ["learner.chunks.mode=null", "learner.chunks.sizes=null"]
-PRESETS = {  # name: (overrides, images per iteration)
-    "dance_grpo": (["algorithm=dance_grpo", *NOT_FIXED], 64),
-    "chunk_grpo": (["algorithm=chunk_grpo"], 64),
-    "e_grpo": (["algorithm=e_grpo", *NOT_FIXED, "orchestrator.prompts_per_iter=4", "rollout.group_size=4"], 96),
-}
+ALGORITHMS = ["dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo"]
+QUICK = ["orchestrator.prompts_per_iter=2", "rollout.group_size=4", "rollout.num_workers=1"]
 
 
-def one(name: str, seed: int, images: int, eval_every: int, work: Path, base: dict) -> dict:
-    overrides, per_iter = PRESETS[name]
-    iterations = images // per_iter
-    run_dir = work / f"{name}-seed{seed}"
+def raygrpo(*args: str) -> str:
+    return run([sys.executable, "-m", "orchestrator", *args])
+
+
+def evaluate(checkpoint: str, out: Path, config: str) -> dict:
+    """`raygrpo eval` of a checkpoint (or 'base') on the config's held-out prompts: {scorer: mean}."""
+    from orchestrator.config import load_config
+
+    prompts = load_config(config).orchestrator.eval_prompts
+    raygrpo("eval", "--checkpoint", checkpoint, "--prompts", prompts, "--config", config, "--json", str(out))
+    return json.loads(out.read_text())
+
+
+def images_per_iteration(config: str, algorithm: str, extra: list[str]) -> int:
+    from orchestrator.config import build_plan, load_config
+
+    cfg = load_config(config, [f"algorithm={algorithm}", *extra])
+    return cfg.orchestrator.prompts_per_iter * build_plan(cfg).members_per_group(cfg.rollout.group_size)
+
+
+def one(algorithm: str, seed: int, args, work: Path, extra: list[str]) -> dict:
+    per_iter = images_per_iteration(args.config, algorithm, extra)
+    iterations = max(1, round(args.images / per_iter))
+    every = max(1, round(args.eval_every / per_iter))
+    run_dir = work / f"{algorithm}-seed{seed}"
     start = time.time()
-    run(["raygrpo", "train", "--config", CONFIG, "--run-dir", str(run_dir), *overrides, f"orchestrator.seed={seed}",
-         f"orchestrator.iterations={iterations}", f"orchestrator.checkpoint_every={max(1, eval_every // per_iter)}",
-         "orchestrator.eval_before_after=false"])
+    raygrpo("train", "--config", args.config, "--run-dir", str(run_dir), f"algorithm={algorithm}", *extra,
+            f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
+            f"orchestrator.checkpoint_every={every}", "orchestrator.eval_before_after=false", "orchestrator.dashboard=false")
     wall = time.time() - start
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [{"images": 0, "train_seconds": 0.0, **base}]
+    reward_keys = [k for k in rows[0] if k.startswith("reward/") and k.endswith("/mean")]
+    curve = [{"images": 0, "train_seconds": 0.0, **args.base}]
     for ckpt in sorted((run_dir / "checkpoints").glob("iter_*")):
         it = int(ckpt.name.split("_")[1])
-        ev = evaluate(str(ckpt), work / f"{name}-seed{seed}-{it}.json")
+        ev = evaluate(str(ckpt), work / f"{algorithm}-seed{seed}-{it}.json", args.config)
         curve.append({"images": it * per_iter, "train_seconds": rows[it - 1]["elapsed_s"], **ev})
-    return {"algorithm": name, "seed": seed, "iterations": iterations, "images_per_iteration": per_iter,
-            "wall_seconds": round(wall, 1), "curve": curve, "final": curve[-1]}
+    train = [{"iteration": r["iteration"], "images": (r["iteration"] + 1) * per_iter, "seconds": r["elapsed_s"],
+              **{k: r[k] for k in reward_keys}, "clip_fraction": r["learner/clip_fraction"],
+              "ratio_dev_later": r["learner/ratio_dev_later"]} for r in rows]
+    return {"algorithm": algorithm, "seed": seed, "iterations": iterations, "images_per_iteration": per_iter,
+            "wall_seconds": round(wall, 1), "curve": curve, "train_curve": train, "final": curve[-1]}
 
 
-def summarise(runs: list[dict]) -> dict:
+def at_time(curve: list[dict], seconds: float) -> dict:
+    """The last evaluation made within `seconds` of training."""
+    return [c for c in curve if c["train_seconds"] <= seconds][-1]
+
+
+def summarise(runs: list[dict], scorers: list[str], budget_s: float) -> dict:
     out = {}
-    for name in PRESETS:
-        finals = [r["final"] for r in runs if r["algorithm"] == name]
-        firsts = [r["curve"][1] for r in runs if r["algorithm"] == name]  # the first evaluation after training began
-        out[name] = {k: {"mean": statistics.mean(f[k] for f in finals), "std": statistics.pstdev(f[k] for f in finals)}
-                     for k in ("preference", "alignment", "train_seconds")}
-        out[name]["early"] = {k: {"mean": statistics.mean(f[k] for f in firsts), "std": statistics.pstdev(f[k] for f in firsts)}
-                              for k in ("images", "preference", "alignment")}
+    for name in sorted({r["algorithm"] for r in runs}, key=ALGORITHMS.index):
+        mine = [r for r in runs if r["algorithm"] == name]
+        stat = lambda xs: {"mean": statistics.mean(xs), "std": statistics.pstdev(xs)}  # noqa: E731
+        out[name] = {
+            "at_image_budget": {k: stat([r["final"][k] for r in mine]) for k in scorers + ["train_seconds", "images"]},
+            "at_wall_clock": {k: stat([at_time(r["curve"], budget_s)[k] for r in mine]) for k in scorers + ["images"]},
+        }
     return out
 
 
-def plot(runs: list[dict], base: dict, path: Path) -> None:
+def plot(runs: list[dict], scorers: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    colours = {"dance_grpo": "tab:blue", "chunk_grpo": "tab:orange", "e_grpo": "tab:green"}
+    fig, axes = plt.subplots(2, len(scorers), figsize=(5 * len(scorers), 7), squeeze=False)
+    colours = dict(zip(ALGORITHMS, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]))
     for r in runs:
-        xs = [c["images"] for c in r["curve"]]
-        for ax, key in zip(axes, ("preference", "alignment")):
-            ax.plot(xs, [c[key] for c in r["curve"]], marker="o", color=colours[r["algorithm"]], alpha=0.7,
-                    label=r["algorithm"] if r["seed"] == runs[0]["seed"] else None)
-    for ax, key in zip(axes, ("preference", "alignment")):
-        ax.set_xlabel("images generated")
-        ax.set_ylabel(f"held-out {key} (ODE)")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
+        for j, key in enumerate(scorers):
+            for i, x in enumerate(("images", "train_seconds")):
+                axes[i][j].plot([c[x] for c in r["curve"]], [c[key] for c in r["curve"]], marker="o", alpha=0.7,
+                                color=colours[r["algorithm"]], label=r["algorithm"] if r["seed"] == runs[0]["seed"] else None)
+                axes[i][j].set_xlabel("images generated" if x == "images" else "training seconds")
+                axes[i][j].set_ylabel(f"held-out {key}")
+                axes[i][j].grid(alpha=0.3)
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -87,33 +116,47 @@ def plot(runs: list[dict], base: dict, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--images", type=int, default=1920)
-    p.add_argument("--eval-every", type=int, default=384, help="images between evaluations (a multiple of 64 and 96)")
+    p.add_argument("--config", default=CONFIG)
+    p.add_argument("--images", type=int, default=1920, help="images generated per run (the equal image budget)")
+    p.add_argument("--eval-every", type=int, default=384, help="images between held-out evaluations")
+    p.add_argument("--seconds", type=float, help="the equal wall-clock budget (default: the shortest run's training time)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--algorithms", nargs="+", default=ALGORITHMS, choices=ALGORITHMS)
+    p.add_argument("--quick", action="store_true", help="smoke test: one seed, ~2 small iterations per preset")
+    p.add_argument("--out", default=str(RESULTS / "algorithms.json"))
     args = p.parse_args()
-    work = RESULTS / "tmp" / "algorithms"
+    extra = QUICK if args.quick else []
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.images, args.eval_every = 16, 8
+    work = RESULTS / "tmp" / ("algorithms-quick" if args.quick else "algorithms")
     work.mkdir(parents=True, exist_ok=True)
-    base = evaluate("base", work / "base.json")
+    args.base = evaluate("base", work / "base.json", args.config)
+    scorers = [k for k in args.base if k != "seconds"]
     runs = []
     for seed in args.seeds:
-        for name in PRESETS:
-            runs.append(one(name, seed, args.images, args.eval_every, work, base))
+        for name in args.algorithms:
+            runs.append(one(name, seed, args, work, extra))
             print(name, seed, json.dumps(runs[-1]["final"]), flush=True)
-    result = {"base": base, "summary": summarise(runs), "runs": runs,
-              "setup": {"command": "python bench/algorithms.py " + " ".join(sys.argv[1:]), "config": CONFIG,
-                        "images": args.images, "presets": {k: v[0] for k, v in PRESETS.items()}, "machine": machine()}}
-    (RESULTS / "algorithms.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(runs, base, RESULTS / "algorithms.png")
-    lines = [f"Held-out, after {args.images} generated images, mean ± std over seeds {args.seeds} "
-             f"(base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).", "",
-             f"| algorithm | preference at {args.eval_every} images | preference | alignment | train s |",
-             "|---|---|---|---|---|"]
+    budget = args.seconds or min(r["final"]["train_seconds"] for r in runs)
+    result = {"base": args.base, "wall_clock_budget_s": budget, "summary": summarise(runs, scorers, budget), "runs": runs,
+              "setup": {"command": "python bench/algorithms.py " + " ".join(sys.argv[1:]), "config": args.config,
+                        "images": args.images, "eval_every": args.eval_every, "seeds": args.seeds,
+                        "overrides": extra, "machine": machine()}}
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(runs, scorers, out.with_suffix(".png"))
+    head = " | ".join(f"{k} @ images" for k in scorers) + " | " + " | ".join(f"{k} @ {budget:.0f} s" for k in scorers)
+    lines = [f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, and after "
+             f"{budget:.0f} s of training (the shortest run). Base: " + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers)
+             + ".", "", f"| algorithm | {head} | train s @ images | images @ {budget:.0f} s |",
+             "|---|" + "---|" * (2 * len(scorers) + 2)]
     for name, s in result["summary"].items():
-        lines.append(f"| {name} | {s['early']['preference']['mean']:.3f} ± {s['early']['preference']['std']:.3f} | "
-                     f"{s['preference']['mean']:.3f} ± {s['preference']['std']:.3f} | "
-                     f"{s['alignment']['mean']:.3f} ± {s['alignment']['std']:.3f} | "
-                     f"{s['train_seconds']['mean']:.0f} ± {s['train_seconds']['std']:.0f} |")
-    (RESULTS / "algorithms.md").write_text("\n".join(lines) + "\n")
+        cells = [f"{s['at_image_budget'][k]['mean']:.3f} ± {s['at_image_budget'][k]['std']:.3f}" for k in scorers]
+        cells += [f"{s['at_wall_clock'][k]['mean']:.3f} ± {s['at_wall_clock'][k]['std']:.3f}" for k in scorers]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['at_image_budget']['train_seconds']['mean']:.0f} | "
+                     f"{s['at_wall_clock']['images']['mean']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -14,7 +14,7 @@ ALLOWED = {
     "learner": {"learner", "rollout.sde", "rollout.trajectory", "rollout.weight_sync"},
     "orchestrator": set(PACKAGES),
 }
-PURE_MATH = ["rollout/sde.py", "learner/advantages.py", "learner/chunking.py", "learner/objective.py"]
+PURE_MATH = ["rollout/sde.py", "learner/advantages.py", "learner/chunking.py", "learner/objective.py", "learner/schedule.py"]
 PURE_OK = {"torch", "numpy", "math", "dataclasses", "__future__", "typing"}
 
 

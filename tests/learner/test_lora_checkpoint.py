@@ -9,7 +9,7 @@ import torch
 
 from learner.config import LearnerConfig
 from learner.engine import free_port
-from learner.worker import LearnerWorker
+from learner.worker import LearnerWorker, Minibatch
 from rollout.config import LoraConfig, ModelConfig
 from rollout.plan import sde_plan
 from rollout.policy import policy_from_config
@@ -32,7 +32,7 @@ def test_lora_update_save_and_load(flux_dir, tmp_path):
     plan = sde_plan(3, noise_level=0.7, sde_kind="flow", train_last=True)
     prompts = ["a red circle", "a red circle", "a blue square", "a blue square"]
     _, traj = generate(a.policy, prompts, [0, 0, 1, 1], plan, [1, 1, 2, 2], [3, 4, 5, 6], policy_version=0)
-    stats = a.train(traj, torch.tensor([1.0, -1.0, 1.0, -1.0]), torch.ones(4, dtype=torch.bool))
+    stats = a.train(traj, torch.tensor([1.0, -1.0, 1.0, -1.0]), [Minibatch(rows=[0, 1, 2, 3], size=4)])
     assert abs(stats["ratio_mean_first"] - 1) < 1e-5 and stats["grad_norm"] > 0
     trained, checksum = a.publish()
     assert set(trained) == set(start) and any(not torch.equal(trained[k], start[k]) for k in start)
