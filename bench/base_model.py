@@ -28,7 +28,7 @@ from rollout.grid import save_grid  # noqa: E402
 from rollout.policy import load_policy  # noqa: E402
 from rollout.tiny import world  # noqa: E402
 
-SDE = {"noise_level": 0.7, "sde_kind": "flow", "ode_last": True}  # the tiny config's rollout plan
+SDE = {"noise_level": 0.7, "sde_kind": "flow"}  # chunk_grpo's SDE on the tiny config (images: x̂0 of the last call)
 
 
 def baselines(prompts, scorers, rng):

@@ -19,7 +19,10 @@ START, END = "<!-- bench-tables -->", "<!-- /bench-tables -->"
 SECTIONS = (
     ("base_model", "Base model", "the shipped tiny model before any RL (held-out, ODE and SDE sampling)"),
     ("learning", "Learning", "does the default run learn, and does preference alone hack alignment?"),
-    ("algorithms", "Algorithms", "DanceGRPO vs Chunk-GRPO vs E-GRPO at the same image budget"),
+    ("algorithms", "Algorithms", "the five presets at the same image budget and the same training time"),
+    ("chunking", "Chunk-GRPO chunking", "which chunks the chunk_grpo preset defaults to: adaptive, GCPO's list scaled, "
+     "or the base model's dynamics profile"),
+    ("reference", "Reference code", "our algorithm functions against the five references' own code"),
     ("overhead", "Ray overhead", "the same iterations through the actor system and a single-process loop"),
     ("overhead_threads1", "Ray overhead at 1 thread per worker",
      "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending on 2 fully used cores"),

@@ -169,7 +169,7 @@ class LearnerWorker:
         repeats a pass of its own, or of its fallback sample, with weight zero."""
         engine, cfg = self.engine, self.cfg
         units = sample_units(traj.chunk_ids, part.rows) if part.rows else []
-        n = traj.num_transitions + 1 if traj is not None else 0
+        n = traj.num_transitions + 1
         key = (lambda r, c: (int(traj.group_ids[r]), int(traj.train_steps[r, c]))) if traj.shared_inputs else (
             lambda r, c: (r, c))
         passes = pack_units(units, cfg.micro_batch, key) if units else []

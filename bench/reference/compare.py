@@ -388,9 +388,12 @@ def main() -> int:
                   decode_checks):
         group(ref, results)
     out = Path(args.out)
-    out.write_text(json.dumps({"command": "python bench/reference/compare.py", "references": heads, "checks": results},
-                              indent=2) + "\n")
-    lines = ["Our functions against the references' own code (`python bench/reference/compare.py`, float32 on CPU).", "",
+    import platform
+
+    setup = {"command": "python bench/reference/compare.py",
+             "machine": f"{platform.machine()}, torch {torch.__version__}, CPU float32"}
+    out.write_text(json.dumps({"setup": setup, "references": heads, "checks": results}, indent=2) + "\n")
+    lines = ["Each reference function is loaded from its file at the commit named and run on the same inputs as ours.", "",
              "| check | reference | max abs diff | agrees | note |", "|---|---|---|---|---|"]
     for r in results:
         agree = "yes" if r["agree"] and r["tolerance"] != float("inf") else ("by design: no" if r["note"] else "NO")
