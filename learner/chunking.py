@@ -2,6 +2,8 @@
 
 A chunk is a run of consecutive trainable transitions; n of them per trajectory.
     uniform_chunks(n, c)          ⌊n/c⌋ chunks of c, then the remainder      (GCPO `set_chunk`)
+    scaled_chunks(sizes, n)       a fixed list's boundaries scaled to n transitions ([2,3,4,7]
+                                  is itself on 16, [1,2,3,5] on 11)
     adaptive_chunks(l1_rel)       per trajectory: split where the sign of the (order-o)
                                   gradient of L1_rel changes, recursively     (GCPO v3 §4.3)
     trajectory_l1_rel(latents)    l_b[k] = mean|x_{k+1} − x_k| / (mean|x_k| + 1e-8)
@@ -14,11 +16,12 @@ chunk_ids, from each trajectory's own latents and a generator seeded per sample.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-MODES = ("step", "fixed", "uniform", "adaptive")
+MODES = ("step", "fixed", "scaled", "uniform", "adaptive")
 WEIGHTINGS = ("uniform", "normalized", "softmax")
 
 
@@ -29,6 +32,20 @@ def uniform_chunks(num_transitions: int, size: int) -> list[int]:
     sizes = [size] * (num_transitions // size)
     rest = num_transitions - sum(sizes)
     return sizes + [rest] if rest else sizes
+
+
+def scaled_chunks(sizes, num_transitions: int) -> list[int]:
+    """The chunk list `sizes` (e.g. GCPO's [2, 3, 4, 7] for 16 transitions) for `num_transitions`:
+    each boundary Σ_{i<=j} sizes_i moved to round(boundary · n / Σ sizes) (halves up); chunks that
+    would be empty are dropped. [2, 3, 4, 7] on 11: boundaries 1.375, 3.44, 6.19 -> [1, 2, 3, 5]."""
+    total = sum(sizes)
+    if total < 1 or num_transitions < 1 or any(s < 1 for s in sizes):
+        raise ValueError(f"scaled_chunks needs sizes >= 1 and num_transitions >= 1, got {list(sizes)}, {num_transitions}")
+    bounds, acc = [0], 0
+    for s in sizes:
+        acc += s
+        bounds.append(math.floor(acc * num_transitions / total + 0.5))
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def _gradient(d: torch.Tensor) -> torch.Tensor:
@@ -119,8 +136,9 @@ def chunk_ids(sizes: list[int]) -> torch.Tensor:
 class ChunkSelector:
     """Which transitions of each trajectory its sample trains, in which chunks.
 
-    mode       'step' (chunks of one transition), 'fixed' (`sizes`), 'uniform' (`size`),
-               'adaptive' (`adaptive_chunks` of the trajectory's own L1_rel, `stop_size`)
+    mode       'step' (chunks of one transition), 'fixed' (`sizes`), 'scaled' (`sizes` scaled to
+               the trainable transitions), 'uniform' (`size`), 'adaptive' (`adaptive_chunks` of
+               the trajectory's own L1_rel, `stop_size`)
     fraction   a trajectory with K chunks trains train_count(K, fraction) of them
     weighting  'uniform': a uniformly random subset; 'normalized' / 'softmax': drawn without
                replacement, sequentially, ∝ chunk_sampling_probs of the trajectory
@@ -146,6 +164,8 @@ class ChunkSelector:
             sizes = [1] * n
         elif self.mode == "uniform":
             sizes = uniform_chunks(n, self.size)
+        elif self.mode == "scaled":
+            sizes = scaled_chunks(self.sizes, n)
         else:
             sizes = list(self.sizes)
         if sum(sizes) != n:

@@ -18,10 +18,11 @@ class Section(BaseModel):
 
 
 class ChunkConfig(Section):
-    mode: Literal["step", "fixed", "uniform", "adaptive"] | None = Field(
+    mode: Literal["step", "fixed", "scaled", "uniform", "adaptive"] | None = Field(
         "step", description="chunks of a trajectory's trainable transitions: 'step' (one transition each: DanceGRPO, "
-        "Flow-GRPO, MixGRPO), 'fixed' (`sizes`), 'uniform' (`size`), 'adaptive' (per trajectory, from its own L1_rel, "
-        "GCPO v3 §4.3); default from `algorithm`")
+        "Flow-GRPO, MixGRPO), 'fixed' (`sizes`, summing to the trainable transitions), 'scaled' (`sizes`' chunk "
+        "boundaries scaled to the trainable transitions: GCPO's [2, 3, 4, 7] on any grid), 'uniform' (`size`), "
+        "'adaptive' (per trajectory, from its own L1_rel, GCPO v3 §4.3); default from `algorithm`")
     sizes: list[int] | None = Field(None, description="fixed chunk sizes in step order, summing to the trainable transitions, e.g. [2, 3, 4, 7]")
     size: int | None = Field(None, ge=1, description="uniform chunk size (the last chunk takes the remainder)")
     stop_size: int = Field(5, ge=1, description="adaptive: a segment of at most this many steps is not split further")
@@ -40,8 +41,8 @@ class ChunkConfig(Section):
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.mode == "fixed" and not self.sizes:
-            raise ValueError("learner.chunks.mode is 'fixed' but learner.chunks.sizes is not set; give e.g. sizes: [2, 3, 4, 7]")
+        if self.mode in ("fixed", "scaled") and not self.sizes:
+            raise ValueError(f"learner.chunks.mode is '{self.mode}' but learner.chunks.sizes is not set; give e.g. sizes: [2, 3, 4, 7]")
         if self.mode == "uniform" and not self.size:
             raise ValueError("learner.chunks.mode is 'uniform' but learner.chunks.size is not set")
         return self

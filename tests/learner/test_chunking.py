@@ -127,3 +127,15 @@ def test_weighted_selection_follows_the_normalized_probabilities():
     assert first == pytest.approx(0.75, abs=0.05)  # binomial std 0.014
     with pytest.raises(ValueError, match="sum to 3 but the plan trains 4"):
         ChunkSelector(mode="fixed", sizes=(1, 2)).layouts(torch.zeros(1, 4))
+
+
+def test_scaled_chunks_move_the_boundaries():
+    from learner.chunking import scaled_chunks
+
+    assert scaled_chunks([2, 3, 4, 7], 16) == [2, 3, 4, 7]  # GCPO's list on its own 16 transitions
+    # on 11: boundaries 2·11/16 = 1.375 -> 1, 5·11/16 = 3.4375 -> 3, 9·11/16 = 6.1875 -> 6, 11
+    assert scaled_chunks([2, 3, 4, 7], 11) == [1, 2, 3, 5]
+    # on 4: 0.5 -> 1 (halves up), 1.25 -> 1 (empty: dropped), 2.25 -> 2, 4
+    assert scaled_chunks([2, 3, 4, 7], 4) == [1, 1, 2]
+    sel = ChunkSelector(mode="scaled", sizes=(2, 3, 4, 7))
+    assert sel.layouts(torch.zeros(2, 11)) == [[1, 2, 3, 5]] * 2
