@@ -170,7 +170,7 @@ class ChunkSelector:
             sizes = list(self.sizes)
         if sum(sizes) != n:
             raise ValueError(f"chunk sizes {sizes} sum to {sum(sizes)} but the plan trains {n} transitions; set "
-                             f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: adaptive / uniform")
+                             f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: scaled / adaptive / uniform")
         return [sizes] * b
 
     def choose(self, sizes: list[int], l1_rel: torch.Tensor, generator: torch.Generator) -> list[int]:

@@ -61,9 +61,11 @@ PRESETS: dict[str, dict[tuple[str, ...], tuple[object, str]]] = {
         ("rollout", "plan"): ("sde", f"{GCPO} fastvideo/train_grpo_flux_hpsv3.py:184: every step flow_grpo_step (step_end_idx 100)"),
         ("rollout", "sde_kind"): ("flow", f"{GCPO} train_grpo_flux_hpsv3.py flow_grpo_step: g = eta·sqrt(σ/(1−σ'))"),
         ("rollout", "noise_level"): (0.7, f"{GCPO} finetune_hpsv3_chunk.sh:27 --eta 0.7"),
-        ("learner", "chunks", "mode"): ("adaptive", "GCPO v3 paper §4.3 / Table 5 (adaptive 15.236 vs fixed 15.173 HPSv3); "
-                                        "the release's --new_chunk_list [2,3,4,7] is mode: fixed; on the shapes task "
-                                        "adaptive >= fixed-scaled (bench/results/chunking.md)"),
+        ("learner", "chunks", "mode"): ("scaled", "the release's default fixed list (--new_fix_chunk), its boundaries "
+                                        "scaled to the grid's trainable steps: itself on GCPO's 16, [1, 2, 3, 5] on the "
+                                        "tiny model's 11. Chosen over the v3 paper's adaptive chunks (mode: adaptive) "
+                                        "by bench/results/chunking.md on the shapes task"),
+        ("learner", "chunks", "sizes"): ([2, 3, 4, 7], f"{GCPO} finetune_hpsv3_chunk.sh:46 --new_chunk_list '[2, 3, 4, 7]'"),
         ("learner", "timestep_fraction"): (0.5, f"{GCPO} finetune_hpsv3_chunk.sh:36; int(K·0.5) chunks, train_grpo_flux_hpsv3.py:662"),
         ("learner", "clip_range"): (5e-5, f"{GCPO} finetune_hpsv3_chunk.sh:39,42 --clip_range = --right_clip_range 5e-5"),
         ("learner", "max_grad_norm"): (0.01, f"{GCPO} finetune_hpsv3_chunk.sh:30 --max_grad_norm 0.01"),

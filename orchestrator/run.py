@@ -16,7 +16,7 @@ from tqdm import tqdm
 from learner.advantages import best_of_mask, combined_advantages
 from learner.schedule import minibatch_schedule
 from orchestrator import checkpoint, metrics as M
-from orchestrator.config import Config, dump_config, dump_sources, prompt_path
+from orchestrator.config import Config, chunk_selector, dump_config, dump_sources, prompt_path
 from orchestrator.dashboard.ray_metrics import RayMetrics
 from rollout.sampler import derive_seed
 from rollout.tiny.world import read_prompts
@@ -92,6 +92,15 @@ def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: lis
     )
 
 
+def trajectory_layout(cfg: Config, plan) -> list[int] | None:
+    """The chunk sizes every trajectory gets over its trainable steps at iteration 0; None where
+    they are each trajectory's own (adaptive) or there are no chunks (E-GRPO windows)."""
+    if plan.windows or cfg.learner.chunks.mode == "adaptive":
+        return None
+    n = plan.at(0).trainable.count(True)
+    return chunk_selector(cfg.learner).layouts(torch.zeros(1, n))[0]
+
+
 class PhaseTimer:
     """`with timer("rollout"):` records seconds per phase and the live phase in status.json."""
 
@@ -145,7 +154,8 @@ class Run:
         data = plan.describe(self.cfg.orchestrator.iterations)
         data["algorithm"] = self.cfg.algorithm
         data["chunks"] = {"mode": c.mode, "sizes": c.sizes, "size": c.size, "stop_size": c.stop_size,
-                          "weighting": c.weighting, "fraction": lc.timestep_fraction}
+                          "weighting": c.weighting, "fraction": lc.timestep_fraction,
+                          "layout": trajectory_layout(self.cfg, plan)}
         data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
         M.write_json_atomic(self.run_dir / "plan.json", data)
 

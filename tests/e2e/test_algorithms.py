@@ -54,10 +54,11 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
                                   "fraction": 0.6}
         assert plan["update"] == {"minibatches": 3, "order": "in_order"}
         check_learner(rows, 3)
-    elif algorithm == "chunk_grpo":  # flow SDE a 0.7, adaptive chunks of steps 0..10, half of them, 2 shuffled steps
+    elif algorithm == "chunk_grpo":  # flow SDE a 0.7, GCPO's [2,3,4,7] scaled to steps 0..10, half of them, 2 shuffled steps
         assert (rc["sde_kind"], rc["noise_level"], lc["clip_range"], lc["max_grad_norm"]) == ("flow", 0.7, 5e-5, 0.01)
         assert plan["trainable_steps"] == list(range(11)) and plan["sde"] == [True] * 12
-        assert plan["chunks"]["mode"] == "adaptive" and plan["chunks"]["fraction"] == 0.5
+        assert plan["chunks"]["mode"] == "scaled" and plan["chunks"]["sizes"] == [2, 3, 4, 7]
+        assert plan["chunks"]["layout"] == [1, 2, 3, 5] and plan["chunks"]["fraction"] == 0.5
         assert plan["update"] == {"minibatches": 2, "order": "shuffled"}
         check_learner(rows, 2)
     elif algorithm == "flow_grpo":  # every transition but the last, β 0.04, batch std, 2 shuffled steps

@@ -110,4 +110,4 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     else:
         assert plan["windows"] == [] and "advantage_groups: prompt" in effective
         assert 0 < rows[0]["samples/trained"] <= 8
-        assert plan["chunks"]["mode"] == "adaptive" and plan["trainable_steps"] == [0, 1, 2, 3]
+        assert plan["chunks"]["layout"] == [1, 1, 2] and plan["trainable_steps"] == [0, 1, 2, 3]  # [2,3,4,7] on 4

@@ -32,7 +32,7 @@ def test_tiny_config_pins_no_algorithm_knob_and_each_preset_is_its_paper():
     assert (dance.rollout.sde_kind, dance.rollout.noise_level, dance.learner.timestep_fraction) == ("dance", 0.3, 0.6)
     assert (dance.learner.minibatches, dance.learner.minibatch_order) == (3, "in_order")
     chunk = load_config(TINY)
-    assert chunk.algorithm == "chunk_grpo" and chunk.learner.chunks.mode == "adaptive"
+    assert chunk.algorithm == "chunk_grpo" and (chunk.learner.chunks.mode, chunk.learner.chunks.sizes) == ("scaled", [2, 3, 4, 7])
     assert (chunk.learner.clip_range, chunk.learner.max_grad_norm, chunk.learner.timestep_fraction) == (5e-5, 0.01, 0.5)
     e = load_config(TINY, ["algorithm=e_grpo"])
     assert build_plan(e).windows == ((0, 1), (1, 2), (2, 4), (3, 5), (4, 6), (5, 8))  # 12 steps, τ 2.2
@@ -81,14 +81,16 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
         (["orchestrator.train_prompts=/nowhere.txt"], "orchestrator.train_prompts: no file /nowhere.txt"),
         (["algorithm=ppo"], "algorithm"),
         (["rollout.sde_kind=ddim"], "rollout.sde_kind"),
-        (["learner.chunks.mode=fixed", "learner.chunks.sizes=null"], "learner.chunks.sizes is not set"),
+        (["algorithm=dance_grpo", "learner.chunks.mode=fixed"], "learner.chunks.sizes is not set"),
         (["rollout.ode_last_step=true"], "rollout.ode_last_step was removed"),
         (["learner.chunks.profile=p.json"], "learner.chunks.profile was removed"),
         (["algorithm=e_grpo", "rollout.entropy_threshold=40"], "rollout.entropy_threshold 40.0: the window of step 0 reaches σ = 0"),
         (["algorithm=e_grpo", "learner.chunks.mode=adaptive"], "set learner.chunks.mode: step"),
+        (["learner.chunks.mode=adaptive", "reward.chunk_weights=[{alignment: 1.0}]"],
+         "reward.chunk_weights needs the same chunks in every trajectory"),
         (["learner.minibatch_order=column"], "need E-GRPO's columns"),
         (["algorithm=mix_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 2]"], "sliding window's length"),
-        (["reward.chunk_weights=[{alignment: 1.0}]"], "reward.chunk_weights needs the same chunks in every trajectory"),
+        (["reward.chunk_weights=[{alignment: 1.0}]"], "reward.chunk_weights has 1 mixes but the plan has 4 chunks"),
     ],
 )
 def test_bad_config_errors_name_the_field_and_fix(overrides, needle):

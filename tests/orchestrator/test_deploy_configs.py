@@ -44,7 +44,11 @@ def test_flux_chunk_grpo_is_gcpos_schedule():
     plan = build_plan(cfg)
     # 17 timesteps, static shift 3, every transition SDE, the 16 trainable in [2, 3, 4, 7]; the last never
     assert plan.num_transitions == 17 and all(plan.sde) and plan.trainable == (True,) * 16 + (False,)
-    assert cfg.learner.chunks.sizes == [2, 3, 4, 7] and cfg.learner.timestep_fraction == 0.5
+    # the preset's GCPO list, scaled to the 16 trainable steps: the list itself
+    from orchestrator.config import chunk_selector
+
+    assert chunk_selector(cfg.learner).layouts(__import__("torch").zeros(1, 16)) == [[2, 3, 4, 7]]
+    assert cfg.learner.chunks.mode == "scaled" and cfg.learner.timestep_fraction == 0.5
     # σ₁ = 3·(16/17) / (1 + 2·16/17) = 2.8235 / 2.8824 = 0.97959
     assert plan.sigmas[1] == pytest.approx(0.97959, abs=1e-5)
     assert (cfg.learner.clip_range, cfg.learner.max_grad_norm, cfg.learner.lr) == (5e-5, 0.01, 1e-5)
