@@ -5,9 +5,9 @@
 Every variant is the chunk_grpo preset on deploy/configs/tiny.yaml (12 steps: 11 trainable
 transitions, int(K·0.5) chunks per trajectory, 2 shuffled optimizer steps per batch, ε 5e-5),
 differing only in learner.chunks:
-    adaptive        the preset: per-trajectory chunks from each trajectory's own L1_rel (GCPO v3)
+    adaptive        per-trajectory chunks from each trajectory's own L1_rel (the GCPO v3 paper's rule)
     fixed_scaled    GCPO's release list [2, 3, 4, 7] (16 transitions) scaled to 11: boundaries at
-                    2/16, 5/16, 9/16 of 11 rounded -> [1, 2, 3, 5]
+                    2/16, 5/16, 9/16 of 11 rounded -> [1, 2, 3, 5] (what the preset's mode scaled gives)
     dynamics        the min-SSE chunks of the base model's ODE L1_rel profile (the removed
                     `raygrpo profile` / mode dynamics, K = 4): [5, 3, 2, 1] on this model
 The runs are in-process (orchestrator.local.LocalCluster: the same worker classes, no Ray), the
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONFIG, RESULTS, machine  # noqa: E402
 
 VARIANTS = {
-    "adaptive": [],
-    "fixed_scaled": ["learner.chunks.mode=fixed", "learner.chunks.sizes=[1, 2, 3, 5]"],
+    "adaptive": ["learner.chunks.mode=adaptive"],
+    "fixed_scaled": ["learner.chunks.mode=fixed", "learner.chunks.sizes=[1, 2, 3, 5]"],  # = the preset's mode scaled
     "dynamics": ["learner.chunks.mode=fixed", "learner.chunks.sizes=[5, 3, 2, 1]"],
 }
 
