@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 MODES = ("step", "fixed", "scaled", "uniform", "adaptive")
@@ -71,13 +72,27 @@ def _split(values: torch.Tensor, lo: int, hi: int, order: int, stop_size: int) -
     return [size for a, b in runs for size in _split(values, lo + a, lo + b, order + 1, stop_size)]
 
 
+def _float64(values) -> torch.Tensor:
+    """`values` as float64. A float32 (or narrower) tensor is widened through the shortest decimal
+    that round-trips it (0.3f -> 0.3, not 0.30000001192…): where a gradient is flat in exact
+    arithmetic its sign is float rounding, and this makes a float32 tensor of decimal values split
+    exactly like the same values written in float64 (ALGORITHMS.md's worked examples)."""
+    if not isinstance(values, (torch.Tensor, np.ndarray)):
+        return torch.as_tensor(values, dtype=torch.float64)  # Python floats are float64 already
+    t = torch.as_tensor(values)
+    if not t.is_floating_point() or t.dtype == torch.float64:
+        return t.to(torch.float64)
+    return torch.from_numpy(t.detach().cpu().float().numpy().astype(str).astype(np.float64))
+
+
 def adaptive_chunks(l1_rel, *, stop_size: int = 5) -> list[list[int]]:
     """Chunk sizes of each trajectory, in step order (ALGORITHMS.md §1.2(c), every constant
     pinned there): split a segment longer than `stop_size` into the maximal runs of equal sign
     (−1, 0, +1) of the order-o gradient of its own L1_rel values, or into halves ⌊m/2⌋, m − ⌊m/2⌋
     when that is one run; recurse on each run with order o + 1 (starting at o = 1).
-    `l1_rel` [n] or [B, n] -> one list of sizes per trajectory."""
-    values = torch.as_tensor(l1_rel, dtype=torch.float64)
+    `l1_rel` [n] or [B, n] -> one list of sizes per trajectory. The gradients run in float64
+    (§1.2(c)); see `_float64` for float32 inputs."""
+    values = _float64(l1_rel)
     rows = values[None] if values.ndim == 1 else values
     if rows.ndim != 2 or rows.shape[1] < 1:
         raise ValueError(f"adaptive_chunks needs l1_rel of shape [n] or [B, n], got {tuple(values.shape)}")

@@ -1,5 +1,6 @@
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +35,19 @@ def test_adaptive_chunks_worked_examples():
     assert adaptive_chunks([3.0, 1.0, 2.0]) == [[3]]
     # [B, n]: one list per trajectory
     assert adaptive_chunks(torch.tensor([[5, 4, 3, 2, 1, 2, 3, 4], [1.0] * 8])) == [[4, 1, 3], [4, 4]]
+
+
+def test_adaptive_chunks_do_not_depend_on_the_input_dtype():
+    # The curve has exactly flat gradients (e.g. the second-order gradient at step 7: (0.07 − 0.075)
+    # − (0.07 − 0.08)/2 = 0), whose sign is float rounding. Written as float64 literals that rounding
+    # gives [4, 4, 1, 3, 4]; a float32 tensor of the same decimals is widened through its shortest
+    # decimal form, so it splits the same (plain widening would give [3, 4, 1, 1, 1, 1, 3, 2]).
+    curve = [0.30, 0.22, 0.15, 0.11, 0.09, 0.08, 0.075, 0.07, 0.068, 0.07, 0.075, 0.08, 0.09, 0.10, 0.12, 0.15]
+    for values in (curve, torch.tensor(curve), torch.tensor(curve, dtype=torch.float64), np.array(curve, dtype=np.float32)):
+        assert adaptive_chunks(values) == [[4, 4, 1, 3, 4]], type(values)
+    harmonic = [1 / (k + 1) for k in range(12)]
+    assert adaptive_chunks(torch.tensor(harmonic)) == adaptive_chunks(harmonic) == [[3, 3, 3, 3]]
+    assert adaptive_chunks(torch.tensor([[5, 4, 3, 2, 1, 2, 3, 4]], dtype=torch.int64)) == [[4, 1, 3]]
 
 
 def test_adaptive_stop_size_three_by_hand():
