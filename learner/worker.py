@@ -120,43 +120,11 @@ class LearnerWorker:
         return stats
 
     def train(self, traj: Trajectory | None, adv: torch.Tensor, minibatches: list["Minibatch"]) -> dict:
-        """One optimizer step per minibatch over this rank's rows of `traj`; aggregated stats
-        (orchestrator/metrics.py documents each): loss and kl are this rank's share of the mean
-        over minibatches, grad_norm the largest over the steps, ratios per (sample, chunk)."""
-        totals: dict[str, float] = defaultdict(float)
-        ratio_min, ratio_max = float("inf"), float("-inf")
-        for m, part in enumerate(minibatches):
-            step = self._minibatch(traj, adv, part)
-            for k in ("loss", "kl", "units", "clipped", "ratio_sum", "approx_kl_sum", "transitions", "nonfinite_loss"):
-                totals[k] += step[k]
-            if m == 0:
-                totals["first_units"], totals["first_ratio_sum"] = step["units"], step["ratio_sum"]
-            else:
-                totals["later_units"] += step["units"]
-                totals["later_dev_sum"] += step["ratio_dev_sum"]
-            ratio_min, ratio_max = min(ratio_min, step["ratio_min"]), max(ratio_max, step["ratio_max"])
-            totals["grad_norm"] = max(totals["grad_norm"], step["grad_norm"])
-            totals["nonfinite_grad"] += not math.isfinite(step["grad_norm"])
+        """One optimizer step per minibatch over this rank's rows of `traj`; the steps' stats
+        aggregated by `aggregate_steps`."""
+        steps = [self._minibatch(traj, adv, part) for part in minibatches]
         self.updates += 1
-        steps, units = max(len(minibatches), 1), max(totals["units"], 1)
-        return {
-            "loss": totals["loss"] / steps,
-            "kl": totals["kl"] / steps,
-            "chunks": totals["units"],
-            "clip_fraction": totals["clipped"] / units,
-            "ratio_mean": totals["ratio_sum"] / units,
-            "approx_kl": totals["approx_kl_sum"] / max(totals["transitions"], 1),
-            "ratio_min": ratio_min if totals["units"] else 1.0,
-            "ratio_max": ratio_max if totals["units"] else 1.0,
-            "ratio_mean_first": totals["first_ratio_sum"] / totals["first_units"] if totals["first_units"] else 1.0,
-            "first_chunks": totals["first_units"],
-            "ratio_dev_later": totals["later_dev_sum"] / totals["later_units"] if totals["later_units"] else 0.0,
-            "later_chunks": totals["later_units"],
-            "grad_norm": totals["grad_norm"],
-            "optimizer_steps": len(minibatches),
-            "nonfinite_loss": totals["nonfinite_loss"],
-            "nonfinite_grad": totals["nonfinite_grad"],
-        }
+        return aggregate_steps(steps)
 
     def _minibatch(self, traj: Trajectory | None, adv: torch.Tensor, part: "Minibatch") -> dict:
         """One optimizer step over this rank's rows of one minibatch: every (sample, chunk) term
@@ -336,6 +304,43 @@ class LearnerWorker:
         """Small facts for the worker table: pid, node, rank, updates, samples trained, busy seconds."""
         return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates,
                 "images": self.samples_done, "seconds": self.seconds}
+
+
+def worst(values) -> float:
+    """The largest value, or the first non-finite one (Python's max drops a NaN by position)."""
+    values = list(values)
+    bad = [v for v in values if not math.isfinite(v)]
+    return bad[0] if bad else max(values, default=0.0)
+
+
+def aggregate_steps(steps: list[dict]) -> dict:
+    """One iteration's stats from its optimizer steps' (`_minibatch`; orchestrator/metrics.py
+    documents each): loss and kl are this rank's shares of the mean over all steps, grad_norm the
+    largest over all steps (a non-finite one wins), ratio statistics per (sample, chunk) over all
+    steps, ratio_mean_first over the first step's chunks and ratio_dev_later over the others';
+    nonfinite_loss counts this rank's non-finite backward losses, nonfinite_grad the steps with a
+    non-finite gradient norm (global: the same on every rank)."""
+    total = lambda key, part=steps: sum(s[key] for s in part)  # noqa: E731
+    units, first, later = total("units"), steps[:1], steps[1:]
+    n_first, n_later = total("units", first), total("units", later)
+    return {
+        "loss": total("loss") / max(len(steps), 1),
+        "kl": total("kl") / max(len(steps), 1),
+        "chunks": units,
+        "clip_fraction": total("clipped") / max(units, 1),
+        "ratio_mean": total("ratio_sum") / max(units, 1),
+        "approx_kl": total("approx_kl_sum") / max(total("transitions"), 1),
+        "ratio_min": min((s["ratio_min"] for s in steps if s["units"]), default=1.0),
+        "ratio_max": max((s["ratio_max"] for s in steps if s["units"]), default=1.0),
+        "ratio_mean_first": total("ratio_sum", first) / n_first if n_first else 1.0,
+        "first_chunks": n_first,
+        "ratio_dev_later": total("ratio_dev_sum", later) / n_later if n_later else 0.0,
+        "later_chunks": n_later,
+        "grad_norm": worst(s["grad_norm"] for s in steps),
+        "optimizer_steps": len(steps),
+        "nonfinite_loss": total("nonfinite_loss"),
+        "nonfinite_grad": sum(not math.isfinite(s["grad_norm"]) for s in steps),
+    }
 
 
 def _all_reduce(value: int, op: str) -> int:

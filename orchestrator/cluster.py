@@ -20,7 +20,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from learner.config import chunk_selector
-from learner.worker import LearnerWorker
+from learner.worker import LearnerWorker, worst
 from orchestrator.config import Config
 from orchestrator.control import CONTROL_NAMESPACE, ScaleControl, control_name
 from orchestrator.faults import WORKER_DIED, gather, gather_learners
@@ -218,7 +218,8 @@ class Cluster:
 def merge_rank_stats(per_rank: list[dict]) -> dict:
     """One stats dict from the ranks' (orchestrator/metrics.py): loss and kl are each rank's
     share of a global mean, so they add; ratio statistics are chunk-weighted means, min / max;
-    the gradient norm and the step count are global."""
+    the gradient norm and the step count are global (the worst rank's norm is kept, a non-finite
+    one first); nonfinite = every rank's non-finite losses + the steps with a non-finite norm."""
     total = sum(s["chunks"] for s in per_rank) or 1
     out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total for k in ("clip_fraction", "ratio_mean", "approx_kl")}
     out["loss"] = sum(s["loss"] for s in per_rank)
@@ -226,9 +227,10 @@ def merge_rank_stats(per_rank: list[dict]) -> dict:
     for key, count in (("ratio_mean_first", "first_chunks"), ("ratio_dev_later", "later_chunks")):
         n = sum(s[count] for s in per_rank)
         out[key] = sum(s[key] * s[count] for s in per_rank) / n if n else (1.0 if key == "ratio_mean_first" else 0.0)
-    out["ratio_min"] = min(s["ratio_min"] for s in per_rank)
-    out["ratio_max"] = max(s["ratio_max"] for s in per_rank)
-    out["grad_norm"] = max(s["grad_norm"] for s in per_rank)
+    live = [s for s in per_rank if s["chunks"]]  # a rank without chunks reports 1.0 for both
+    out["ratio_min"] = min((s["ratio_min"] for s in live), default=1.0)
+    out["ratio_max"] = max((s["ratio_max"] for s in live), default=1.0)
+    out["grad_norm"] = worst(s["grad_norm"] for s in per_rank)
     out["optimizer_steps"] = per_rank[0]["optimizer_steps"]
     out["nonfinite"] = sum(s["nonfinite_loss"] for s in per_rank) + max(s["nonfinite_grad"] for s in per_rank)
     out["learner_s"] = max(s["learner_s"] for s in per_rank)

@@ -24,10 +24,11 @@ PROMPTS = ["a red circle at the center on a blue background"] * 3 + ["a blue squ
 
 
 def plain_steps(policy, traj, adv, cfg, minibatches):
-    """Per minibatch: log-probs of every trained step, the clipped objective, backward, AdamW."""
+    """Per minibatch: log-probs of every trained step, the clipped objective, backward, AdamW.
+    Returns the losses and the gradient norms of the steps."""
     params = [p for p in policy.transformer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
-    losses = []
+    losses, norms = [], []
     for rows in minibatches:
         sub = traj.select(rows)
         pad = sub.train_steps < 0  # [b, S]; pads score transition 0 -> 1 and are masked
@@ -44,9 +45,10 @@ def plain_steps(policy, traj, adv, cfg, minibatches):
                                     clip_range=cfg.clip_range, mask=sub.train_steps >= 0)
         opt.zero_grad()
         loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, float("inf"))))  # the norm, unclipped
         opt.step()
         losses.append(loss.item())
-    return losses
+    return losses, norms
 
 
 def chunk_batch(policy):
@@ -84,13 +86,14 @@ def test_learner_steps_equal_plain_torch_over_several_passes_and_minibatches(bat
     adv = torch.linspace(-1.0, 1.2, n)
     minibatches = [[3, 0, 4], [1, 2]] if n == 5 else [[0, 1, 2, 3], [4, 5, 6, 7]]
 
-    expected = plain_steps(reference, traj, adv, cfg, minibatches)
+    expected, norms = plain_steps(reference, traj, adv, cfg, minibatches)
     stats = worker.train(traj, adv, [Minibatch(rows=mb, size=len(mb)) for mb in minibatches])
 
     assert stats["optimizer_steps"] == 2 and stats["nonfinite_loss"] == stats["nonfinite_grad"] == 0
     assert stats["loss"] == pytest.approx(sum(expected) / 2, abs=1e-6)  # mean over the two steps
     assert stats["ratio_mean_first"] == pytest.approx(1.0, abs=1e-6)
     assert stats["ratio_dev_later"] > 1e-5  # the second step sees the first one's update
+    assert stats["grad_norm"] == pytest.approx(max(norms), rel=1e-4)  # the largest of both steps'
     mine = dict(worker.engine.module.named_parameters())
     for name, p in reference.transformer.named_parameters():
         # Adam's first step moves each weight by ≈ lr·sign(g): a pass lost from the sum flips signs (2e-3)
@@ -123,12 +126,13 @@ def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray):
     finally:
         for a in ranks:
             ray.kill(a)
-    expected = plain_steps(reference, traj, adv, cfg, minibatches)
+    expected, norms = plain_steps(reference, traj, adv, cfg, minibatches)
     from orchestrator.cluster import merge_rank_stats
 
     merged = merge_rank_stats([dict(s, learner_s=0.0) for s in stats])
     # each rank's loss is its share of each minibatch's mean; they add up to the global one
     assert merged["loss"] == pytest.approx(sum(expected) / 2, abs=1e-6)
     assert merged["optimizer_steps"] == 2 and stats[0]["chunks"] == 1 and stats[1]["chunks"] == 3
+    assert merged["grad_norm"] == pytest.approx(max(norms), rel=1e-4) and merged["nonfinite"] == 0
     for name, p in reference.transformer.named_parameters():
         torch.testing.assert_close(state[name], p.detach(), atol=2e-5, rtol=0, msg=name)
