@@ -102,7 +102,10 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8, help="prompt groups (of 8) per iteration")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations of 2 groups of 4, one seed")
     p.add_argument("--out", default=str(RESULTS / "chunking.json"))
+    p.add_argument("--render", action="store_true", help="only rewrite the markdown of the --out result")
     args = p.parse_args()
+    if args.render:
+        return rerender(Path(args.out))
     if args.quick:
         args.iterations, args.eval_every, args.seeds = 2, 1, args.seeds[:1]
     from orchestrator.config import load_config
@@ -121,20 +124,43 @@ def main() -> None:
                         "variants": {k: VARIANTS[k] for k in args.variants}, "machine": machine()}}
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render(result))
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    """The markdown table of a result: held-out preference per variant and evaluation point
+    (mean ± std over seeds), then each seed's last point, and the command and machine."""
+    runs, base, setup = result["runs"], result["base"], result["setup"]
+    seeds = sorted({r["seed"] for r in runs})
     its = sorted({c["iteration"] for r in runs for c in r["curve"]})
     per_it = runs[0]["images_per_iteration"]
     lines = [f"chunk_grpo on the shapes task, held-out preference (ODE) after k iterations of {per_it} images, mean ± std over "
-             f"seeds {args.seeds} (base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).", "",
+             f"seeds {seeds} (base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).", "",
              "| chunks | " + " | ".join(f"it {i}" for i in its) + " | mean over evals | alignment, last |",
              "|---|" + "---|" * (len(its) + 2)]
     for name, s in result["summary"].items():
-        cells = [f"{s['points'][i]['preference']['mean']:.3f} ± {s['points'][i]['preference']['std']:.3f}" for i in its]
+        points = {int(k): v for k, v in s["points"].items()}  # int keys in memory, str in JSON
+        cells = [f"{points[i]['preference']['mean']:.3f} ± {points[i]['preference']['std']:.3f}" for i in its]
         m = s["preference_mean_over_evals"]
-        last = s["points"][its[-1]]["alignment"]
+        last = points[its[-1]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['mean']:.3f} ± {m['std']:.3f} | "
-                     f"{last['mean']:.3f} ± {last['std']:.3f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+                     f"{last['alignment']['mean']:.3f} ± {last['alignment']['std']:.3f} |")
+    names = list(result["summary"])
+    lines += ["", f"Held-out preference at iteration {its[-1]}, per seed:", "", "| seed | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    for seed in seeds:
+        last = {r["variant"]: r["curve"][-1]["preference"] for r in runs if r["seed"] == seed}
+        lines.append(f"| {seed} | " + " | ".join(f"{last[n]:.3f}" if n in last else "–" for n in names) + " |")
+    lines += ["", f"`{setup['command']}` on {setup['machine']}; variants (overrides of `algorithm=chunk_grpo` on "
+              f"{setup['config']}): " + "; ".join(f"{k} `{' '.join(v) or '(none)'}`" for k, v in setup["variants"].items())
+              + (f". {setup['note']}" if setup.get("note") else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def rerender(path: Path) -> None:
+    """Rewrite the markdown of an existing result (no runs)."""
+    path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
 
 
 if __name__ == "__main__":

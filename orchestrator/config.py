@@ -241,7 +241,7 @@ def check_training(cfg: Config, plan: RolloutPlan) -> None:
                              "(rollout.plan: entropy_windows); use 'shuffled' / 'in_order' and 'prompt'")
         if plan.sliding is not None and chunks.mode == "fixed":
             raise ValueError("learner.chunks.mode fixed: a sliding window's length changes near the end of the grid; "
-                             "use mode: step, uniform or adaptive")
+                             "use mode: step, scaled, uniform or adaptive")
         trained = plan.at(0).trainable.count(True)
         if trained == 0:
             raise ValueError("the plan trains no transition; set learner.train_last_step or rollout.num_steps >= 2")
