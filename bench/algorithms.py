@@ -44,6 +44,15 @@ def evaluate(checkpoint: str, out: Path, config: str) -> dict:
     return json.loads(out.read_text())
 
 
+def pinned_knobs(config: str) -> list[str]:
+    """Fields some preset owns (orchestrator/config.py PRESETS) that the config file sets: a file
+    that pins one would give every preset its value instead of the paper's."""
+    from orchestrator.config import PRESETS, load_config
+
+    sources = load_config(config).sources
+    return sorted({".".join(p) for preset in PRESETS.values() for p in preset if sources[".".join(p)].startswith("file")})
+
+
 def images_per_iteration(config: str, algorithm: str, extra: list[str]) -> int:
     from orchestrator.config import build_plan, load_config
 
@@ -126,6 +135,10 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "algorithms.json"))
     args = p.parse_args()
     extra = QUICK if args.quick else []
+    pinned = pinned_knobs(args.config)
+    if pinned:
+        p.error(f"{args.config} pins {', '.join(pinned)}, which the presets set: every preset would run with the "
+                "file's value. Remove them from the file (or compare with a copy that leaves them out).")
     if args.quick:
         args.seeds = args.seeds[:1]
         args.images, args.eval_every = 16, 8

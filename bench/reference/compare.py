@@ -395,9 +395,12 @@ def main() -> int:
     out.write_text(json.dumps({"setup": setup, "references": heads, "checks": results}, indent=2) + "\n")
     lines = ["Each reference function is loaded from its file at the commit named and run on the same inputs as ours.", "",
              "| check | reference | max abs diff | agrees | note |", "|---|---|---|---|---|"]
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 (a note's |x| must not split the row)
     for r in results:
         agree = "yes" if r["agree"] and r["tolerance"] != float("inf") else ("by design: no" if r["note"] else "NO")
-        lines.append(f"| {r['check']} | {r['reference']} | {r['max_abs_diff']:.2g} | {agree} | {r['note']} |")
+        lines.append(f"| {cell(r['check'])} | {cell(r['reference'])} | {r['max_abs_diff']:.2g} | {agree} | {cell(r['note'])} |")
+    lines += ["", f"`{setup['command']}` on {setup['machine']}; references: "
+              + ", ".join(f"{k}@{v[:7]}" for k, v in heads.items()) + "."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["agree"] for r in results) else 1

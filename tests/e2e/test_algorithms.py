@@ -61,6 +61,8 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
         assert plan["chunks"]["layout"] == [1, 2, 3, 5] and plan["chunks"]["fraction"] == 0.5
         assert plan["update"] == {"minibatches": 2, "order": "shuffled"}
         check_learner(rows, 2)
+        # ε = 5e-5 at the tiny lr: the second step's chunk ratios already leave [1 − ε, 1 + ε]
+        assert rows[0]["learner/clip_fraction"] > 0
     elif algorithm == "flow_grpo":  # every transition but the last, β 0.04, batch std, 2 shuffled steps
         assert (lc["kl_coef"], lc["advantage_std"], lc["timestep_fraction"]) == (0.04, "batch", 1.0)
         assert plan["trainable_steps"] == list(range(11)) and config["reward"]["aggregation"] == "reward"
