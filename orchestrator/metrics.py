@@ -75,7 +75,8 @@ METRICS: dict[str, str] = {
     RATIO_MEAN_FIRST: "mean ratio at the first minibatch: must be 1 (rollout and learner agree)",
     RATIO_DEV_LATER: "mean |ratio − 1| over the minibatches after the first: > 0 once an optimizer step has moved the "
                      "policy (0 with one minibatch)",
-    GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps",
+    GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps (a non-finite "
+                "one wins)",
     KL: "KL to the frozen base policy (per-sample mean over its trained transitions, mean over samples), averaged "
         "over the iteration's minibatches (0 unless learner.kl_coef > 0)",
     OPTIMIZER_STEPS: "optimizer steps this iteration (non-empty minibatches of learner/schedule.py)",
