@@ -7,10 +7,11 @@ Each run is `raygrpo train --config CONFIG algorithm=X` with no algorithm overri
 must pin none: tiny.yaml does not), stopped after the same number of generated images
 (E-GRPO makes K windows × G images per prompt, so it runs fewer iterations). A checkpoint every
 ~`--eval-every` images is evaluated with `raygrpo eval` (held-out prompts, ODE), and each curve
-point records both the images generated and the training seconds spent, so the same runs give
-both readings: at the image budget (the last point), and at equal wall-clock, the point of each
-run at the largest time every run reached (`wall_clock_budget_s` = the shortest run's training
-time; or --seconds). Per-iteration training reward curves are kept as well. Timing needs a
+point records both the images generated and the training seconds spent (the iterations' own
+phases, rollout to weight sync: no actor start-up, checkpoints or evaluations), so the same runs
+give both readings: at the image budget (the last point), and at equal wall-clock, the point of
+each run at the largest time every run reached (`wall_clock_budget_s` = the shortest run's
+training time; or --seconds). Per-iteration training reward curves are kept as well. Timing needs a
 quiet machine: the lead runs the full comparison; `--quick` is the smoke test (1 seed, 2
 iterations of 2 small groups per preset). Writes bench/results/algorithms.{json,md,png}.
 """
@@ -18,6 +19,7 @@ iterations of 2 small groups per preset). Writes bench/results/algorithms.{json,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -28,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONFIG, RESULTS, machine, run  # noqa: E402
 
 ALGORITHMS = ["dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo"]
+# an iteration's training time: its phases from rollout to weight sync (metrics.jsonl time/<phase>),
+# without actor start-up, checkpoints and evaluations (E-GRPO checkpoints more often per image)
+TRAIN_PHASES = ("sample", "rollout", "score", "advantages", "update", "sync")
 QUICK = ["orchestrator.prompts_per_iter=2", "rollout.group_size=4", "rollout.num_workers=1"]
 
 
@@ -72,14 +77,15 @@ def one(algorithm: str, seed: int, args, work: Path, extra: list[str]) -> dict:
     wall = time.time() - start
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reward_keys = [k for k in rows[0] if k.startswith("reward/") and k.endswith("/mean")]
+    seconds = list(itertools.accumulate(sum(r.get(f"time/{p}", 0.0) for p in TRAIN_PHASES) for r in rows))
     curve = [{"images": 0, "train_seconds": 0.0, **args.base}]
     for ckpt in sorted((run_dir / "checkpoints").glob("iter_*")):
         it = int(ckpt.name.split("_")[1])
         ev = evaluate(str(ckpt), work / f"{algorithm}-seed{seed}-{it}.json", args.config)
-        curve.append({"images": it * per_iter, "train_seconds": rows[it - 1]["elapsed_s"], **ev})
-    train = [{"iteration": r["iteration"], "images": (r["iteration"] + 1) * per_iter, "seconds": r["elapsed_s"],
-              **{k: r[k] for k in reward_keys}, "clip_fraction": r["learner/clip_fraction"],
-              "ratio_dev_later": r["learner/ratio_dev_later"]} for r in rows]
+        curve.append({"images": it * per_iter, "train_seconds": seconds[it - 1], **ev})
+    train = [{"iteration": r["iteration"], "images": (r["iteration"] + 1) * per_iter, "seconds": t,
+              "elapsed_s": r["elapsed_s"], **{k: r[k] for k in reward_keys}, "clip_fraction": r["learner/clip_fraction"],
+              "ratio_dev_later": r["learner/ratio_dev_later"]} for r, t in zip(rows, seconds)]
     return {"algorithm": algorithm, "seed": seed, "iterations": iterations, "images_per_iteration": per_iter,
             "wall_seconds": round(wall, 1), "curve": curve, "train_curve": train, "final": curve[-1]}
 
