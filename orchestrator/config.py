@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from learner.config import LearnerConfig, chunk_sizes
 from reward.config import RewardConfig
 from learner.chunking import chunk_sampling_weights
+from orchestrator.errors import ConfigError  # noqa: F401 (re-exported: raised by load_config)
+from orchestrator.inputs import check_config, load_yaml, yaml_value
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_branch_plan, sde_plan
 from rollout.tiny import world
@@ -132,6 +134,11 @@ class Config(BaseModel):
             raise ValueError(f"learner.best_of {self.learner.best_of} exceeds the {members} members of an advantage group")
         return self
 
+    @model_validator(mode="after")
+    def _inputs_usable(self):
+        check_config(self)  # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        return self
+
     @property
     def batch_size(self) -> int:
         return self.orchestrator.prompts_per_iter * self.rollout.group_size
@@ -185,10 +192,6 @@ def build_plan(cfg: Config) -> RolloutPlan:
     )
 
 
-class ConfigError(ValueError):
-    """A config problem, worded for the user (field path + fix)."""
-
-
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -211,7 +214,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml_value(item, raw)
     return out
 
 
@@ -235,9 +238,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = load_yaml(path)
     return config_from_dict(_merge(data, parse_overrides(list(overrides))))
 
 

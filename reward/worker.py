@@ -47,6 +47,19 @@ SCORERS = {
 }
 
 
+# kind -> check(prompts) that raises ValueError on prompts the scorer cannot score; model
+# scorers read any text (their tokenizers truncate), so only the rule-based grammar is checked
+PROMPT_CHECKS = {"alignment": AlignmentScorer.validate_prompts}
+
+
+def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
+    """Raise ValueError if scorer `cfg` cannot score `prompts`; loads no model (the driver
+    calls it on the prompt files before any actor starts)."""
+    check = PROMPT_CHECKS.get(cfg.kind)
+    if check is not None:
+        check(prompts)
+
+
 def device_of(num_gpus: float) -> str:
     """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'.
     torch is imported only for model scorers: a rule-based reward worker starts without it."""
@@ -74,6 +87,8 @@ class RewardWorker:
 
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         start = time.perf_counter()
+        if len(prompts) != len(images):
+            raise ValueError(f"scorer {self.cfg.name} got {len(prompts)} prompts for {len(images)} images")
         rewards = np.asarray(self.scorer.score(images, prompts), dtype=np.float32)
         if rewards.shape != (len(images),):
             raise ValueError(f"scorer {self.cfg.name} returned shape {rewards.shape} for {len(images)} images")
