@@ -170,18 +170,17 @@ def latest(run_dir: Path, warn: bool = False) -> Path | None:
 
 
 def resolve(arg: str) -> Path:
-    """A checkpoint dir from what a user may name: checkpoints/iter_NNNNNN, checkpoints/latest,
-    the checkpoints dir, or the run dir (both: its newest checkpoint that verifies). Verified."""
+    """A checkpoint dir from what a user may name: a checkpoints/iter_NNNNNN dir (verified), or
+    the run dir, its checkpoints dir or checkpoints/latest (each: the newest checkpoint that
+    verifies, so a broken newest one falls back with a warning)."""
     from orchestrator.errors import UserError
 
     p = Path(arg).expanduser()
-    if p.is_file() and p.name == "latest":
-        p = p.parent / p.read_text().strip()
-    elif (p / "checkpoints").is_dir() or (p.name == "checkpoints" and p.is_dir()):
-        run_dir = p if (p / "checkpoints").is_dir() else p.parent
+    run_dir = {"checkpoints": p.parent, "latest": p.parent.parent}.get(p.name, p)
+    if (run_dir / "checkpoints").is_dir() and p in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "latest"):
         newest = latest(run_dir, warn=True)
         if newest is None:
-            raise UserError(f"--checkpoint {arg}: no checkpoint there verifies; give a checkpoints/iter_* dir")
+            raise UserError(f"--checkpoint {arg}: no checkpoint of {run_dir} verifies; give a checkpoints/iter_* dir")
         return newest
     if not (p / "orchestrator.json").exists() and not (p / "policy.safetensors").exists():
         raise UserError(f"--checkpoint {arg}: not a checkpoint; give a run dir, its checkpoints/latest or a "
