@@ -68,8 +68,8 @@ def started(actors: dict[str, ray.actor.ActorHandle]) -> None:
 def resume_hint(run_dir: Path) -> str:
     last = checkpoint.latest(run_dir)
     if last is None:
-        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again "
-                "(set orchestrator.checkpoint_every lower to lose less next time).")
+        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
+                "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time).")
     return (f"The last checkpoint is {last}. Resume from it with:\n"
             f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
 

@@ -94,6 +94,10 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     out = submit(cmd, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
+    # the driver's output ends on its summary: no actor log line after it
+    lines = [ln.strip() for ln in out.stdout.splitlines() if ln.strip() and not ln.strip().startswith("---")]
+    done = next(i for i, ln in enumerate(lines) if ln.startswith("Job '") and "succeeded" in ln)
+    assert lines[done - 1] == f"run dir: {run_dir}", lines[done - 5:done + 1]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"

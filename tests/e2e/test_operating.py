@@ -106,6 +106,9 @@ def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async
     assert status["state"] == "finished"
     assert all(w["state"] == "alive" for w in status["workers"])
     assert sum(w["role"] == "rollout" for w in status["workers"]) == 2
+    # the worker table counts the real replacements: rollout slot 0 and the preference scorer, once each
+    restarts = {(w["role"], w["index"]): w["restarts"] for w in status["workers"]}
+    assert restarts == {("rollout", 0): 1, ("rollout", 1): 0, ("reward", 0): 1, ("reward", 1): 0, ("learner", 0): 0}
 
 
 class ScalingCluster(Cluster):
