@@ -199,7 +199,7 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (a typo?); see deploy/configs/*.yaml for the fields"
-        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+        lines.append(f"  {loc}: {msg}" if loc and not msg.startswith(loc) else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)
 
 

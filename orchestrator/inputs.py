@@ -79,6 +79,8 @@ def load_yaml(path: Path) -> dict:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        if isinstance(err, yaml.constructor.ConstructorError):  # a duplicate key, an unknown tag
+            raise ConfigError(f"config file {where}: {err.problem}") from None
         context = f" ({err.context})" if err.context and err.problem else ""
         raise ConfigError(f"config file {where}: {err.problem or err.context}{context}; "
                           "fix the YAML there (indentation, a missing ':' or quote)") from None
@@ -321,8 +323,8 @@ def confirm_hub_id(field: str, repo: str) -> None:
                          f"and no hub repository {repo} ({rule}); fix the path or the hub id") from None
     except Exception as err:  # network errors: their classes differ between huggingface_hub versions
         raise ValueError(f"{field} {repo!r}: not a local path, not in the Hugging Face cache, and the hub cannot "
-                         f"be reached to confirm it ({type(err).__name__}: {err}); download it on storage the "
-                         "actors see and give that directory, or fix the network") from None
+                         f"be reached to confirm it ({type(err).__name__}: {err}; {rule}); download it on storage "
+                         "the actors see and give that directory, or fix the network") from None
 
 
 def check_embeddings(cfg) -> None:
