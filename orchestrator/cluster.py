@@ -255,6 +255,7 @@ def merge_rank_stats(per_rank: list[dict]) -> dict:
     out["ratio_min"] = min(s["ratio_min"] for s in per_rank)
     out["ratio_max"] = max(s["ratio_max"] for s in per_rank)
     out["grad_norm"] = per_rank[0]["grad_norm"]
+    out["nonfinite"] = sum(s.get("nonfinite", 0) for s in per_rank)  # non-finite values a rank saw (guards.check_update)
     out["learner_s"] = max(s["learner_s"] for s in per_rank)
     out["chunks"] = total
     return out
