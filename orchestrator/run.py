@@ -132,7 +132,7 @@ class Run:
         self.warnings: list[str] = []
 
     def warn(self, message: str) -> None:
-        """A problem the run survives: stderr, and status.json `warnings` (the dashboard shows them)."""
+        """A problem the run survives: a warning on stderr, and in status.json `warnings` (the last 20)."""
         checkpoint.warn_once(message)
         self.warnings.append(message)
         self.status.update(warnings=self.warnings[-20:])
