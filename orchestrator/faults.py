@@ -55,7 +55,7 @@ class LearnerFailure(RunStopped):
 def started(actors: dict[str, ray.actor.ActorHandle]) -> None:
     """Wait until every actor ({label: actor}) has run its __init__; one that raised there
     (a model file it cannot load, say) stops the run with one line naming it and the error."""
-    refs = {label: actor.__ray_ready__.remote() for label, actor in actors.items()}
+    refs = {label: actor.info.remote() for label, actor in actors.items()}  # every worker class has info()
     for label, ref in refs.items():
         try:
             ray.get(ref)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The system packages the test suite needs beyond pip, installed when missing (README command 2):
-#   g++                    DeepSpeed compiles its CPU ops on first use
+#   g++, python3.X-dev     DeepSpeed compiles its CPU ops on first use (C++ and Python.h of the
+#                          python that runs the tests)
 #   chromium, chromedriver the dashboard's browser test (tests/e2e/test_dashboard.py)
 # With everything present it does nothing and needs no privileges. Otherwise it runs apt-get
 # (Debian, Ubuntu) as root, or through sudo (which may ask for your password); elsewhere it
@@ -18,6 +19,12 @@ if [ -r "$os_release" ]; then
 fi
 missing=()
 command -v g++ >/dev/null || missing+=(g++)
+python=$(command -v python3 || command -v python || true)
+if [ -n "$python" ]; then  # Python.h of this interpreter (a venv's: its base python's)
+  include='' dev=''
+  read -r include dev < <("$python" -c 'import sys, sysconfig; print(sysconfig.get_paths()["include"], "python%d.%d-dev" % sys.version_info[:2])') || true
+  if [ -n "$dev" ] && [ ! -f "$include/Python.h" ]; then missing+=("$dev"); fi
+fi
 if $ubuntu; then
   have_browser || missing+=(chromium-browser)
   have_driver || missing+=(chromium-chromedriver)
@@ -26,12 +33,12 @@ else
   have_driver || missing+=(chromium-driver)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system packages: g++, chromium and chromedriver are present"
+  echo "system packages: g++, Python headers, chromium and chromedriver are present"
   exit 0
 fi
 
 if ! command -v apt-get >/dev/null; then
-  echo "system packages missing: ${missing[*]}; install g++, chromium and chromedriver with your package manager" >&2
+  echo "system packages missing: ${missing[*]}; install them with your package manager" >&2
   exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

@@ -40,13 +40,16 @@ def run_script(tmp_path, tools: dict[str, str], os_release: str = 'ID=debian\n')
     return subprocess.run(["/bin/bash", str(SCRIPT)], env=env, capture_output=True, text=True)
 
 
+PYTHON_WITHOUT_HEADERS = "echo /nonexistent/include python3.11-dev"  # what the script asks the interpreter
+
+
 def test_missing_packages_are_installed_with_apt_get(tmp_path):
     log = tmp_path / "apt.log"
-    out = run_script(tmp_path, {"apt-get": f'echo "$@" >> {log}'})
+    out = run_script(tmp_path, {"apt-get": f'echo "$@" >> {log}', "python3": PYTHON_WITHOUT_HEADERS})
     if os.getuid() == 0:
         assert out.returncode == 0, out.stderr
-        assert log.read_text().splitlines() == ["update -qq",
-                                                "install -y -qq --no-install-recommends g++ chromium chromium-driver"]
+        assert log.read_text().splitlines() == [
+            "update -qq", "install -y -qq --no-install-recommends g++ python3.11-dev chromium chromium-driver"]
     else:  # no sudo on this PATH: the script says what it needs
         assert out.returncode == 1 and "needs root or sudo" in out.stderr
 
@@ -70,5 +73,8 @@ def test_without_apt_or_privileges_it_names_what_to_install(tmp_path):
 
 
 def test_nothing_to_do_when_everything_is_present(tmp_path):
-    out = run_script(tmp_path, {"g++": "", "chromium": "", "chromedriver": ""})
-    assert out.returncode == 0 and "are present" in out.stdout
+    include = tmp_path / "include"
+    include.mkdir()
+    (include / "Python.h").write_text("")
+    out = run_script(tmp_path, {"g++": "", "chromium": "", "chromedriver": "", "python3": f"echo {include} python3.11-dev"})
+    assert out.returncode == 0 and "are present" in out.stdout, out.stderr
