@@ -196,9 +196,15 @@ class Cluster:
         return self.pool.weights.checksum
 
     def probe(self, prompt: str) -> dict:
-        """{rollout worker: digest of its velocity on a fixed input} (orchestrator/guards.py)."""
-        workers = list(self.pool.workers)
-        return {w._actor_id.hex(): d for w, d in zip(workers, ray.get([w.probe.remote(prompt) for w in workers]))}
+        """{rollout worker: digest of its velocity on a fixed input} (orchestrator/guards.py); a
+        worker that died meanwhile is left out (the sync replaces it)."""
+        out = {}
+        for w, ref in [(w, w.probe.remote(prompt)) for w in self.pool.workers]:
+            try:
+                out[w._actor_id.hex()] = ray.get(ref)
+            except WORKER_DIED:
+                pass
+        return out
 
     def health(self) -> dict:
         """For the metrics line: pool size, and workers replaced since the last call."""
