@@ -103,16 +103,16 @@ def yaml_value(item: str, raw: str):
 
 
 # -- prompt files -------------------------------------------------------------------------------
-def read_prompt_field(field: str, path: Path) -> list[str]:
-    """The prompts of orchestrator.<field>, or an error naming the field and the fix."""
+def read_prompt_field(label: str, path: Path) -> list[str]:
+    """The prompts of a prompt file, or an error naming its field or flag (`label`) and the fix."""
     from rollout.tiny.world import read_prompts
 
     try:
         return read_prompts(path)
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"orchestrator.{field}: cannot read {path} ({err})") from None
+        raise ValueError(f"{label}: cannot read {path} ({err})") from None
     except ValueError:
-        raise ValueError(f"orchestrator.{field}: {path} holds no prompts (only blank lines or '#' comments); "
+        raise ValueError(f"{label}: {path} holds no prompts (only blank lines or '#' comments); "
                          "write one prompt a line") from None
 
 
@@ -127,7 +127,7 @@ def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
         prompts = read_prompt_field(flag, path)
         check_prompts_readable(scorers, flag, path, prompts)
     except ValueError as err:
-        raise ConfigError(str(err).replace(f"orchestrator.{flag}", flag)) from None
+        raise ConfigError(str(err)) from None
     return prompts
 
 
@@ -138,7 +138,7 @@ def _line_of(path: Path, prompt: str) -> int:
     return 0
 
 
-def check_prompts_readable(scorers, field: str, path: Path, prompts: list[str]) -> None:
+def check_prompts_readable(scorers, label: str, path: Path, prompts: list[str]) -> None:
     """Every configured scorer can score these prompts (the grammar only; no model is loaded)."""
     from reward.worker import validate_prompts
 
@@ -147,7 +147,7 @@ def check_prompts_readable(scorers, field: str, path: Path, prompts: list[str]) 
             validate_prompts(scorer, prompts)
         except ValueError as err:
             first = next(p for p in prompts if _fails(scorer, p))
-            raise ValueError(f"orchestrator.{field}: {path}:{_line_of(path, first)}: {err}. Reward scorer "
+            raise ValueError(f"{label}: {path}:{_line_of(path, first)}: {err}. Reward scorer "
                              f"{scorer.name!r} scores these prompts: give prompts it reads, or remove it from "
                              "reward.scorers") from None
 
@@ -258,8 +258,8 @@ def check_config(cfg) -> None:
     from orchestrator.config import build_plan, prompt_path
 
     for field in ("train_prompts", "eval_prompts"):
-        path = prompt_path(getattr(cfg.orchestrator, field))
-        check_prompts_readable(cfg.reward.scorers, field, path, read_prompt_field(field, path))
+        path, label = prompt_path(getattr(cfg.orchestrator, field)), f"orchestrator.{field}"
+        check_prompts_readable(cfg.reward.scorers, label, path, read_prompt_field(label, path))
     check_model_path(cfg.model.path)
     if cfg.model.embeddings:
         check_visible("model.embeddings", cfg.model.embeddings)
