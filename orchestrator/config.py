@@ -237,7 +237,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {'is a directory' if path.is_dir() else 'does not exist'}; give a "
+                              "YAML file, e.g. deploy/configs/tiny.yaml")
         data = load_yaml(path)
     return config_from_dict(_merge(data, parse_overrides(list(overrides))))
 

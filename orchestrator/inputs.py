@@ -84,8 +84,11 @@ def load_yaml(path: Path) -> dict:
         context = f" ({err.context})" if err.context and err.problem else ""
         raise ConfigError(f"config file {where}: {err.problem or err.context}{context}; "
                           "fix the YAML there (indentation, a missing ':' or quote)") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (a control character, say)
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - text.rfind("\n", 0, err.position)
+        raise ConfigError(f"config file {path}:{line}:{column}: unacceptable character #x{err.character:04x} "
+                          f"({err.reason}); remove it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping (section: fields) at the top level, "
                           f"not a {type(data).__name__}")
@@ -132,10 +135,8 @@ def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
 
 
 def _line_of(path: Path, prompt: str) -> int:
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip() == prompt:
-            return i
-    return 0
+    """The line number of `prompt` in `path` (read_prompts strips each line)."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if line.strip() == prompt)
 
 
 def check_prompts_readable(scorers, label: str, path: Path, prompts: list[str]) -> None:

@@ -10,6 +10,7 @@ Every scorer has one protocol: `scorer.name`, and
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -47,17 +48,34 @@ SCORERS = {
 }
 
 
-# kind -> check(prompts) that raises ValueError on prompts the scorer cannot score; model
-# scorers read any text (their tokenizers truncate), so only the rule-based grammar is checked
-PROMPT_CHECKS = {"alignment": AlignmentScorer.validate_prompts}
+# kind -> its scorer class as "module:Class", imported only to look up the class's prompt hook
+# (the model scorers' modules import torch, not transformers, at the top)
+SCORER_CLASSES = {
+    "alignment": "reward.rules:AlignmentScorer",
+    "preference": "reward.rules:PreferenceScorer",
+    "hpsv3": "reward.hpsv3:HPSv3Scorer",
+    "clip": "reward.clip:CLIPScorer",
+    "imagereward": "reward.imagereward:ImageRewardScorer",
+}
+
+
+def scorer_class(kind: str) -> type:
+    module, name = SCORER_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
-    """Raise ValueError if scorer `cfg` cannot score `prompts`; loads no model (the driver
-    calls it on the prompt files before any actor starts)."""
-    check = PROMPT_CHECKS.get(cfg.kind)
-    if check is not None:
-        check(prompts)
+    """Raise ValueError if scorer `cfg` cannot score `prompts`; loads no model (the driver calls
+    it on the prompt files before any actor starts). The check is the scorer class's own hook,
+
+        @staticmethod
+        def validate_prompts(prompts: list[str]) -> None   # ValueError naming the first bad prompt
+
+    when the class defines one (alignment: its grammar); a class without it reads any prompt
+    (the model scorers: their tokenizers truncate)."""
+    hook = getattr(scorer_class(cfg.kind), "validate_prompts", None)
+    if hook is not None:
+        hook(prompts)
 
 
 def device_of(num_gpus: float) -> str:
