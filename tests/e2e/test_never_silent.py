@@ -73,6 +73,26 @@ def test_nan_loss_stops_the_run_before_sync_and_checkpoint(tmp_path, monkeypatch
     stopped_after_one_iteration(tmp_path / "run", err, "iteration 1: the learner update went non-finite (loss nan")
 
 
+def test_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, monkeypatch):
+    """From the second update on, a backward hook turns one parameter's gradient into NaN (an
+    overflow in the backward only): the loss stays finite, the gradient norm does not."""
+    import learner.worker
+
+    update = learner.worker.LearnerWorker.update
+
+    def poisoned_update(self, *args, **kwargs):
+        if self.updates == 1:
+            param = next(p for p in self.engine.module.parameters() if p.requires_grad)
+            param.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(learner.worker.LearnerWorker, "update", poisoned_update)
+    with pytest.raises(NonFinite) as err:
+        train(small_config(orchestrator__checkpoint_every=1), tmp_path / "run", cluster_cls=LocalCluster)
+    assert "loss nan" not in str(err.value)  # the loss was finite: the gradient check caught it
+    stopped_after_one_iteration(tmp_path / "run", err, "iteration 1: the learner update went non-finite (")
+
+
 def test_a_lora_sync_that_binds_no_adapter_is_an_alarm(flux_dir, tmp_path):
     """The rollout worker holds the learner's adapter weights (same checksum) but never runs
     them: the probe velocity does not change across the sync, and the run stops."""

@@ -100,12 +100,23 @@ def test_eval_takes_a_run_dir_or_checkpoints_latest(finished, tmp_path, capsys):
     assert "not a checkpoint" in capsys.readouterr().err
 
 
-def test_a_used_run_dir_is_refused_without_resume(finished, tmp_path):
-    before = (finished / "metrics.jsonl").read_text()
+def test_a_used_run_dir_is_refused_without_resume(finished, tmp_path, monkeypatch, capsys):
+    import orchestrator.__main__ as cli
+
+    before = {name: (finished / name).read_text() for name in ("metrics.jsonl", "config.yaml", "status.json")}
     with pytest.raises(UserError, match=r"already holds a run \(3 metrics lines, checkpoints up to iter_000003\); "
                                         r"continue it with --resume"):
         train(config(), finished, cluster_cls=LocalCluster)
-    assert (finished / "metrics.jsonl").read_text() == before  # nothing appended, nothing overwritten
+    started = []
+    monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("ray"))
+    assert main(["train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(finished)]) == 2
+    assert capsys.readouterr().err.startswith(f"raygrpo: --run-dir {finished} already holds a run")
+    # the CLI, with the run's own config and one change: refused before Ray, the change listed
+    assert main(["train", "--config", str(finished / "config.yaml"), "--run-dir", str(finished), "--resume",
+                 "learner.clip_range=0.001"]) == 2
+    assert "learner.clip_range: 0.0001 (checkpoint) -> 0.001 (now)" in capsys.readouterr().err and started == []
+    # nothing appended, nothing overwritten
+    assert {name: (finished / name).read_text() for name in before} == before
     (tmp_path / "runs").mkdir()
     first = default_run_dir("chunk_grpo")
     first.mkdir(parents=True)
