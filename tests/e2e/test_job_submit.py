@@ -119,3 +119,27 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
         assert 0 < rows[0]["samples/trained"] <= 8
     if algorithm == "dance_grpo":  # a random ⌊0.6·4⌋ = 2 of the 4 trainable transitions per sample
         assert plan["steps_per_sample"] == 2
+
+
+def test_command_1_ends_on_its_summary(tmp_path):
+    """README command 1 as a user runs it (`raygrpo train --config deploy/configs/tiny.yaml`: no
+    cluster, so a private Ray), shrunk: everything it prints, stdout and stderr in one stream as
+    a terminal shows them, ends on the summary; no actor log line, progress bar or Ray shutdown
+    message comes after it."""
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("a red circle at the top left on a blue background\na green square at the center on a magenta background\n")
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    out = subprocess.run(
+        ["raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
+         "orchestrator.iterations=1", "orchestrator.prompts_per_iter=2", "rollout.group_size=4", "rollout.num_steps=5",
+         "learner.chunks.sizes=[2, 2]", "rollout.num_workers=1", f"orchestrator.eval_prompts={heldout}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    lines = [ln.rstrip() for ln in out.stdout.splitlines() if ln.strip()]
+    assert lines[-5] == "held-out rewards (ODE, before -> after):", lines[-8:]
+    assert re.fullmatch(r"  preference +\d\.\d{3} -> \d\.\d{3}", lines[-4]), lines[-8:]
+    assert re.fullmatch(r"  alignment +\d\.\d{3} -> \d\.\d{3}", lines[-3]), lines[-8:]
+    assert lines[-2:] == [f"run dir: {run_dir}",
+                          f"grids: {run_dir}/samples/eval_before.png, {run_dir}/samples/eval_after.png"], lines[-8:]
