@@ -69,9 +69,11 @@ class Cluster:
         self.recovered = 0  # reward workers replaced since the last `health()`
         try:  # a failed start leaves no actor behind
             self._learner_group()
-            started({**{f"rollout worker {i}": w for i, w in enumerate(self.starting)},
-                     **{f"reward worker {n!r}": w for n, w in self.reward_workers.items()},
-                     **{f"learner rank {r}": a for r, a in enumerate(self.learners)}})
+            model = f"model.path {cfg.model.path!r}"  # what each actor loads, for the message of one that cannot
+            started({**{f"rollout worker {i}": (w, model) for i, w in enumerate(self.starting)},
+                     **{f"reward worker {s.name!r}": (self.reward_workers[s.name], f"reward.scorers {s.name!r} "
+                                                      f"(path {s.path!r}, base {s.base!r})") for s in cfg.reward.scorers},
+                     **{f"learner rank {r}": (a, model) for r, a in enumerate(self.learners)}})
             addr, port = ray.get(self.learners[0].rendezvous.remote())
             ray.get([a.setup.remote(addr, port) for a in self.learners])
             weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(self.starting[0].checksum.remote()))

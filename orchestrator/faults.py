@@ -52,17 +52,20 @@ class LearnerFailure(RunStopped):
     """A learner rank died: the job stops (its optimizer state is gone) and resumes from a checkpoint."""
 
 
-def started(actors: dict[str, ray.actor.ActorHandle]) -> None:
-    """Wait until every actor ({label: actor}) has run its __init__; one that raised there
-    (a model file it cannot load, say) stops the run with one line naming it and the error."""
-    refs = {label: actor.info.remote() for label, actor in actors.items()}  # every worker class has info()
+def started(actors: dict[str, tuple[ray.actor.ActorHandle, str]]) -> None:
+    """Wait until every actor ({label: (actor, the config field it loads)}) has run its __init__;
+    one that raised there (a model file it cannot load, say) stops the run with one message
+    naming it, the error, the field and the fix."""
+    refs = {label: actor.info.remote() for label, (actor, _) in actors.items()}  # every worker class has info()
     for label, ref in refs.items():
         try:
             ray.get(ref)
         except RayActorError as err:
             if not err.actor_init_failed:
                 raise
-            raise ActorFailed(f"{label} could not start: {remote_message(err)}") from err
+            raise ActorFailed(f"{label} could not start: {remote_message(err)}\nIt loads {actors[label][1]}: make sure "
+                              "those files are complete and readable where the actor runs (download or save them "
+                              "again), then start the run again") from err
 
 
 def resume_hint(run_dir: Path) -> str:

@@ -144,8 +144,9 @@ def test_an_actor_that_cannot_load_its_model_is_named(local_ray, random_tiny_dir
     shutil.copytree(random_tiny_dir, model)
     (model / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 100)
     cfg = small_config(model__path=str(model))
-    with pytest.raises(ActorFailed, match=r"(rollout worker 0|learner rank 0) could not start: \w+Error: .*"):
+    with pytest.raises(ActorFailed, match=r"(rollout worker 0|learner rank 0) could not start: \w+Error: .*") as err:
         Cluster(cfg, build_plan(cfg))
+    assert f"It loads model.path {str(model)!r}: make sure those files are complete and readable" in str(err.value)
     import time
 
     from ray._private import state
