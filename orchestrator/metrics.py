@@ -69,8 +69,8 @@ METRICS: dict[str, str] = {
     RATIO_MIN: "smallest chunk ratio",
     RATIO_MAX: "largest chunk ratio",
     RATIO_MEAN_FIRST: "mean chunk ratio at the first minibatch: must be 1 (rollout and learner agree)",
-    GRAD_NORM: "global gradient norm before clipping, last optimizer step",
-    KL: "mean KL to the frozen base policy over trained transitions (0 unless learner.kl_coef > 0)",
+    GRAD_NORM: "global gradient norm before clipping, at the iteration's first optimizer step (minibatch)",
+    KL: "mean KL to the frozen base policy over the first minibatch's trained transitions (0 unless learner.kl_coef > 0)",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 
