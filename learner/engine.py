@@ -94,11 +94,31 @@ def _weights_only_engine(engine):
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        def save(self, state_dict, path: str):
+            super().save(enum_values(state_dict), path)
+
         def load(self, path: str, map_location=None):
             with torch.serialization.safe_globals(_deepspeed_safe_globals()):
                 return torch.load(path, map_location=map_location, weights_only=True)
 
     return WeightsOnlyCheckpointEngine(engine._config)
+
+
+def enum_values(obj):
+    """`obj` with every Enum member (DeepSpeed's ZeroStageEnum) replaced by its value. Python
+    3.11.0-3.11.4 (Debian 12's python is 3.11.2) pickle a member as `getattr(cls, name)`,
+    which a weights_only load refuses; a plain int loads anywhere, and DeepSpeed reads it back
+    as a number. Dicts, lists and tuples are rebuilt, tensors and everything else kept."""
+    import enum
+    from collections import OrderedDict
+
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if type(obj) in (dict, OrderedDict):
+        return type(obj)((k, enum_values(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(enum_values(v) for v in obj)
+    return obj
 
 
 def _deepspeed_safe_globals() -> list:

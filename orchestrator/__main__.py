@@ -1,10 +1,15 @@
 """The `raygrpo` command line.
 
-    raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
-    raygrpo eval  --checkpoint DIR|base --prompts FILE [--seed N] [--json OUT]
+    raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume [--allow-config-changes]] [key.sub=value ...]
+    raygrpo eval  --checkpoint RUN_DIR|CHECKPOINT|base --prompts FILE [--seed N] [--json OUT]
     raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
     raygrpo dashboard --run-dir DIR [--host 127.0.0.1] [--port 8266]
     raygrpo scale --workers N [--run RUN_DIR] [--address ADDR] [--wait]
+
+Errors worded for the user (orchestrator/errors.py) print as one `raygrpo: ...` message: a
+UserError / ConfigError (exit 2: nothing started), a RunStopped (exit 1: the run stopped; the
+message names the last checkpoint, RUN_DIR/error.log holds the traceback). Anything else is a
+bug and raises with its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.config import ConfigError, load_config
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError, RunStopped, UserError
 
 
 def connect_ray(address: str | None) -> None:
@@ -36,24 +42,35 @@ def connect_ray(address: str | None) -> None:
 
 
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, args.overrides)  # every config error surfaces here, before Ray
-    run_dir = Path(args.run_dir or f"runs/{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from orchestrator.faults import LearnerFailure
+    from orchestrator.inputs import preflight
+    from orchestrator.rundir import default_run_dir, prepare
+
+    cfg = load_config(args.config, args.overrides)  # config errors surface here, before Ray
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.algorithm)
+    preflight(cfg)  # the embedding cache, hub ids
+    prepare(cfg, run_dir, args.resume, args.allow_config_changes)  # a used run dir, resume changes
     from orchestrator.loop import train
 
-    try:
-        if args.no_ray:
-            from orchestrator.local import LocalCluster
+    if args.no_ray:
+        from orchestrator.local import LocalCluster
 
-            result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster)
-        else:
-            connect_ray(args.address)
-            result = train(cfg, run_dir, resume=args.resume)
-    except LearnerFailure as err:  # the message names the checkpoint to resume from
-        print(f"raygrpo: {err}", file=sys.stderr)
-        return 1
-    print(summary(result))
+        result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster,
+                       allow_config_changes=args.allow_config_changes)
+    else:
+        connect_ray(args.address)
+        try:
+            result = train(cfg, run_dir, resume=args.resume, allow_config_changes=args.allow_config_changes)
+        finally:
+            disconnect_ray()  # actor log lines still in flight must not print after the summary
+    print(summary(result), flush=True)
     return 0
+
+
+def disconnect_ray() -> None:
+    import ray
+
+    sys.stdout.flush()
+    ray.shutdown()
 
 
 def cmd_scale(args) -> int:
@@ -66,8 +83,12 @@ def cmd_scale(args) -> int:
         raise ConfigError(f"--workers {args.workers}: a run needs at least 1 rollout worker")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "auto", namespace=CONTROL_NAMESPACE,
-                 log_to_driver=False, logging_level="warning")
+        address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+        try:
+            ray.init(address=address, namespace=CONTROL_NAMESPACE, log_to_driver=False, logging_level="warning")
+        except ConnectionError as err:
+            raise UserError(f"raygrpo scale: no Ray cluster at {address} ({err}); give --address of the job's "
+                            "cluster, or run it on a node of that cluster") from None
     print(request_scale(args.workers, args.run, wait_s=args.timeout if args.wait else 0))
     return 0
 
@@ -88,24 +109,22 @@ def summary(result: dict) -> str:
 def cmd_eval(args) -> int:
     import torch
 
-    from orchestrator.checkpoint import load_policy_weights
-    from orchestrator.config import prompt_path
+    from orchestrator.checkpoint import load_policy_weights, resolve
     from orchestrator.evaluate import eval_images, score_images
+    from orchestrator.inputs import preflight, prompt_arg
     from reward.worker import build_scorer
     from rollout.config import schedule_shift
     from rollout.policy import policy_from_config
-    from rollout.tiny.world import read_prompts
 
-    ckpt = None if args.checkpoint == "base" else Path(args.checkpoint)
-    if ckpt is not None and not (ckpt / "policy.safetensors").exists():
-        raise ConfigError(f"--checkpoint {ckpt}: no policy.safetensors there; give a run's checkpoints/iter_* dir or 'base'")
+    ckpt = None if args.checkpoint == "base" else resolve(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
     config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
     cfg = load_config(config, args.overrides)
+    preflight(cfg)
+    prompts = prompt_arg("--prompts", args.prompts, cfg.reward.scorers)
     torch.set_num_threads(args.threads)
     policy = policy_from_config(cfg.model)
     if ckpt is not None:
         policy.load_trainable_state(load_policy_weights(ckpt))
-    prompts = read_prompts(prompt_path(args.prompts))
     batch, images = eval_images(policy, prompts, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
                                 num_steps=cfg.rollout.num_steps, shift=schedule_shift(cfg.model, cfg.rollout))
     means = score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
@@ -122,6 +141,7 @@ def cmd_embed(args) -> int:
     import torch
 
     from orchestrator.config import prompt_path
+    from orchestrator.inputs import preflight, prompt_arg
     from rollout.embeddings import write_embeddings
     from rollout.policy import text_encoder_from_config
     from rollout.tiny.world import read_prompts
@@ -130,7 +150,8 @@ def cmd_embed(args) -> int:
     out = args.out or cfg.model.embeddings
     if not out:
         raise ConfigError("raygrpo embed: give --out DIR, or set model.embeddings in the config")
-    prompts = [q for f in args.prompts for q in read_prompts(prompt_path(f))]
+    preflight(cfg, embeddings=False)  # hub ids: confirmed before a text encoder is fetched
+    prompts = [q for f in args.prompts for q in prompt_arg("--prompts", f)]
     prompts += read_prompts(prompt_path(cfg.orchestrator.train_prompts))
     prompts += read_prompts(prompt_path(cfg.orchestrator.eval_prompts)) + [cfg.model.negative_prompt]
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -146,7 +167,7 @@ def cmd_dashboard(args) -> int:
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "status.json").is_file() and not (run_dir / "metrics.jsonl").is_file():
-        raise FileNotFoundError(f"--run-dir {run_dir}: no status.json or metrics.jsonl there; "
+        raise UserError(f"--run-dir {run_dir}: no status.json or metrics.jsonl there; "
                                 "give the directory `raygrpo train --run-dir` wrote")
     server = DashboardServer(run_dir, args.host, args.port)
     print(f"dashboard of {run_dir}: {server.url} (Ctrl-C stops it)", flush=True)
@@ -163,14 +184,21 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a policy (README: the default tiny run)")
     t.add_argument("--config", required=True, help="YAML config (deploy/configs/*.yaml)")
     t.add_argument("--run-dir", help="where metrics, samples and checkpoints go (default runs/<algorithm>-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the run dir's newest checkpoint that verifies (a run dir that holds a run is "
+                        "refused without it)")
+    t.add_argument("--allow-config-changes", action="store_true",
+                   help="with --resume: continue although the config differs from the checkpoint's in fields that "
+                        "change the run (they are listed either way)")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     t.add_argument("--no-ray", action="store_true",
                    help="run the same loop in this process without Ray (one learner rank; for debugging and bench/overhead.py)")
     t.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="mean reward of a checkpoint (or the base model) over prompts")
-    e.add_argument("--checkpoint", required=True, help="a run's checkpoints/iter_* dir, or 'base'")
+    e.add_argument("--checkpoint", required=True,
+                   help="a run dir or its checkpoints/latest (the newest checkpoint that verifies), a checkpoints/iter_* "
+                        "dir, or 'base'")
     e.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:heldout")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="also write {reward name: mean} here")
@@ -203,12 +231,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]  # key=value after a flag: still an override
+    if len(overrides) != len(extra) or (overrides and not hasattr(args, "overrides")):
+        p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides) or ' '.join(extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, LookupError, TimeoutError, ConnectionError) as err:
+    except UserError as err:  # nothing was started: what to fix
         print(f"raygrpo: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:  # the run stopped on purpose: which actor / input, and how to resume
+        print(f"raygrpo: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

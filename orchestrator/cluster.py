@@ -23,7 +23,8 @@ from learner.config import chunk_selector
 from learner.worker import LearnerWorker, worst
 from orchestrator.config import Config
 from orchestrator.control import CONTROL_NAMESPACE, ScaleControl, control_name
-from orchestrator.faults import WORKER_DIED, gather, gather_learners
+from orchestrator.errors import ActorFailed, UserError, remote_message
+from orchestrator.faults import WORKER_DIED, gather, gather_learners, started
 from orchestrator.pool import RolloutBatch, RolloutPool, split_groups  # noqa: F401 (RolloutBatch, split_groups: re-exported)
 from orchestrator.weights import WeightSync
 from reward.worker import RewardWorker
@@ -32,13 +33,13 @@ from rollout.policy import policy_from_config
 from rollout.worker import RolloutWorker, pick_device
 
 
-def worker_row(role: str, index: int, info: dict) -> dict:
+def worker_row(role: str, index: int, info: dict, restarts: int = 0) -> dict:
     """One row of the worker table (status.json `workers`, the dashboard): the actor's own
     info() plus its busy throughput (images it generated, scored or trained on, per second
-    spent working) and its restart count (0: actors are not restarted yet)."""
+    spent working) and `restarts`: how many times this slot's actor died and was replaced."""
     seconds = info.get("seconds") or 0.0
     throughput = info.get("images", 0) / seconds if seconds > 0 else None
-    return {"role": role, "index": index, "state": "alive", "restarts": 0, **info, "images_per_s": throughput}
+    return {"role": role, "index": index, "state": "alive", "restarts": restarts, **info, "images_per_s": throughput}
 
 
 def actor_env(niceness: int, **extra: str) -> dict:
@@ -48,7 +49,7 @@ def actor_env(niceness: int, **extra: str) -> dict:
     than in the driver on 2 loaded cores); the rollout, reward and learner actors *are* the
     workload, so they run at `orchestrator.worker_niceness` (0, as Ray's own job supervisor
     does). Env vars merge with the job's runtime_env."""
-    return {"env_vars": {"RAY_worker_niceness": str(niceness), **extra}}
+    return {"env_vars": {"RAY_worker_niceness": str(niceness), "PYTHONUNBUFFERED": "1", **extra}}
 
 
 def learner_env(num_gpus: float) -> dict:
@@ -56,26 +57,42 @@ def learner_env(num_gpus: float) -> dict:
 
 
 class Cluster:
+    rollout_cls, reward_cls = RolloutWorker, RewardWorker  # the actor classes (tests inject faulty ones)
+
     def __init__(self, cfg: Config, plan: RolloutPlan, run_dir: Path | None = None):
         self.cfg = cfg
         self.plan = plan
-        workers = [self._rollout_actor(i) for i in range(cfg.rollout.num_workers)]
+        self.pool = self.control = self.pg = None
+        self.starting = [self._rollout_actor(i) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
-        self.learners, self.pg = self._learner_group()
-        weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(workers[0].checksum.remote()))
-        self.pool = RolloutPool(self._rollout_actor, workers, weights, plan, cfg.rollout.group_size)
-        self.control = self._control_actor(run_dir) if run_dir is not None else None
+        self.restarts = {s.name: 0 for s in cfg.reward.scorers}  # reward workers replaced, per scorer
+        self.learners: list = []
         self.recovered = 0  # reward workers replaced since the last `health()`
+        try:  # a failed start leaves no actor behind
+            self._learner_group()
+            model = f"model.path {cfg.model.path!r}"  # what each actor loads, for the message of one that cannot
+            started({**{f"rollout worker {i}": (w, model) for i, w in enumerate(self.starting)},
+                     **{f"reward worker {s.name!r}": (self.reward_workers[s.name], f"reward.scorers {s.name!r} "
+                                                      f"(path {s.path!r}, base {s.base!r})") for s in cfg.reward.scorers},
+                     **{f"learner rank {r}": (a, model) for r, a in enumerate(self.learners)}})
+            addr, port = ray.get(self.learners[0].rendezvous.remote())
+            ray.get([a.setup.remote(addr, port) for a in self.learners])
+            weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(self.starting[0].checksum.remote()))
+            self.pool = RolloutPool(self._rollout_actor, self.starting, weights, plan, cfg.rollout.group_size)
+            self.control = self._control_actor(run_dir) if run_dir is not None else None
+        except BaseException:
+            self.shutdown()
+            raise
 
     # -- actors ----------------------------------------------------------------------------------
     def _rollout_actor(self, index: int):
         r = self.cfg.rollout
-        remote = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+        remote = ray.remote(self.rollout_cls).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                                                    runtime_env=actor_env(self.cfg.orchestrator.worker_niceness))
         return remote.remote(self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index, chunk_selector(self.cfg.learner))
 
     def _reward_actor(self, scorer):
-        return ray.remote(RewardWorker).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus,
+        return ray.remote(self.reward_cls).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus,
                                                 runtime_env=actor_env(self.cfg.orchestrator.worker_niceness)).remote(scorer)
 
     def _control_actor(self, run_dir: Path):
@@ -85,18 +102,19 @@ class Cluster:
             return ray.remote(ScaleControl).options(name=name, namespace=CONTROL_NAMESPACE, num_cpus=0).remote(
                 self.cfg.rollout.num_workers)
         except ValueError as err:  # the name is taken
-            raise RuntimeError(f"another running job already uses run dir {run_dir} ({name}); "
+            raise UserError(f"another running job already uses run dir {run_dir} ({name}); "
                                "give this run its own --run-dir") from err
 
-    def _learner_group(self):
+    def _learner_group(self) -> None:
+        """The learner ranks, packed in a placement group (set up by __init__ once all started)."""
         lc = self.cfg.learner
         bundle = {"CPU": max(lc.num_cpus, 0.001)}
         if lc.num_gpus:
             bundle["GPU"] = lc.num_gpus
-        pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
+        self.pg = pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
         ray.get(pg.ready())
         factory = functools.partial(policy_from_config, self.cfg.model, device=pick_device(lc.num_gpus))
-        actors = [
+        self.learners = [
             ray.remote(LearnerWorker).options(
                 num_cpus=bundle["CPU"], num_gpus=lc.num_gpus,
                 runtime_env=actor_env(self.cfg.orchestrator.worker_niceness, **learner_env(lc.num_gpus)),
@@ -104,9 +122,6 @@ class Cluster:
             ).remote(factory, lc, rank, lc.world_size)
             for rank in range(lc.world_size)
         ]
-        addr, port = ray.get(actors[0].rendezvous.remote())
-        ray.get([a.setup.remote(addr, port) for a in actors])
-        return actors, pg
 
     @property
     def rollout_workers(self) -> list:
@@ -137,12 +152,22 @@ class Cluster:
             return asked[key].score.remote(batches[i].images, batches[i].prompts)
 
         keys = [(name, i) for name in self.reward_workers for i in range(len(batches))]
-        rewards = gather({key: ask(key) for key in keys}, ask)
+
+        def failed(key, err) -> ActorFailed:  # the scorer raised: never turned into a reward
+            return ActorFailed(f"reward worker {key[0]!r} failed scoring the {len(batches[key[1]].prompts)} images of "
+                               f"rollout batch {key[1]}: {remote_message(err)}")
+
+        rewards = gather({key: ask(key) for key in keys}, ask, failed)
+        for name, i in keys:
+            if len(rewards[(name, i)]) != len(batches[i].prompts):
+                raise ActorFailed(f"reward worker {name!r} returned {len(rewards[(name, i)])} rewards for the "
+                                  f"{len(batches[i].prompts)} samples rollout batch {i} reported")
         return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in self.reward_workers}
 
     def _replace_scorer(self, name: str) -> None:
         """A fresh reward worker for scorer `name` (scorers are frozen: nothing to hand over)."""
         self.recovered += 1
+        self.restarts[name] += 1
         ray.kill(self.reward_workers[name])
         self.reward_workers[name] = self._reward_actor(next(s for s in self.cfg.reward.scorers if s.name == name))
 
@@ -171,6 +196,21 @@ class Cluster:
             self.pool.resize(request["workers"])
             self.control.applied.remote(len(self.pool), request["id"])
 
+    def checksum(self) -> str:
+        """Checksum of the weights the rollout workers hold now (the last sync's, or the base's)."""
+        return self.pool.weights.checksum
+
+    def probe(self, prompt: str) -> dict:
+        """{rollout worker: digest of its velocity on a fixed input} (orchestrator/guards.py); a
+        worker that died meanwhile is left out (the sync replaces it)."""
+        out = {}
+        for w, ref in [(w, w.probe.remote(prompt)) for w in self.pool.workers]:
+            try:
+                out[w._actor_id.hex()] = ray.get(ref)
+            except WORKER_DIED:
+                pass
+        return out
+
     def health(self) -> dict:
         """For the metrics line: pool size, and workers replaced since the last call."""
         recovered, self.recovered = self.recovered + self.pool.take_recovered(), 0
@@ -198,21 +238,24 @@ class Cluster:
     def workers(self) -> list[dict]:
         """Rows of the worker table (role, index, pid, node, version, counters, throughput)."""
         rows = []
-        for role, actors in (("rollout", self.pool.workers), ("reward", list(self.reward_workers.values())),
-                             ("learner", self.learners)):
+        for role, actors, restarts in (("rollout", self.pool.workers, self.pool.restarts),
+                                       ("reward", list(self.reward_workers.values()), list(self.restarts.values())),
+                                       ("learner", self.learners, [0] * len(self.learners))):  # a dead rank stops the job
             for i, ref in enumerate([a.info.remote() for a in actors]):
                 try:
-                    rows.append(worker_row(role, i, ray.get(ref)))
+                    rows.append(worker_row(role, i, ray.get(ref), restarts[i]))
                 except WORKER_DIED:
-                    rows.append({"role": role, "index": i, "state": "dead", "restarts": 0})
+                    rows.append({"role": role, "index": i, "state": "dead", "restarts": restarts[i]})
         return rows
 
     def shutdown(self) -> None:
-        for a in [*self.pool.workers, *self.reward_workers.values(), *self.learners]:
+        rollout = self.pool.workers if self.pool is not None else self.starting
+        for a in [*rollout, *self.reward_workers.values(), *self.learners]:
             ray.kill(a)
         if self.control is not None:
             ray.kill(self.control)
-        remove_placement_group(self.pg)
+        if self.pg is not None:
+            remove_placement_group(self.pg)
 
 
 def merge_rank_stats(per_rank: list[dict]) -> dict:

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from learner.config import LearnerConfig, chunk_selector
 from reward.config import RewardConfig
+from orchestrator.errors import ConfigError  # noqa: F401 (re-exported: raised by load_config)
+from orchestrator.inputs import check_config, load_yaml, yaml_value
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_window_plan, sde_plan, sliding_window_plan
 from rollout.tiny import world
@@ -176,6 +178,11 @@ class Config(BaseModel):
         check_training(self, plan)
         return self
 
+    @model_validator(mode="after")
+    def _inputs_usable(self):
+        check_config(self)  # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        return self
+
     @property
     def batch_size(self) -> int:
         return self.orchestrator.prompts_per_iter * self.rollout.group_size
@@ -258,10 +265,6 @@ def check_training(cfg: Config, plan: RolloutPlan) -> None:
         raise ValueError(f"learner.best_of {lc.best_of} exceeds the {members} members of an advantage group")
 
 
-class ConfigError(ValueError):
-    """A config problem, worded for the user (field path + fix)."""
-
-
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -269,7 +272,7 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (a typo?); see deploy/configs/*.yaml for the fields"
-        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+        lines.append(f"  {loc}: {msg}" if loc and not msg.startswith(loc) else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)
 
 
@@ -284,7 +287,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml_value(item, raw)
     return out
 
 
@@ -307,10 +310,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+            raise ConfigError(f"config file {path} {'is a directory' if path.is_dir() else 'does not exist'}; give a "
+                              "YAML file, e.g. deploy/configs/tiny.yaml")
+        data = load_yaml(path)
     cli = parse_overrides(list(overrides))
     cfg = config_from_dict(_merge(data, cli))
     cfg._sources = field_sources(cfg, data, cli, file_label=f"file {path}")

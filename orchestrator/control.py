@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from orchestrator.errors import UserError
+
 CONTROL_NAMESPACE = "raygrpo"
 CONTROL_PREFIX = "control:"
 
@@ -59,10 +61,10 @@ def find_control(run: str | None):
     runs = [n.removeprefix(CONTROL_PREFIX) for n in names]
     if not names:
         where = f"whose run dir ends in {run!r} " if run else ""
-        raise LookupError(f"no running raygrpo job {where}on this cluster; start one with `raygrpo train` "
+        raise UserError(f"no running raygrpo job {where}on this cluster; start one with `raygrpo train` "
                           "(or check --address)")
     if len(names) > 1:
-        raise LookupError(f"{len(names)} raygrpo jobs run on this cluster: {runs}; pick one with --run RUN_DIR")
+        raise UserError(f"{len(names)} raygrpo jobs run on this cluster: {runs}; pick one with --run RUN_DIR")
     return ray.get_actor(names[0], namespace=CONTROL_NAMESPACE), runs[0]
 
 
@@ -81,5 +83,5 @@ def request_scale(workers: int, run: str | None = None, wait_s: float = 0) -> st
         if now["applied_id"] >= state["id"]:
             return f"{run_dir}: {now['workers']} rollout workers"
         time.sleep(0.5)
-    raise TimeoutError(f"{run_dir}: the job did not apply the request within {wait_s:.0f} s "
+    raise UserError(f"{run_dir}: the job did not apply the request within {wait_s:.0f} s "
                        "(an iteration may be long; it still applies it between iterations)")

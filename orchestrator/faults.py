@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Callable, Hashable
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from orchestrator import checkpoint
+from orchestrator.errors import ActorFailed, RunStopped, remote_message
 
 WORKER_DIED = (RayActorError,)  # the actor's process is gone (killed, OOM, node lost, ray.kill)
 MAX_RETRIES = 3  # re-runs of one task before the run gives up: a worker that dies every time is a bug
 
 
-def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef]) -> dict:
+def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef],
+           failed: Callable[[Hashable, Exception], Exception] | None = None) -> dict:
     """Results of `tasks` by key. A task whose actor died is submitted again by `retry(key,
-    error)` (which replaces the actor) as soon as the death is seen, and awaited in turn."""
+    error)` (which replaces the actor) as soon as the death is seen, and awaited in turn. A task
+    that raised re-raises, as `failed(key, error)` when given (an error worded for the user)."""
     pending = {ref: key for key, ref in tasks.items()}
     tries = {key: 0 for key in tasks}
     out = {}
@@ -33,6 +36,10 @@ def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exce
         key = pending.pop(ref)
         try:
             out[key] = ray.get(ref)
+        except RayTaskError as err:
+            if failed is None:
+                raise
+            raise failed(key, err) from err
         except WORKER_DIED as err:
             tries[key] += 1
             if tries[key] > MAX_RETRIES:
@@ -41,18 +48,31 @@ def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exce
     return out
 
 
-class LearnerFailure(RuntimeError):
+class LearnerFailure(RunStopped):
     """A learner rank died: the job stops (its optimizer state is gone) and resumes from a checkpoint."""
 
-    def with_resume_hint(self, run_dir: Path) -> "LearnerFailure":
-        return LearnerFailure(f"{self}\n{resume_hint(run_dir)}")
+
+def started(actors: dict[str, tuple[ray.actor.ActorHandle, str]]) -> None:
+    """Wait until every actor ({label: (actor, the config field it loads)}) has run its __init__;
+    one that raised there (a model file it cannot load, say) stops the run with one message
+    naming it, the error, the field and the fix."""
+    refs = {label: actor.info.remote() for label, (actor, _) in actors.items()}  # every worker class has info()
+    for label, ref in refs.items():
+        try:
+            ray.get(ref)
+        except RayActorError as err:
+            if not err.actor_init_failed:
+                raise
+            raise ActorFailed(f"{label} could not start: {remote_message(err)}\nIt loads {actors[label][1]}: make sure "
+                              "those files are complete and readable where the actor runs (download or save them "
+                              "again), then start the run again") from err
 
 
 def resume_hint(run_dir: Path) -> str:
     last = checkpoint.latest(run_dir)
     if last is None:
-        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again "
-                "(set orchestrator.checkpoint_every lower to lose less next time).")
+        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
+                "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time).")
     return (f"The last checkpoint is {last}. Resume from it with:\n"
             f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
 

@@ -21,6 +21,8 @@ from learner.engine import free_port
 from learner.worker import LearnerWorker
 from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups, worker_row
 from orchestrator.config import Config
+from orchestrator.errors import ActorFailed
+from orchestrator.pool import apply_report
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
 from rollout.policy import policy_from_config
@@ -38,6 +40,8 @@ def torch_threads(n: int):
 
 
 class LocalCluster:
+    rollout_cls, reward_cls = RolloutWorker, RewardWorker  # as in Cluster (tests inject faulty ones)
+
     def __init__(self, cfg: Config, plan: RolloutPlan, run_dir=None):
         if cfg.learner.world_size != 1:
             raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
@@ -45,24 +49,21 @@ class LocalCluster:
         self.plan = plan
         self.rollout_threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
         self.learner_threads = functools.partial(torch_threads, cfg.learner.torch_threads)
-        self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
-                                              chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
-        self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
+        self.rollout_workers = [self.rollout_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
+                                                 chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
+        self.reward_workers = {s.name: self.reward_cls(s) for s in cfg.reward.scorers}
         factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 
     def launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
         g = self.cfg.rollout.group_size
-        members = self.plan.members_per_group(g)
         batches = []
         for i, (worker, part) in enumerate(zip(self.rollout_workers, split_groups(groups, len(self.rollout_workers)))):
             if part:
                 with self.rollout_threads():
                     images, traj, info = worker.rollout(part, iteration, preview and i == 0)
-                batches.append(RolloutBatch(images, traj, [p for _, p in part for _ in range(members)],
-                                            [gid for gid, _ in part for _ in range(members)], info,
-                                            [self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)]))
+                batches.append(apply_report(RolloutBatch(images, traj, [], groups=part), info, self.plan, g))
         return batches
 
     def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
@@ -72,8 +73,17 @@ class LocalCluster:
         return self.launch(groups, iteration, preview)
 
     def score(self, batches) -> dict[str, np.ndarray]:
-        return {name: np.concatenate([w.score(b.images, b.prompts) for b in batches])
-                for name, w in self.reward_workers.items()}
+        out = {}
+        for name, w in self.reward_workers.items():
+            parts = []
+            for i, b in enumerate(batches):
+                try:
+                    parts.append(w.score(b.images, b.prompts))
+                except Exception as err:  # as Cluster.score: a scorer error stops the run, named
+                    raise ActorFailed(f"reward worker {name!r} failed scoring the {len(b.prompts)} images of rollout "
+                                      f"batch {i}: {type(err).__name__}: {err}") from err
+            out[name] = np.concatenate(parts)
+        return out
 
     def update(self, batches, samples, advantages, minibatches) -> dict:
         trajs = [b.trajectory for b in batches]
@@ -89,6 +99,13 @@ class LocalCluster:
         if any(c != checksum for c in got):
             raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
         return checksum
+
+    def checksum(self) -> str:
+        return self.rollout_workers[0].checksum()
+
+    def probe(self, prompt: str) -> dict:
+        with self.rollout_threads():
+            return {i: w.probe(prompt) for i, w in enumerate(self.rollout_workers)}
 
     def rescale(self) -> None:
         pass

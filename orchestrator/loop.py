@@ -12,17 +12,24 @@ from pathlib import Path
 from orchestrator.cluster import Cluster
 from orchestrator.config import Config, build_plan, prompt_path
 from orchestrator.dashboard import start_dashboard
+from orchestrator.errors import RunStopped
 from orchestrator.evaluate import eval_batch
-from orchestrator.faults import LearnerFailure
+from orchestrator.guards import (check_advantages, check_rewards, check_update, check_weights_changed, group_report,
+                                 received_groups)
+from orchestrator.inputs import preflight
 from orchestrator.pipeline import RolloutPipeline
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster) -> dict:
+def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
+          allow_config_changes: bool = False) -> dict:
     """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`).
-    `cluster_cls=LocalCluster` runs the same phases in this process, without Ray."""
-    run, plan = Run(cfg, run_dir, resume), build_plan(cfg)
+    `cluster_cls=LocalCluster` runs the same phases in this process, without Ray. Every check
+    that can run before an actor starts does (orchestrator/inputs.py, rundir.py); the checks in
+    the loop (orchestrator/guards.py) stop the run before a bad update is synced or saved."""
+    preflight(cfg)
+    run, plan = Run(cfg, run_dir, resume, allow_config_changes), build_plan(cfg)
     run.write_plan(plan)
     dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)  # read-only web page of the run dir
     cluster = None
@@ -32,21 +39,25 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
         run.status.update(state="starting", workers=cluster.workers())
         run.restore(cluster)
         before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
+        checksum = cluster.checksum()
         for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
             timer = PhaseTimer(run.status)
             with timer("sample"):
                 rollouts.start(iteration)
             with timer("rollout"):
                 batches = rollouts.take(iteration)
+                account(run, batches, iteration)
             with timer("score"):
                 rewards = cluster.score(batches)
+                check_rewards(rewards, [p for b in batches for p in b.prompts], iteration)
             with timer("advantages"):
                 adv = compute_advantages(cfg, rewards, batches, iteration)
+                check_advantages(adv.values, iteration)
             with timer("update"):
                 stats = cluster.update(batches, adv.samples, adv.values, adv.minibatches)
+                check_update(stats, iteration)
             with timer("sync"):
-                run.version += 1
-                checksum = cluster.sync(run.version)
+                checksum = sync(cluster, run, previous=checksum)
             with timer("log"):
                 run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health())
                 if run.due(iteration):
@@ -56,17 +67,38 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster)
         after = evaluate(cfg, cluster, run, "after") if before is not None else None
         run.close("finished")
         return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
-    except LearnerFailure as err:
-        failure = err.with_resume_hint(run.run_dir)
-        run.close("failed", error=str(failure))
-        raise failure from err
-    except BaseException:
-        run.close("failed")
+    except RunStopped as err:  # worded for the user; the traceback goes to RUN_DIR/error.log
+        stopped = err.with_resume_hint(run.run_dir)
+        run.record_error(err)
+        run.close("failed", error=str(stopped))
+        raise stopped from err
+    except BaseException as err:
+        run.record_error(err)
+        run.close("failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         dashboard.stop()
         if cluster is not None:
             cluster.shutdown()
+
+
+def sync(cluster, run: Run, previous: str) -> str:
+    """Weights of the next version into every rollout worker; if the learner's weights changed,
+    each worker's output on a fixed probe input must change too (guards.check_weights_changed)."""
+    prompt = run.prompts.prompts[0]
+    before = cluster.probe(prompt)
+    run.version += 1
+    checksum = cluster.sync(run.version)
+    check_weights_changed(before, cluster.probe(prompt), learner_changed=checksum != previous, version=run.version)
+    return checksum
+
+
+def account(run: Run, batches: list, iteration: int) -> None:
+    """Warn when the groups the workers returned are not the groups planned (they are counted
+    as received in `groups_completed`; a second copy is not trained)."""
+    problem = group_report(list(range(run.cfg.orchestrator.prompts_per_iter)), received_groups(batches))
+    if problem:
+        run.warn(f"iteration {iteration}: {problem}")
 
 
 def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str) -> dict:

@@ -11,6 +11,10 @@ noise) on the replacement of its dead worker, which first receives the weights t
 started with: weights change only in `install`, after every launched batch has finished. A
 recovered iteration therefore trains on exactly the samples an undisturbed one would, each
 planned group once.
+
+What the driver then counts and scores follows what each worker *reported* it rolled out
+(`apply_report`), not the plan: a group a worker lost or returned twice shows in
+`groups_completed` (orchestrator/guards.py), and a copy is never trained twice.
 """
 
 from __future__ import annotations
@@ -43,6 +47,21 @@ class RolloutBatch:
     info_ref: ray.ObjectRef | None = None  # while in flight
 
 
+def apply_report(b: RolloutBatch, info: dict, plan: RolloutPlan, group_size: int) -> RolloutBatch:
+    """Fill `b` from its worker's report: info["groups"] lists the groups it rolled out, in the
+    order of its images; per-sample prompts, group ids and advantage columns follow it."""
+    prompts = dict(b.groups) if b.groups else {g: p for g, p in zip(b.group_ids, b.prompts)}
+    unknown = [g for g in info["groups"] if g not in prompts]
+    if unknown:
+        raise RuntimeError(f"rollout worker {info.get('worker')} returned groups {unknown} it was never given")
+    members = plan.members_per_group(group_size)
+    b.info = info
+    b.prompts = [prompts[g] for g in info["groups"] for _ in range(members)]
+    b.group_ids = [g for g in info["groups"] for _ in range(members)]
+    b.columns = [plan.column_label(g, m, group_size) for g in info["groups"] for m in range(members)]
+    return b
+
+
 def split_groups(groups: list, parts: int) -> list[list]:
     """Whole groups, contiguous, near-equal, over `parts` workers."""
     n = len(groups)
@@ -60,6 +79,7 @@ class RolloutPool:
         self.in_flight: list[RolloutBatch] = []
         self.replacements: dict = {}  # dead actor -> the actor that took its place
         self.recovered = 0
+        self.restarts = [0] * len(self.workers)  # replacements per slot, for the worker table
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -86,16 +106,12 @@ class RolloutPool:
         return b.info_ref
 
     def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
-        """Wait for `batches`; a batch whose worker died is re-run (see module docstring).
-        Checks that every planned group completed exactly once, on the planned weights."""
+        """Wait for `batches`; a batch whose worker died is re-run (see module docstring). Each
+        batch then describes what its worker reported (`apply_report`); all ran on the planned weights."""
         todo = {i: b.info_ref for i, b in enumerate(batches) if b.info_ref is not None}
         for i, info in gather(todo, lambda i, err: self._rerun(batches[i])).items():
-            batches[i].info, batches[i].info_ref = info, None
+            apply_report(batches[i], info, self.plan, self.group_size).info_ref = None
         self.in_flight = [b for b in self.in_flight if b.info_ref is not None]
-        planned = sorted(gid for b in batches for gid, _ in b.groups)
-        done = sorted(gid for b in batches for gid in b.info["groups"])
-        if done != planned:
-            raise RuntimeError(f"group accounting: planned {planned}, completed {done}")
         stale = [b.info["policy_version"] for b in batches if b.info["policy_version"] != b.version]
         if stale:
             raise RuntimeError(f"rollouts ran on weights {stale}, launched on v{batches[0].version}")
@@ -120,6 +136,7 @@ class RolloutPool:
         """A new actor in `slot`, holding the current weights (checksum-verified)."""
         dead = self.workers[slot]
         self.recovered += 1
+        self.restarts[slot] += 1
         new = self.make_worker(slot)
         self.weights.provide(new, survivors=[w for w in self.workers if w != dead])
         self.workers[slot] = new
@@ -135,10 +152,12 @@ class RolloutPool:
         self.settle()
         while len(self.workers) > n:
             self.workers.pop().__ray_terminate__.remote()
+            self.restarts.pop()
         new = [self.make_worker(i) for i in range(len(self.workers), n)]  # start together
         for worker in new:
             self.weights.provide(worker, survivors=self.workers)
             self.workers.append(worker)
+            self.restarts.append(0)
 
     def install(self, version: int) -> str:
         """Weights `version` into every worker, checksum-verified, once nothing is in flight; a

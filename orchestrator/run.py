@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from learner.advantages import best_of_mask, combined_advantages
 from learner.schedule import minibatch_schedule
-from orchestrator import checkpoint, metrics as M
+from orchestrator import checkpoint, guards, metrics as M, rundir
 from orchestrator.config import Config, chunk_selector, dump_config, dump_sources, prompt_path
 from orchestrator.dashboard.ray_metrics import RayMetrics
 from rollout.sampler import derive_seed
@@ -59,20 +59,22 @@ class Advantages:
 
 def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list, iteration: int = 0) -> Advantages:
     """Group-normalised, reward-aggregated advantages (per chunk when reward.chunk_weights is
-    set); zero-spread groups dropped; best-of-N applied; the iteration's minibatch schedule,
-    seeded by run seed and iteration (so a resumed run draws the same)."""
+    set); a second copy of a group a worker returned twice is never trained (guards.first_copies);
+    zero-spread groups dropped; best-of-N applied; the iteration's minibatch schedule, seeded by
+    run seed and iteration (so a resumed run draws the same)."""
     lc = cfg.learner
     key = "columns" if lc.advantage_groups == "column" else "group_ids"
-    ids = torch.tensor([g for b in batches for g in getattr(b, key)])
-    r = {k: torch.as_tensor(v) for k, v in rewards.items()}
+    used = torch.nonzero(torch.tensor(guards.first_copies(batches))).flatten()  # [U] global sample indices
+    ids = torch.tensor([g for b in batches for g in getattr(b, key)])[used]
+    r = {k: torch.as_tensor(v)[used] for k, v in rewards.items()}
     mix = lambda w: combined_advantages(r, w, ids, mode=cfg.reward.aggregation, clip=lc.adv_clip,  # noqa: E731
                                         std=lc.advantage_std)
-    adv, zero = mix({s.name: s.weight for s in cfg.reward.scorers})  # [B], [B]
-    per_chunk = [mix(w)[0] for w in cfg.reward.chunk_weights or []]  # J × [B]
+    adv, zero = mix({s.name: s.weight for s in cfg.reward.scorers})  # [U], [U]
+    per_chunk = [mix(w)[0] for w in cfg.reward.chunk_weights or []]  # J × [U]
     keep = ~zero
     if lc.best_of:
         keep &= best_of_mask(adv, ids, lc.best_of)
-    kept = torch.nonzero(keep).flatten().tolist()
+    kept = used[keep].tolist()
     groups = [g for b in batches for g in b.group_ids]
     columns = [c for b in batches for c in b.columns]
     first_column = {}  # prompt group -> its first column label: column index = label − first
@@ -81,14 +83,14 @@ def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: lis
     minibatches = minibatch_schedule([groups[i] for i in kept], minibatches=lc.minibatches, order=lc.minibatch_order,
                                      seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
                                      columns=[columns[i] - first_column[groups[i]] for i in kept])
-    values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [B, J] or [B]
+    values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [U, J] or [U]
     labels = ids.unique()
     return Advantages(
         samples=kept,
-        values=values[kept].tolist(),
+        values=values[keep].tolist(),
         minibatches=minibatches,
-        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in labels) / len(labels),
-        abs_mean=float(adv[kept].abs().mean()) if kept else 0.0,
+        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in labels) / max(len(labels), 1),
+        abs_mean=float(adv[keep].abs().mean()) if kept else 0.0,
     )
 
 
@@ -120,16 +122,16 @@ class PhaseTimer:
 
 
 class Run:
-    def __init__(self, cfg: Config, run_dir: Path, resume: bool):
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, allow_config_changes: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        # a used run dir without --resume, or a resume that changes the run, is refused before anything is written
+        self.resume_from = rundir.prepare(cfg, self.run_dir, resume, allow_config_changes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
         if cfg.sources:  # where each value came from: preset (with its source), file, command line, default
             (self.run_dir / "config_sources.yaml").write_text(dump_sources(cfg))
-        self.resume_from = checkpoint.latest(self.run_dir) if resume else None
-        if resume and self.resume_from is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
+        (self.run_dir / "error.log").unlink(missing_ok=True)
         state = checkpoint.read_state(self.resume_from) if self.resume_from else None
         self.start_iteration = state["next_iteration"] if state else 0
         self.version = state["policy_version"] if state else 0
@@ -144,12 +146,21 @@ class Run:
         self.bar = tqdm(total=cfg.orchestrator.iterations, initial=self.start_iteration, desc="raygrpo", unit="it",
                         dynamic_ncols=True)
         self.last: dict = {}
+        self.plan = None
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        """A problem the run survives: a warning on stderr, and in status.json `warnings` (the last 20)."""
+        checkpoint.warn_once(message)
+        self.warnings.append(message)
+        self.status.update(warnings=self.warnings[-20:])
 
     def write_plan(self, plan) -> None:
         """plan.json: the grid, SDE and trainable transitions, E(k, k+1) per step, E-GRPO's
         windows (with their E), MixGRPO's window per iteration, and how each trajectory's
         trainable transitions become chunks and which it trains (learner.chunks,
         timestep_fraction: the rule the rollout workers apply per trajectory)."""
+        self.plan = plan
         c, lc = self.cfg.learner.chunks, self.cfg.learner
         data = plan.describe(self.cfg.orchestrator.iterations)
         data["algorithm"] = self.cfg.algorithm
@@ -173,7 +184,7 @@ class Run:
         row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
-               M.GROUPS_COMPLETED: len({g for b in batches for g in b.group_ids}),
+               M.GROUPS_COMPLETED: len(guards.received_groups(batches)),  # as reported by the workers, scored
                M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: len(adv.samples),
                M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
                M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
@@ -199,19 +210,26 @@ class Run:
 
     def write_preview(self, iteration: int, batch, rewards: dict[str, np.ndarray]) -> None:
         """samples/iter_XXXXX.png (the first rollout worker's grid) and, next to it,
-        iter_XXXXX.json: each grid row's prompt and every sample's reward per scorer. The
-        grid holds that worker's first `preview_rows` groups, which are the first
-        rows · G entries of `rewards` (batch order)."""
+        iter_XXXXX.json: what each grid row is (a prompt group, or under E-GRPO one branch column
+        of a group: its prompt and branch step) and every sample's reward per scorer. The grid's
+        `preview_rows` rows of G are the first rows · G entries of `rewards` (batch order)."""
         png = batch.info.get("preview_png")
         if not png:
             return
         g = self.cfg.rollout.group_size
+        windows = self.plan.windows if self.plan is not None else ()
+        members = g * max(1, len(windows))
         rows = []
         for r in range(batch.info.get("preview_rows", len(batch.prompts) // g)):
             lo, hi = r * g, (r + 1) * g  # the row's samples, in batch order
-            rows.append({"prompt": batch.prompts[lo], "group": batch.group_ids[lo],
-                         "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}})
-        meta = {"iteration": iteration, "policy_version": batch.info.get("policy_version"), "group_size": g, "rows": rows}
+            row = {"prompt": batch.prompts[lo], "group": batch.group_ids[lo], "label": batch.prompts[lo],
+                   "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}}
+            if windows:  # E-GRPO: a row is one window column of G members
+                start, end = windows[(lo % members) // g]
+                row.update(window=[start, end], label=f"{batch.prompts[lo]} · SDE window {start}–{end}")
+            rows.append(row)
+        meta = {"iteration": iteration, "policy_version": batch.info.get("policy_version"), "group_size": g,
+                "row_kind": "window column" if windows else "prompt group", "rows": rows}
         stem = self.run_dir / "samples" / f"iter_{iteration:05d}"
         M.write_json_atomic(stem.with_suffix(".json"), meta)  # first: a listed grid always has its rewards
         tmp = stem.with_name(f".{stem.name}.png.tmp")
@@ -233,6 +251,14 @@ class Run:
     def due(self, iteration: int) -> bool:
         last = iteration + 1 == self.cfg.orchestrator.iterations
         return last or (iteration + 1) % self.cfg.orchestrator.checkpoint_every == 0
+
+    def record_error(self, err: BaseException) -> Path:
+        """RUN_DIR/error.log: the full traceback behind a failure (the CLI prints one line)."""
+        import traceback
+
+        path = self.run_dir / "error.log"
+        path.write_text("".join(traceback.format_exception(err)))
+        return path
 
     def close(self, state: str = "finished", error: str | None = None) -> None:
         self.bar.close()

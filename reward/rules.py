@@ -122,6 +122,19 @@ class AlignmentScorer:
 
     name = "alignment"
 
+    @staticmethod
+    def validate_prompts(prompts: list[str]) -> None:
+        """Raise ValueError naming the first prompt outside the grammar `parse` reads, and how
+        many are; cheap (no images), so the driver checks prompt files before any actor starts."""
+        bad = []
+        for p in prompts:
+            try:
+                parse(p)
+            except ValueError as err:
+                bad.append(err)
+        if bad:
+            raise ValueError(f"{len(bad)} of {len(prompts)} prompts are outside the alignment grammar; first: {bad[0]}")
+
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         x, w, background, area, colour, centroid = _scene_measurements(images)
         if len(prompts) != len(x):

@@ -10,6 +10,7 @@ Every scorer has one protocol: `scorer.name`, and
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -47,6 +48,36 @@ SCORERS = {
 }
 
 
+# kind -> its scorer class as "module:Class", imported only to look up the class's prompt hook
+# (the model scorers' modules import torch, not transformers, at the top)
+SCORER_CLASSES = {
+    "alignment": "reward.rules:AlignmentScorer",
+    "preference": "reward.rules:PreferenceScorer",
+    "hpsv3": "reward.hpsv3:HPSv3Scorer",
+    "clip": "reward.clip:CLIPScorer",
+    "imagereward": "reward.imagereward:ImageRewardScorer",
+}
+
+
+def scorer_class(kind: str) -> type:
+    module, name = SCORER_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
+    """Raise ValueError if scorer `cfg` cannot score `prompts`; loads no model (the driver calls
+    it on the prompt files before any actor starts). The check is the scorer class's own hook,
+
+        @staticmethod
+        def validate_prompts(prompts: list[str]) -> None   # ValueError naming the first bad prompt
+
+    when the class defines one (alignment: its grammar); a class without it reads any prompt
+    (the model scorers: their tokenizers truncate)."""
+    hook = getattr(scorer_class(cfg.kind), "validate_prompts", None)
+    if hook is not None:
+        hook(prompts)
+
+
 def device_of(num_gpus: float) -> str:
     """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'.
     torch is imported only for model scorers: a rule-based reward worker starts without it."""
@@ -74,6 +105,8 @@ class RewardWorker:
 
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         start = time.perf_counter()
+        if len(prompts) != len(images):
+            raise ValueError(f"scorer {self.cfg.name} got {len(prompts)} prompts for {len(images)} images")
         rewards = np.asarray(self.scorer.score(images, prompts), dtype=np.float32)
         if rewards.shape != (len(images),):
             raise ValueError(f"scorer {self.cfg.name} returned shape {rewards.shape} for {len(images)} images")

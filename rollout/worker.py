@@ -9,6 +9,7 @@ driver only ever holds their refs) plus a small info dict.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
@@ -20,11 +21,12 @@ from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.grid import image_grid
 from rollout.plan import RolloutPlan
 from rollout.policy import DTYPES, Policy, policy_from_config
-from rollout.sampler import generate, group_seeds, sample_ode
+from rollout.sampler import generate, group_seeds, noise_from_seeds, sample_ode
 from rollout.trajectory import Trajectory
 from rollout.weight_sync import WeightGroup
 
 __all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.policy; kept importable here
+PROBE_SEED, PROBE_SIGMA = 20_240_601, 0.5  # the fixed input of `probe`
 
 
 def pick_device(num_gpus: float) -> str:
@@ -61,6 +63,17 @@ class RolloutWorker:
 
     def checksum(self) -> str:
         return Policy.state_checksum(self.policy.trainable_state())
+
+    @torch.no_grad()
+    def probe(self, prompt: str) -> str:
+        """Digest of the velocity on a fixed input (seeded noise, σ = PROBE_SIGMA, `prompt`): it
+        changes when, and only when, the weights the forward actually uses change. The driver
+        compares it across each sync, which a state-dict checksum cannot do: weights loaded into
+        parameters the forward never reads (a LoRA adapter not bound) still match the learner's."""
+        x = noise_from_seeds([PROBE_SEED], self.policy.latent_shape, self.policy.device)
+        velocity = self.policy.velocity(x, torch.full((1,), PROBE_SIGMA, device=self.policy.device),
+                                        self.policy.encode([prompt]))
+        return hashlib.blake2b(velocity.float().cpu().numpy().tobytes(), digest_size=16).hexdigest()
 
     def export_weights(self) -> dict[str, torch.Tensor]:
         """This worker's trainable weights (CPU): the source for a replacement worker when weights
@@ -103,8 +116,8 @@ class RolloutWorker:
         self.seconds += seconds
         info = {"worker": self.index, "samples": len(images), "seconds": seconds,
                 "policy_version": self.policy_version, "groups": [gid for gid, _ in groups]}
-        if preview:  # the first groups, one row each: rows · g samples, in batch order
-            info["preview_rows"] = min(len(groups), 4)
+        if preview:  # the first rows of G samples, in batch order: prompt groups, or E-GRPO's branch columns
+            info["preview_rows"] = min(len(images) // g, 4)
             info["preview_png"] = _png(images, cols=g, rows=info["preview_rows"])
         return images, traj, info
 

@@ -1,17 +1,24 @@
-"""Real headless Chromium for the dashboard tests: Debian's `chromium` driven by selenium
-through Debian's `chromedriver` (same version). Nothing is downloaded; when either is
-missing the test fails and names the install command (.ci/run installs both)."""
+"""Real headless Chromium for the dashboard tests: the distribution's `chromium` driven by
+selenium through its `chromedriver` (same version). Nothing is downloaded; when either is
+missing the test fails and names the script that installs both (README command 2 runs it)."""
 
 from __future__ import annotations
 
 import base64
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian: chromium, chromium-driver; Ubuntu: chromium-browser, chromium-chromedriver (snaps)
+BROWSERS = ("chromium", "chromium-browser", "/snap/bin/chromium")
+DRIVERS = ("chromedriver", "/snap/bin/chromium.chromedriver", "/usr/lib/chromium-browser/chromedriver")
+
+
+def _find(names) -> Path | None:
+    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    return Path(found) if found else None
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1500,1000"]
@@ -19,20 +26,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def open_chromium(profile_dir: Path):
     """A fresh headless Chromium (its own profile in `profile_dir`) that records console messages."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver (.ci/run installs them)")
+    browser, driver = _find(BROWSERS), _find(DRIVERS)
+    if browser is None or driver is None:
+        pytest.fail(f"{'chromium' if browser is None else 'chromedriver'} missing: run `bash scripts/system-deps.sh` "
+                    "(README command 2 does)")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.fail("selenium missing: pip install -e '.[test]'")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = str(browser)
     for flag in [*FLAGS, f"--user-data-dir={profile_dir}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(driver)), options=options)
 
 
 class Console:

@@ -109,7 +109,9 @@ def test_a_learner_failure_names_the_checkpoint_and_resume_is_exact(local_ray, t
 
 
 def test_resume_without_checkpoint_is_a_clear_error(local_ray, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    from orchestrator.errors import UserError
+
+    with pytest.raises(UserError, match="no complete checkpoint"):
         train(small_config(), tmp_path / "empty", resume=True)
 
 

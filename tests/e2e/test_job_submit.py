@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -92,6 +93,10 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
     out = submit(cmd, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
+    # the driver's output ends on its summary: no actor log line after it
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)  # the ray CLI colours its status lines
+    driver = [ln.strip() for ln in plain.splitlines() if ln.strip() and " cli.py:" not in ln]  # not the CLI's own
+    assert driver[-1] == f"run dir: {run_dir}", driver[-4:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
@@ -111,3 +116,27 @@ def test_ray_job_submit_runs_each_preset(ray_head, tmp_path, algorithm):
         assert plan["windows"] == [] and "advantage_groups: prompt" in effective
         assert 0 < rows[0]["samples/trained"] <= 8
         assert plan["chunks"]["layout"] == [1, 1, 2] and plan["trainable_steps"] == [0, 1, 2, 3]  # [2,3,4,7] on 4
+
+
+def test_command_1_ends_on_its_summary(tmp_path):
+    """README command 1 as a user runs it (`raygrpo train --config deploy/configs/tiny.yaml`: no
+    cluster, so a private Ray), shrunk: everything it prints, stdout and stderr in one stream as
+    a terminal shows them, ends on the summary; no actor log line, progress bar or Ray shutdown
+    message comes after it."""
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("a red circle at the top left on a blue background\na green square at the center on a magenta background\n")
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    out = subprocess.run(
+        ["raygrpo", "train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir),
+         "orchestrator.iterations=1", "orchestrator.prompts_per_iter=2", "rollout.group_size=4", "rollout.num_steps=5",
+         "rollout.num_workers=1", f"orchestrator.eval_prompts={heldout}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    lines = [ln.rstrip() for ln in out.stdout.splitlines() if ln.strip()]
+    assert lines[-5] == "held-out rewards (ODE, before -> after):", lines[-8:]
+    assert re.fullmatch(r"  preference +\d\.\d{3} -> \d\.\d{3}", lines[-4]), lines[-8:]
+    assert re.fullmatch(r"  alignment +\d\.\d{3} -> \d\.\d{3}", lines[-3]), lines[-8:]
+    assert lines[-2:] == [f"run dir: {run_dir}",
+                          f"grids: {run_dir}/samples/eval_before.png, {run_dir}/samples/eval_after.png"], lines[-8:]

@@ -6,10 +6,12 @@ from orchestrator.metrics import METRICS, MetricsWriter, Status, read_metrics, t
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_documents_every_metric():
+def test_readme_documents_every_metric_as_metrics_py_does():
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in METRICS if f"| `{name}` |" not in readme]
     assert not missing, f"README metric table lacks {missing}"
+    differ = [name for name, meaning in METRICS.items() if f"| `{name}` | {meaning} |" not in readme]
+    assert not differ, f"README describes {differ} otherwise than orchestrator/metrics.py"
 
 
 def test_metrics_jsonl_tensorboard_and_truncation(tmp_path):

@@ -91,3 +91,29 @@ def test_ray_metrics_record_the_rows_values(monkeypatch):
     assert seen == {("raygrpo_iteration", run): 3, ("raygrpo_images_per_s", run): 2.5,
                     ("raygrpo_staleness", run): 0,
                     ("raygrpo_actor_images_per_s", (("index", "1"), ("role", "rollout"), ("run", "run-a"))): 5.0}
+
+
+def test_e_grpo_preview_rows_are_labelled_as_window_columns(tmp_path):
+    """Under E-GRPO a grid row of G samples is one window column of a prompt group, not a prompt."""
+    from orchestrator.config import build_plan
+
+    cfg = load_config("deploy/configs/tiny.yaml", ["algorithm=e_grpo", "rollout.group_size=2", "orchestrator.dashboard=false"])
+    plan = build_plan(cfg)
+    k = len(plan.windows)
+    assert k >= 2
+    run = Run(cfg, tmp_path / "run", resume=False)
+    run.write_plan(plan)
+    members = 2 * k  # one group: K columns of G = 2
+    batch = RolloutBatch(None, None, ["p0"] * members, [0] * members, {"preview_png": b"png", "preview_rows": 2})
+    run.write_preview(0, batch, {"preference": np.arange(members, dtype=np.float32)})
+    run.close()
+    meta = json.loads((tmp_path / "run" / "samples" / "iter_00000.json").read_text())
+    assert meta["row_kind"] == "window column"
+    assert [tuple(r["window"]) for r in meta["rows"]] == list(plan.windows[:2])
+    start, end = plan.windows[1]
+    assert meta["rows"][1]["label"] == f"p0 · SDE window {start}–{end}"
+    assert meta["rows"][1]["rewards"]["preference"] == [2.0, 3.0]  # the second column's two members
+
+
+def test_worker_rows_carry_the_restart_count():
+    assert worker_row("rollout", 0, {"images": 1, "seconds": 1.0}, restarts=2)["restarts"] == 2

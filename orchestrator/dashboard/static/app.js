@@ -173,7 +173,7 @@ function showRewards(meta) {
         const td = document.createElement("td");
         td.className = "prompt";
         td.rowSpan = Object.keys(r.rewards).length;
-        td.textContent = r.prompt;
+        td.textContent = r.label ?? r.prompt;  // E-GRPO rows are window columns: "prompt · SDE window s–e"
         tr.appendChild(td);
       }
       const name = document.createElement("td");
@@ -194,7 +194,8 @@ function showSample() {
   $("sample-grid").src = `/samples/${sample.image}`;
   $("sample-grid").dataset.iteration = sample.iteration;
   const version = sample.meta ? `, policy version ${sample.meta.policy_version}` : "";
-  $("sample-caption").textContent = `iteration ${sample.iteration}${version}`;
+  const rows = sample.meta && sample.meta.row_kind ? `, one row per ${sample.meta.row_kind}` : "";
+  $("sample-caption").textContent = `iteration ${sample.iteration}${version}${rows}`;
   showRewards(sample.meta);
 }
 

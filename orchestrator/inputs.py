@@ -1,0 +1,375 @@
+"""Inputs checked before any actor starts: the YAML itself, the prompt files, the paths actors
+open, and whether the learner can split the batch. Each error names the field and the fix.
+
+    load_yaml(path)     the config mapping; malformed YAML -> file:line:col, a duplicate key ->
+                        the key and both lines
+    check_config(cfg)   prompt files hold prompts every scorer can read; model and scorer paths
+                        exist or are hub ids, and relative ones reach the actors; learner ranks ×
+                        minibatches fit the batch (run by `Config`'s validator, so by load_config)
+    preflight(cfg)      what needs more than the config file: the embedding cache holds every
+                        prompt, and each hub id is in the local Hugging Face cache or on the hub
+                        (the CLI runs it before Ray starts; `train()` again, for API callers)
+
+Paths (model.path, model.embeddings, reward.scorers[*].path and .base) follow one rule:
+a value is a *local path* when it starts with '/', './', '../' or '~', has more than one '/',
+exists here, or its first component is a directory here (`models/flux` with a ./models
+directory); it must then exist. Any other `owner/name` (or a bare legacy name such as
+bert-base-uncased) is a *hub id*, used only once the driver has found it in the local
+Hugging Face cache or on the hub: a typo is never fetched, or looked for, inside an actor.
+
+Actors open relative paths from their working dir: on a cluster (`ray job submit
+--working-dir .`) that is the uploaded copy of this directory, which leaves out what
+.gitignore / .rayignore (at any level) and deploy/runtime_env.yaml's `excludes` match. A
+relative path that the upload leaves out (e.g. under runs/) is refused; an absolute path
+must be on storage every node mounts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from orchestrator.errors import ConfigError
+
+RUNTIME_ENV = Path("deploy/runtime_env.yaml")  # its `excludes` apply to the working-dir upload
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# What a model scorer's local `path` must hold (a file path is taken as that file itself).
+SCORER_FILES = {"hpsv3": ["HPSv3.safetensors"], "imagereward": ["ImageReward.pt", "med_config.json"],
+                "clip": ["config.json"]}
+
+
+# -- the YAML file ------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark)
+        except TypeError:  # an unhashable key: PyYAML's own error follows
+            continue
+        if first is not key_node.start_mark:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {first.line + 1}); keep one of them",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(path: Path) -> dict:
+    """The mapping in a YAML config file; errors say file:line:col and what is wrong."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        if isinstance(err, yaml.constructor.ConstructorError):  # a duplicate key, an unknown tag
+            raise ConfigError(f"config file {where}: {err.problem}") from None
+        context = f" ({err.context})" if err.context and err.problem else ""
+        raise ConfigError(f"config file {where}: {err.problem or err.context}{context}; "
+                          "fix the YAML there (indentation, a missing ':' or quote)") from None
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (a control character, say)
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - text.rfind("\n", 0, err.position)
+        raise ConfigError(f"config file {path}:{line}:{column}: unacceptable character #x{err.character:04x} "
+                          f"({err.reason}); remove it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping (section: fields) at the top level, "
+                          f"not a {type(data).__name__}")
+    return data
+
+
+def yaml_value(item: str, raw: str):
+    """An override's value, parsed as YAML (`learner.lr=3e-4`, `sizes=[2, 3]`)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or err
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote strings, "
+                          "close brackets: key.sub=[1, 2]") from None
+
+
+# -- prompt files -------------------------------------------------------------------------------
+def read_prompt_field(label: str, path: Path) -> list[str]:
+    """The prompts of a prompt file, or an error naming its field or flag (`label`) and the fix."""
+    from rollout.tiny.world import read_prompts
+
+    try:
+        return read_prompts(path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{label}: cannot read {path} ({err})") from None
+    except ValueError:
+        raise ValueError(f"{label}: {path} holds no prompts (only blank lines or '#' comments); "
+                         "write one prompt a line") from None
+
+
+def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
+    """The prompts of a CLI prompt-file argument (--prompts), checked like the config's."""
+    from orchestrator.config import prompt_path
+
+    path = prompt_path(value)
+    try:
+        if not path.is_file():
+            raise ValueError(f"{flag} {value}: no file {path}; give a file with one prompt a line, or tiny:train / tiny:heldout")
+        prompts = read_prompt_field(flag, path)
+        check_prompts_readable(scorers, flag, path, prompts)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return prompts
+
+
+def _line_of(path: Path, prompt: str) -> int:
+    """The line number of `prompt` in `path` (read_prompts strips each line)."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if line.strip() == prompt)
+
+
+def check_prompts_readable(scorers, label: str, path: Path, prompts: list[str]) -> None:
+    """Every configured scorer can score these prompts (the grammar only; no model is loaded)."""
+    from reward.worker import validate_prompts
+
+    for scorer in scorers:
+        try:
+            validate_prompts(scorer, prompts)
+        except ValueError as err:
+            first = next(p for p in prompts if _fails(scorer, p))
+            raise ValueError(f"{label}: {path}:{_line_of(path, first)}: {err}. Reward scorer "
+                             f"{scorer.name!r} scores these prompts: give prompts it reads, or remove it from "
+                             "reward.scorers") from None
+
+
+def _fails(scorer, prompt: str) -> bool:
+    from reward.worker import validate_prompts
+
+    try:
+        validate_prompts(scorer, [prompt])
+    except ValueError:
+        return True
+    return False
+
+
+# -- paths actors open --------------------------------------------------------------------------
+def is_local(value: str) -> bool:
+    """True when `value` reads as a local path, False for a hub id (module docstring)."""
+    if value.startswith(("/", "./", "../", "~")) or value in (".", "..") or Path(value).expanduser().exists():
+        return True
+    parts = value.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir()) or not _HUB_ID.match(value)
+
+
+def _pathspec(lines: list[str]):
+    from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray's upload uses
+
+    return PathSpec.from_lines("gitwildmatch", lines)
+
+
+def upload_exclusion(value: str, root: Path | None = None) -> str | None:
+    """Why `ray job submit --working-dir .` would leave the relative path `value` out of the
+    upload (matched the way Ray's packaging matches: every prefix, against each ignore file
+    from its directory down), or None when it is uploaded."""
+    root = Path.cwd() if root is None else root
+    rel = Path(os.path.normpath(value))
+    if rel.parts and rel.parts[0] == "..":
+        return f"{value} leads outside the working dir {root}"
+    specs = []  # (depth of the directory the patterns are relative to, spec, source)
+    env_file = root / RUNTIME_ENV
+    if env_file.is_file():
+        excludes = (yaml.safe_load(env_file.read_text()) or {}).get("excludes") or []
+        specs.append((0, _pathspec(excludes), f"the excludes of {RUNTIME_ENV}"))
+    ignore_files = [".rayignore"] + ([] if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE") == "1" else [".gitignore"])
+    for depth in range(len(rel.parts)):
+        folder = root.joinpath(*rel.parts[:depth])
+        for name in ignore_files:
+            if (folder / name).is_file():
+                specs.append((depth, _pathspec((folder / name).read_text().splitlines()), str(folder.relative_to(root) / name)))
+        for level, spec, source in specs:
+            if spec.match_file("/".join(rel.parts[level:depth + 1])):
+                return f"{'/'.join(rel.parts[:depth + 1])} is excluded by {source}"
+    return None
+
+
+def check_visible(field: str, value: str) -> None:
+    """A relative path an actor opens must be one the working-dir upload carries."""
+    if Path(value).expanduser().is_absolute():
+        return
+    why = upload_exclusion(value)
+    if why:
+        raise ValueError(
+            f"{field} {value!r} is a relative path that Ray's working-dir upload leaves out ({why}), so on a "
+            "cluster (`ray job submit --working-dir .`) no actor can open it. Put it on storage every node mounts "
+            f"and give the absolute path (e.g. {field}: /mnt/runs/{value.removeprefix('runs/')}), or move it to a relative "
+            "directory that is uploaded (not ignored; the upload is limited to a few hundred MiB)")
+
+
+def _missing(field: str, value: str, what: str) -> ValueError:
+    reason = ("it starts with '/', './', '../' or '~', or has more than one '/'"
+              if value.startswith(("/", ".", "~")) or value.count("/") > 1 else
+              f"{value.split('/')[0]}/ is a directory here" if "/" in value else "it cannot be a hub id")
+    return ValueError(f"{field} {value!r}: no such {what} (relative to {Path.cwd()}); it reads as a local path "
+                      f"because {reason}. Give an existing {what}, or a hub id owner/name")
+
+
+def check_model_path(value: str) -> None:
+    if value == "tiny" or not is_local(value):
+        return
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise _missing("model.path", value, "directory")
+    if not ((p / "raygrpo_model.json").is_file() or (p / "model_index.json").is_file()):
+        raise ValueError(f"model.path {value!r} has neither raygrpo_model.json nor model_index.json; point it at "
+                         "'tiny', a diffusers FluxPipeline / StableDiffusion3Pipeline directory, or a hub id")
+    check_visible("model.path", value)
+
+
+def check_scorer_paths(scorer, index: int) -> None:
+    field = f"reward.scorers[{index}] ({scorer.name})"
+    if scorer.path and is_local(scorer.path):
+        p = Path(scorer.path).expanduser()
+        if not p.exists():
+            raise _missing(f"{field}.path", scorer.path, "file or directory")
+        lacking = [f for f in SCORER_FILES.get(scorer.kind, []) if p.is_dir() and not (p / f).is_file()]
+        if lacking:
+            raise ValueError(f"{field}.path {scorer.path!r} has no {', '.join(lacking)}; point it at the "
+                             f"directory that holds {', '.join(SCORER_FILES[scorer.kind])}, or a hub id")
+        check_visible(f"{field}.path", scorer.path)
+    if scorer.base and is_local(scorer.base):
+        if not Path(scorer.base).expanduser().exists():
+            raise _missing(f"{field}.base", scorer.base, "directory")
+        check_visible(f"{field}.base", scorer.base)
+
+
+# -- the whole config ---------------------------------------------------------------------------
+def check_config(cfg) -> None:
+    """Config-time checks (module docstring); raises ValueError naming the field and the fix."""
+    from orchestrator.config import build_plan, prompt_path
+
+    for field in ("train_prompts", "eval_prompts"):
+        path, label = prompt_path(getattr(cfg.orchestrator, field)), f"orchestrator.{field}"
+        check_prompts_readable(cfg.reward.scorers, label, path, read_prompt_field(label, path))
+    check_model_path(cfg.model.path)
+    if cfg.model.embeddings:
+        check_visible("model.embeddings", cfg.model.embeddings)
+    for i, scorer in enumerate(cfg.reward.scorers):
+        check_scorer_paths(scorer, i)
+    check_learner_split(cfg, build_plan(cfg).members_per_group(cfg.rollout.group_size))
+
+
+def check_learner_split(cfg, members_per_group: int) -> None:
+    """Each of the `minibatches` optimizer steps gets at least one sample (learner/schedule.py
+    splits a minibatch over the ranks; a rank whose share is empty runs zero-weight passes)."""
+    lc, samples = cfg.learner, cfg.orchestrator.prompts_per_iter * members_per_group
+    if lc.minibatch_order != "column" and lc.minibatches > samples:
+        raise ValueError(
+            f"learner.minibatches {lc.minibatches} exceeds the {samples} samples of an iteration "
+            f"(orchestrator.prompts_per_iter {cfg.orchestrator.prompts_per_iter} × {members_per_group} per group); "
+            "lower learner.minibatches or raise orchestrator.prompts_per_iter")
+
+
+# -- before Ray: the embedding cache and hub ids ------------------------------------------------
+def preflight(cfg, embeddings: bool = True) -> None:
+    """Checks that read more than the config (module docstring); raises ConfigError.
+    `embeddings`: check the cache too (not for `raygrpo embed`, which writes it)."""
+    try:
+        if embeddings:
+            check_embeddings(cfg)
+        for field, value in hub_ids(cfg):
+            confirm_hub_id(field, value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def hub_ids(cfg) -> list[tuple[str, str]]:
+    """(field, hub id) of every path-like field that reads as a hub id."""
+    fields = [("model.path", cfg.model.path)] if cfg.model.path != "tiny" else []
+    for i, s in enumerate(cfg.reward.scorers):
+        fields += [(f"reward.scorers[{i}] ({s.name}).path", s.path), (f"reward.scorers[{i}] ({s.name}).base", s.base)]
+    return [(f, v) for f, v in fields if v and not is_local(v)]
+
+
+@lru_cache(maxsize=64)
+def confirm_hub_id(field: str, repo: str) -> None:
+    """`repo` is in the local Hugging Face cache, or the hub has it (gated counts); else refuse."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").is_dir():
+        return
+    rule = ("a value reads as a hub id when it is owner/name and neither it nor its first component exists "
+            "here; a local path must exist")
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{field} {repo!r}: not a local path, and not in the Hugging Face cache {constants.HF_HUB_CACHE} "
+                         f"while HF_HUB_OFFLINE is set ({rule}); download it first (`hf download {repo}`) or give "
+                         "a local directory")
+    try:
+        HfApi().model_info(repo, timeout=15)
+    except GatedRepoError:
+        return  # it exists; the actors' token decides access
+    except RepositoryNotFoundError:
+        raise ValueError(f"{field} {repo!r}: no local file or directory of that name (relative to {Path.cwd()}), "
+                         f"and no hub repository {repo} ({rule}); fix the path or the hub id") from None
+    except Exception as err:  # network errors: their classes differ between huggingface_hub versions
+        raise ValueError(f"{field} {repo!r}: not a local path, not in the Hugging Face cache, and the hub cannot "
+                         f"be reached to confirm it ({type(err).__name__}: {err}; {rule}); download it on storage "
+                         "the actors see and give that directory, or fix the network") from None
+
+
+def check_embeddings(cfg) -> None:
+    """model.embeddings holds a cache `raygrpo embed` wrote, for this model kind, with every prompt."""
+    from orchestrator.config import prompt_path
+    from rollout.embeddings import INDEX
+
+    if not cfg.model.embeddings:
+        return
+    folder = Path(cfg.model.embeddings).expanduser()
+    write = (f"write it with `raygrpo embed --config CONFIG --prompts {cfg.orchestrator.train_prompts}` "
+             "(it adds the config's train and eval prompts)")
+    if not (folder / INDEX).is_file():
+        raise ValueError(f"model.embeddings {cfg.model.embeddings!r}: no {INDEX} there"
+                         f"{'' if folder.is_dir() else ' (no such directory)'}; {write}")
+    try:
+        meta = json.loads((folder / INDEX).read_text())
+        cached, kind = meta["prompts"], meta["kind"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"model.embeddings {cfg.model.embeddings!r}: {INDEX} is unreadable ({err}); {write}") from None
+    model_kind = _local_model_kind(cfg.model.path)
+    if model_kind is not None and kind != model_kind:
+        raise ValueError(f"model.embeddings {cfg.model.embeddings!r} holds {kind} embeddings but model.path "
+                         f"{cfg.model.path!r} is a {model_kind} model; {write}")
+    from rollout.tiny.world import read_prompts
+
+    for field in ("train_prompts", "eval_prompts"):
+        prompts = read_prompts(prompt_path(getattr(cfg.orchestrator, field)))
+        missing = [p for p in dict.fromkeys(prompts) if p not in cached]
+        if missing:
+            raise ValueError(f"model.embeddings {cfg.model.embeddings!r} lacks {len(missing)} prompt(s) of "
+                             f"orchestrator.{field}, e.g. {missing[0]!r}; {write}")
+    if kind == "sd3" and cfg.model.negative_prompt not in cached:
+        raise ValueError(f"model.embeddings {cfg.model.embeddings!r} lacks model.negative_prompt "
+                         f"{cfg.model.negative_prompt!r}; {write}")
+
+
+def _local_model_kind(path: str) -> str | None:
+    """'tiny' / 'flux' / 'sd3' when the model is local and says so; None for a hub id."""
+    from rollout.policy import PIPELINES
+
+    p = Path(path).expanduser()
+    if path == "tiny" or (p / "raygrpo_model.json").is_file():
+        return "tiny"
+    if (p / "model_index.json").is_file():
+        return PIPELINES.get(json.loads((p / "model_index.json").read_text()).get("_class_name"))
+    return None
