@@ -21,7 +21,7 @@ from reward.config import RewardConfig
 from learner.chunking import chunk_sampling_weights
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_branch_plan, sde_plan
-from rollout.tiny import world
+from rollout.tiny import text_world, world
 
 ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo")
 # Defaults each algorithm gives to fields left unset; (section, field) -> value.
@@ -55,7 +55,8 @@ PRESETS: dict[str, dict[tuple[str, ...], object]] = {
         ("learner", "chunks", "mode"): "step",
     },
 }
-PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout")}
+PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout"),
+                  "tiny:text:train": text_world.prompt_file("train"), "tiny:text:heldout": text_world.prompt_file("heldout")}
 
 
 class OrchestratorConfig(BaseModel):
@@ -63,8 +64,9 @@ class OrchestratorConfig(BaseModel):
 
     iterations: int = Field(30, ge=1, description="training iterations (one rollout + update each)")
     prompts_per_iter: int = Field(8, ge=1, description="prompt groups per iteration (B = prompts_per_iter · group_size)")
-    train_prompts: str = Field("tiny:train", description="prompt file (one a line), or tiny:train")
-    eval_prompts: str = Field("tiny:heldout", description="held-out prompt file for before/after evaluation, or tiny:heldout")
+    train_prompts: str = Field("tiny:train", description="prompt file (one a line), or tiny:train / tiny:text:train")
+    eval_prompts: str = Field("tiny:heldout", description="held-out prompt file for before/after evaluation, or "
+                              "tiny:heldout / tiny:text:heldout")
     seed: int = Field(0, description="run seed: prompt order, initial and SDE noise all derive from it")
     checkpoint_every: int = Field(10, ge=1, description="checkpoint every K iterations (and at the end)")
     sample_every: int = Field(1, ge=1, description="write a sample grid every K iterations")
@@ -83,6 +85,18 @@ class OrchestratorConfig(BaseModel):
         "sync", description="async: iteration k+1's rollouts run while the learner updates on k (samples one policy "
         "version stale; the ratio uses the log-probs stored with them)")
     max_staleness: int = Field(1, ge=0, le=1, description="async: policy versions a rollout may lag the learner (0 = as sync)")
+    heldout_every: int = Field(0, ge=0, description="reward-hacking monitor (orchestrator/monitor.py): evaluate the policy on "
+                               "eval_prompts with the trained scorers and reward.heldout judges every K iterations; 0 = off")
+    hacking_tolerance: float = Field(0.1, ge=0, lt=1, description="monitor: warn when the held-out training reward rose "
+                                     "while a held-out judge fell more than this fraction below its value before training")
+    hacking_stop: bool = Field(False, description="monitor: checkpoint and stop the run at the first warning")
+
+    @model_validator(mode="after")
+    def _monitor_needs_eval(self):
+        if self.hacking_stop and not self.heldout_every:
+            raise ValueError("orchestrator.hacking_stop is true but orchestrator.heldout_every is 0; set heldout_every: K "
+                             "(held-out evaluations every K iterations) for the monitor to run")
+        return self
 
     @model_validator(mode="after")
     def _prompt_files_exist(self):

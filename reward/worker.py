@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from reward.config import ScorerConfig
+from reward.fidelity import FidelityScorer
 from reward.rules import AlignmentScorer, PreferenceScorer
 
 
@@ -37,13 +38,23 @@ def _imagereward(cfg: ScorerConfig, device: str):
     return ImageRewardScorer(cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 
-# kind -> factory(cfg, device); the model scorers import transformers only when built
+def _ocr(cfg: ScorerConfig, device: str):
+    from reward.ocr import PPOCRv4Scorer, PPOCRv6Scorer
+
+    scorer = PPOCRv4Scorer if cfg.kind == "ocr" else PPOCRv6Scorer
+    return scorer(batch_size=cfg.batch_size, threads=max(1, int(cfg.num_cpus)))
+
+
+# kind -> factory(cfg, device); the model scorers import transformers / onnxruntime only when built
 SCORERS = {
     "alignment": lambda cfg, device: AlignmentScorer(),
     "preference": lambda cfg, device: PreferenceScorer(),
     "hpsv3": _hpsv3,
     "clip": _clip,
     "imagereward": _imagereward,
+    "ocr": _ocr,
+    "ocr_heldout": _ocr,
+    "fidelity": lambda cfg, device: FidelityScorer(),
 }
 
 
