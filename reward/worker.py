@@ -58,6 +58,16 @@ SCORERS = {
 }
 
 
+def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
+    """Raise ValueError naming the first prompt scorer `cfg` cannot score, without loading any
+    model (for the driver, before actors start). OCR kinds need a quoted text; the others
+    read any prompt here (alignment's grammar is checked by reward.rules.parse when scoring)."""
+    if cfg.kind in ("ocr", "ocr_heldout"):
+        from reward.ocr import OCRScorer
+
+        OCRScorer.validate_prompts(prompts)
+
+
 def device_of(num_gpus: float) -> str:
     """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'.
     torch is imported only for model scorers: a rule-based reward worker starts without it."""

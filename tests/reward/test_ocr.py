@@ -67,3 +67,12 @@ def test_fidelity_ranks_flat_over_textured_backgrounds():
     assert scorer.score(truth).tolist() == pytest.approx([1.0] * 4, abs=1e-3)
     # a 12-grey-level line every 4 rows and columns: |laplacian| about 12·2 on the lines
     assert (scorer.score(grid) < 0.5).all()
+
+
+def test_prompt_validation_needs_no_model():
+    from reward.worker import validate_prompts
+
+    validate_prompts(ScorerConfig(name="ocr", kind="ocr"), PROMPTS)
+    with pytest.raises(ValueError, match=r"prompt 'a sign with no quotes' names no text"):
+        validate_prompts(ScorerConfig(name="ocr", kind="ocr_heldout"), [PROMPTS[0], "a sign with no quotes"])
+    validate_prompts(ScorerConfig(name="f", kind="fidelity"), ["anything"])
