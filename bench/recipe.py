@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--world", choices=tuple(WORLDS), default="text")
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--heldout-every", type=int, default=5)
+    p.add_argument("--eval-samples", type=int, default=2, help="held-out ODE samples per prompt in each evaluation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", help="names from VARIANTS / REWARD_MIX (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations, default and kl0.04")
@@ -92,6 +93,7 @@ def main() -> None:
             run(["raygrpo", "train", "--config", config, "--run-dir", str(run_dir), *extra, *variants[name],
                  f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
                  f"orchestrator.heldout_every={every}", "orchestrator.eval_before_after=false",
+                 f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
                  "orchestrator.dashboard=false", f"orchestrator.checkpoint_every={iterations}"])
             row = {"variant": name, "overrides": variants[name], "seed": seed, "wall_s": round(time.time() - start, 1),
                    **summarise(run_dir, judge, goal)}
@@ -99,7 +101,8 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "base")}), flush=True)
     result["setup"] = {"command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "config": config,
                        "judge": judge, "goal_gap_closed": goal, "fidelity_kept": FIDELITY_KEPT, "budget_s": BUDGET_S,
-                       "iterations": iterations, "heldout_every": every, "machine": machine()}
+                       "iterations": iterations, "heldout_every": every, "eval_samples_per_prompt": args.eval_samples,
+                       "machine": machine()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result) + "\n")

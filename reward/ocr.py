@@ -30,7 +30,7 @@ def target_text(prompt: str) -> str:
     parts = prompt.split('"')
     if len(parts) < 3 or not parts[1].strip():
         raise ValueError(f'OCR reward: prompt {prompt!r} names no text in double quotes; write it like '
-                         'a sign that says "k7qa" (the scorer reads the text between the first pair of quotes)')
+                         'a sign that says "k7pa" (the scorer reads the text between the first pair of quotes)')
     return parts[1]
 
 

@@ -117,6 +117,13 @@ def build(seed: int = 0, name: str = "shapes") -> tuple[PreTrainedTokenizerFast,
     return build_tokenizer(name), text_encoder, transformer
 
 
+def load(path: Path) -> tuple[PreTrainedTokenizerFast, CLIPTextModel, FluxTransformer2DModel]:
+    """The (tokenizer, text encoder, transformer) written by `save` (for continued pretraining)."""
+    path = Path(path)
+    return (PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"), CLIPTextModel.from_pretrained(path / "text_encoder"),
+            FluxTransformer2DModel.from_pretrained(path / "transformer"))
+
+
 def save(path: Path, tokenizer, text_encoder, transformer, info: dict, name: str = "shapes") -> None:
     """Write the model in the layout `rollout.policy.load_policy` reads (kind 'tiny')."""
     path = Path(path)

@@ -82,6 +82,8 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     module, render = WORLDS[args.world]
     tokenizer, text_encoder, transformer = tiny_model.build(args.seed, args.world)
+    if args.init:  # continue from a saved model (a second stage; the command of each stage is recorded)
+        tokenizer, text_encoder, transformer = tiny_model.load(Path(args.init))
     policy = TinyPolicy(transformer, TinyTextEncoder(text_encoder, tokenizer), tiny_model.image_shape(args.world))
     policy.text_model.requires_grad_(True).train()
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -128,10 +130,20 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
         "threads": args.threads,
         "torch": torch.__version__,
         "heldout_flow_loss": round(val_loss, 5),
+        **({"init": _init_record(args.init)} if args.init else {}),
         "train_seconds": round(seconds),
     }
     tiny_model.save(out, policy.tokenizer, policy.text_model, policy.transformer, info, args.world)
     print(f"saved step {step} to {out}", flush=True)
+
+
+def _init_record(path: str) -> dict:
+    """Where a continued run started: the init model's own record (its command, seed, steps)."""
+    import json
+
+    meta = json.loads((Path(path) / "raygrpo_model.json").read_text())
+    return {k: meta[k] for k in ("produced_by", "seed", "steps", "batch", "threads", "heldout_flow_loss", "init")
+            if k in meta}
 
 
 def main(argv=None) -> None:
@@ -144,6 +156,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from this saved tiny model (same world) instead of random weights")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=500)

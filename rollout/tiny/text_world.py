@@ -2,14 +2,15 @@
 
 A prompt asks for a short string, Flow-GRPO's OCR prompt form in miniature:
 
-    a sign that says "k7qa"
+    a sign that says "k7pa"
 
-The string is 3 or 4 characters from ALPHABET (digits and lowercase letters without the
-glyphs OCR cannot tell apart at this size: 0/o, 1/l/i), so `read == target` is decidable
-from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) with nuisance
-variation the prompt does not fix:
+The string is 3 or 4 characters from ALPHABET (8 digits and 16 lowercase letters, none of
+the glyphs OCR cannot tell apart at this size: 0/o, 1/l/i), so `read == target` is
+decidable from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) with
+nuisance variation the prompt does not fix:
 
-    font    one of FONTS (matplotlib's bundled DejaVu: sans, sans bold, serif, mono)
+    font    one of FONTS (matplotlib's bundled DejaVu Sans Mono, regular or bold: a fixed
+            advance per character, so a tiny model can learn where each character goes)
     size    uniform integer in SIZE (pixels)
     jitter  text centre offset, uniform in ±JITTER (x, y) pixels, kept inside the canvas
     colour  background per channel × U[0.78, 1.00] of white; text per channel U[0, 0.30]
@@ -34,11 +35,11 @@ from PIL import Image, ImageDraw, ImageFont
 from rollout.tiny.world import read_prompts  # noqa: F401 (re-exported: one prompt-file reader)
 
 HEIGHT, WIDTH = 32, 64
-ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+ALPHABET = "23456789acdehkmnprstuwxy"
 LENGTHS = (3, 4)
-FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
-SIZE = (17, 22)  # font size in pixels, inclusive
-JITTER = (3.0, 2.0)  # (x, y) pixels
+FONTS = ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
+SIZE = (19, 22)  # font size in pixels, inclusive
+JITTER = (2.0, 1.5)  # (x, y) pixels
 BACKGROUND = (0.78, 1.00)
 TEXT = (0.00, 0.30)
 MARGIN = 1  # pixels kept free at the canvas edge

@@ -9,17 +9,17 @@ from reward.ocr import OCRScorer, edit_distance, ocr_reward, target_text
 from reward.worker import RewardWorker
 from rollout.tiny import text_world
 
-PROMPTS = [text_world.prompt_of(t) for t in ("k7qa", "wet", "b5s4", "zjh")]
+PROMPTS = [text_world.prompt_of(t) for t in ("k7pa", "wet", "d5s4", "xmh")]
 
 
 def test_flow_grpo_formula_by_hand():
     # 1 − min(dist, len) / len after lower-casing and removing spaces; target ⊂ read scores 1
-    assert ocr_reward("k7qa", "k7qa") == 1.0
-    assert ocr_reward("K7 QA", "k7qa") == 1.0  # case and spaces ignored
-    assert ocr_reward("xk7qay", "k7qa") == 1.0  # flow_grpo: `if prompt in recognized_text: dist = 0`
-    assert ocr_reward("k7q", "k7qa") == 0.75  # one deletion: 1 − 1/4
-    assert ocr_reward("k9qb", "k7qa") == 0.5  # two substitutions: 1 − 2/4
-    assert ocr_reward("", "k7qa") == 0.0 and ocr_reward("zzzzzzzzz", "k7qa") == 0.0  # dist clipped at len
+    assert ocr_reward("k7pa", "k7pa") == 1.0
+    assert ocr_reward("K7 PA", "k7pa") == 1.0  # case and spaces ignored
+    assert ocr_reward("xk7pay", "k7pa") == 1.0  # flow_grpo: `if prompt in recognized_text: dist = 0`
+    assert ocr_reward("k7p", "k7pa") == 0.75  # one deletion: 1 − 1/4
+    assert ocr_reward("k9pb", "k7pa") == 0.5  # two substitutions: 1 − 2/4
+    assert ocr_reward("", "k7pa") == 0.0 and ocr_reward("zzzzzzzzz", "k7pa") == 0.0  # dist clipped at len
     assert edit_distance("kitten", "sitting") == 3
     assert target_text('a sign that says "Hello World" at night') == "Hello World"
     with pytest.raises(ValueError, match="names no text in double quotes"):

@@ -17,14 +17,14 @@ def test_split_is_fixed_disjoint_and_matches_the_committed_files():
 
 
 def test_prompt_round_trip_and_errors():
-    assert tw.parse_prompt('a sign that says "k7qa"') == "k7qa"
+    assert tw.parse_prompt('a sign that says "k7pa"') == "k7pa"
     for bad in ('a sign that says "k0qa"', 'a sign that says "ab"', "a red circle at the center on a blue background"):
         with pytest.raises(ValueError, match="not a text-world prompt"):
             tw.parse_prompt(bad)
 
 
 def test_render_is_seeded_and_varies_what_the_prompt_does_not_fix():
-    prompts = [tw.prompt_of("k7qa")] * 8
+    prompts = [tw.prompt_of("k7pa")] * 8
     a = tw.render_prompts(prompts, np.random.default_rng(3))
     assert a.shape == (8, 32, 64, 3) and a.dtype == np.uint8
     assert np.array_equal(a, tw.render_prompts(prompts, np.random.default_rng(3)))
@@ -36,10 +36,10 @@ def test_render_is_seeded_and_varies_what_the_prompt_does_not_fix():
 
 def test_tokenizer_reads_only_the_quoted_characters():
     tok = tiny_model.build_tokenizer("text")
-    ids = tok(['a sign that says "k7qa"', 'any words "zz9"'], padding="max_length", max_length=8).input_ids
+    ids = tok(['a sign that says "k7pa"', 'any words "yy9"'], padding="max_length", max_length=8).input_ids
     vocab = tiny_model.vocabulary("text")
-    assert [vocab[i] for i in ids[0]] == ["<bos>", "k", "7", "q", "a", "<eos>", "<pad>", "<pad>"]
-    assert [vocab[i] for i in ids[1][:5]] == ["<bos>", "z", "z", "9", "<eos>"]
+    assert [vocab[i] for i in ids[0]] == ["<bos>", "k", "7", "p", "a", "<eos>", "<pad>", "<pad>"]
+    assert [vocab[i] for i in ids[1][:5]] == ["<bos>", "y", "y", "9", "<eos>"]
 
 
 def test_a_text_model_loads_and_makes_32x64_images(tmp_path):
@@ -47,11 +47,11 @@ def test_a_text_model_loads_and_makes_32x64_images(tmp_path):
     tiny_model.save(tmp_path, tokenizer, text_encoder, transformer, {"produced_by": "test"}, "text")
     policy = load_policy(str(tmp_path))
     assert policy.latent_shape == (8 * 16, 48)
-    images = tw.render_prompts([tw.prompt_of("k7qa"), tw.prompt_of("wet")], np.random.default_rng(0))
+    images = tw.render_prompts([tw.prompt_of("k7pa"), tw.prompt_of("wet")], np.random.default_rng(0))
     x0 = policy.encode_images(images)  # [2, 128, 48]
     assert x0.shape == (2, 128, 48)
     assert np.array_equal(policy.decode(x0), images)  # patchify / unpatchify are inverse for H != W
-    cond = policy.encode([tw.prompt_of("k7qa"), tw.prompt_of("wet")])
+    cond = policy.encode([tw.prompt_of("k7pa"), tw.prompt_of("wet")])
     assert cond["prompt_embeds"].shape == (2, 8, 64)
     v = policy.velocity(torch.randn(2, 128, 48), 0.5, cond)
     assert v.shape == (2, 128, 48) and torch.isfinite(v).all()
