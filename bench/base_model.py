@@ -65,18 +65,18 @@ def text_baselines(prompts, scorers, rng):
     return {f"{k}_random_prompt": v for k, v in score_images(scorers, prompts, truth).items()}
 
 
-def model_figures(policy, prompts, scorers, steps: int, grid: Path | None) -> dict:
-    """{scorer}_{ode,sde}: mean over 4 samples per prompt, ODE and SDE sampling."""
+def model_figures(policy, prompts, scorers, steps: int, grid: Path | None, samples: int = 4) -> dict:
+    """{scorer}_{ode,sde}: mean over `samples` samples per prompt, ODE and SDE sampling."""
     res = {}
     for mode, sde in (("ode", None), ("sde", SDE)):
-        batch, images = eval_images(policy, prompts, seed=1, num_steps=steps, sde=sde)
+        batch, images = eval_images(policy, prompts, seed=1, num_steps=steps, sde=sde, samples_per_prompt=samples)
         res.update({f"{k}_{mode}": round(v, 4) for k, v in score_images(scorers, batch, images).items()})
         if grid is not None:
             save_grid(images[: 16 * 4], grid.with_name(f"{grid.stem}_{mode}.png"), cols=8)
     return res
 
 
-def world_figures(name: str, steps: int, out: Path, rng) -> dict:
+def world_figures(name: str, steps: int, out: Path, rng, limit: int | None = None, samples: int = 4) -> dict:
     """Both splits of one world: the model, ground truth and the baselines."""
     if name == "shapes":
         policy, module, render, baselines = load_policy("tiny"), world, world.render_prompts, shapes_baselines
@@ -89,8 +89,10 @@ def world_figures(name: str, steps: int, out: Path, rng) -> dict:
     for split in ("train", "heldout"):
         prompts = module.read_prompts(module.prompt_file(split))
         prompts = prompts[:TEXT_TRAIN_PROMPTS] if name == "text" and split == "train" else prompts
+        prompts = prompts[:limit] if limit else prompts
         stem = "base_model" if name == "shapes" else "base_model_text"
-        res = model_figures(policy, prompts, scorers, steps, out.with_name(f"{stem}_{split}") if split == "heldout" else None)
+        grid = out.with_name(f"{stem}_{split}") if split == "heldout" else None
+        res = model_figures(policy, prompts, scorers, steps, grid, samples)
         truth = render(prompts, int(rng.integers(2**31)))
         res.update({f"{k}_ground_truth": round(v, 4) for k, v in score_images(scorers, prompts, truth).items()})
         res.update({k: round(v, 4) for k, v in baselines(prompts, scorers, rng).items()})
@@ -99,23 +101,23 @@ def world_figures(name: str, steps: int, out: Path, rng) -> dict:
     return result
 
 
-def fidelity_check(hacked: Path, steps: int) -> dict:
+def fidelity_check(hacked: Path, steps: int, out: Path, limit: int | None = None) -> dict:
     """Held-out shapes fidelity: ground truth, the base model, the hacked checkpoint (ODE, 4 per prompt)."""
     from safetensors.torch import load_file
 
-    prompts = world.read_prompts(world.prompt_file("heldout"))
+    prompts = world.read_prompts(world.prompt_file("heldout"))[:limit]
     fidelity = FidelityScorer()
     policy = load_policy("tiny")
     batch, base = eval_images(policy, prompts, seed=1, num_steps=steps)
-    out = {"ground_truth": float(fidelity.score(world.render_prompts(batch, seed=2)).mean()),
+    figures = {"ground_truth": float(fidelity.score(world.render_prompts(batch, seed=2)).mean()),
            "base": float(fidelity.score(base).mean())}
     if hacked.exists():
         policy.load_trainable_state(load_file(str(hacked)))
         _, images = eval_images(policy, prompts, seed=1, num_steps=steps)
-        out["hacked"] = float(fidelity.score(images).mean())
-        out["hacked_preference"] = float(PreferenceScorer().score(images).mean())
-        save_grid(images[: 16 * 4], "bench/results/base_model_hacked_heldout_ode.png", cols=8)
-    return {k: round(v, 4) for k, v in out.items()}
+        figures["hacked"] = float(fidelity.score(images).mean())
+        figures["hacked_preference"] = float(PreferenceScorer().score(images).mean())
+        save_grid(images[: 16 * 4], out.with_name("base_model_hacked_heldout_ode.png"), cols=8)
+    return {k: round(v, 4) for k, v in figures.items()}
 
 
 def main() -> None:
@@ -123,17 +125,19 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/base_model.json")
     p.add_argument("--hacked", default=HACKED, help="policy.safetensors of a reward-hacked shapes run")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--quick", action="store_true", help="smoke test: 4 prompts a split, 1 sample each (numbers meaningless)")
     args = p.parse_args()
+    limit, samples = (4, 1) if args.quick else (None, 4)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     start = time.time()
     out = Path(args.out)
-    result = world_figures("shapes", args.steps, out, rng)  # shapes keep the top-level train / heldout keys
-    result["text"] = world_figures("text", args.steps, out, rng)
-    result["fidelity_check"] = fidelity_check(Path(args.hacked), args.steps)
+    result = world_figures("shapes", args.steps, out, rng, limit, samples)  # shapes keep the top-level train / heldout keys
+    result["text"] = world_figures("text", args.steps, out, rng, limit, samples)
+    result["fidelity_check"] = fidelity_check(Path(args.hacked), args.steps, out, limit)
     result["setup"] = {
         "models": {"shapes": "tiny", "text": "tiny:text"},
-        "samples_per_prompt": 4,
+        "samples_per_prompt": samples,
         "num_steps": args.steps,
         "sde": SDE,
         "hacked": args.hacked,

@@ -132,6 +132,7 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
         "heldout_flow_loss": round(val_loss, 5),
         **({"init": _init_record(args.init)} if args.init else {}),
         "train_seconds": round(seconds),
+        **({"snapshot": f"step {step} of this {args.steps}-step run (the EMA weights then)"} if step < args.steps else {}),
     }
     tiny_model.save(out, policy.tokenizer, policy.text_model, policy.transformer, info, args.world)
     print(f"saved step {step} to {out}", flush=True)
