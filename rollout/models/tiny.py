@@ -43,14 +43,19 @@ class TinyTextEncoder(torch.nn.Module):
 
 
 class TinyPolicy(Policy):
+    """`txt_ids` [T, 3]: the text tokens' RoPE positions (rollout/tiny/model.py `text_ids`);
+    None = zeros, FLUX's own choice (the shapes model and text weights saved before them)."""
+
     def __init__(self, transformer, text_encoder, image_size: int | tuple[int, int], dtype=torch.float32,
-                 trainable_names=None):
+                 trainable_names=None, txt_ids: torch.Tensor | None = None):
         transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
         super().__init__(transformer, text_encoder, dtype, trainable_names)
         self.height, self.width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         tokens = (self.height // tiny_model.PATCH) * (self.width // tiny_model.PATCH)
         self._latent_shape = (tokens, transformer.config.in_channels)
         self.register_buffer("img_ids", tiny_model.image_ids(self.height, self.width), persistent=False)
+        self.register_buffer("txt_ids", None if txt_ids is None else torch.as_tensor(txt_ids, dtype=torch.float32),
+                             persistent=False)
 
     # (pretraining reaches the text model and tokenizer directly)
     @property
@@ -69,13 +74,17 @@ class TinyPolicy(Policy):
         """Velocity v ≈ eps − x0 at noise level sigma; x [B, L, D] -> [B, L, D] float32."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         embeds = cond["prompt_embeds"]
+        txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(embeds.shape[1], 3, device=x.device)
+        if txt_ids.shape[0] != embeds.shape[1]:
+            raise ValueError(f"prompt_embeds has {embeds.shape[1]} tokens but the model's txt_ids (raygrpo_model.json) "
+                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this model")
         out = self.transformer(
             hidden_states=x.to(self.dtype),
             encoder_hidden_states=embeds.to(self.dtype),
             pooled_projections=cond["pooled"].to(self.dtype),
             timestep=sigma.to(self.dtype),  # FLUX multiplies by 1000 inside
             img_ids=self.img_ids,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device),
+            txt_ids=txt_ids,
             return_dict=False,
         )[0]
         return out.float()
@@ -124,4 +133,4 @@ def load(path: str, options: ModelConfig, dtype=torch.float32) -> TinyPolicy:
     transformer = FluxTransformer2DModel.from_pretrained(root / "transformer").to(dtype)
     names = setup_trainable(transformer, options, default="full")
     text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
-    return TinyPolicy(transformer, text, meta["image_size"], dtype, names)
+    return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

@@ -11,6 +11,12 @@ Two worlds share one architecture:
                   is FLUX's `encoder_hidden_states`, its EOS state the `pooled_projections`
     transformer   diffusers `FluxTransformer2DModel`, width 96, 2 double + 2 single blocks
     "latents"     pixels in [-1, 1], 4x4 patches: an H × W RGB image is [H/4 · W/4 tokens, 48]
+    positions     FLUX's 3-axis RoPE ids: img_ids (0, row, col) of each patch; txt_ids zeros
+                  for shapes, and for text the expected (0, row, col) of each token's
+                  character cell in patch units (token i = <bos>, c1, …: cell i − 1 of
+                  text_world's layout), so a patch finds "its" character by relative position.
+                  They are part of the model: saved in raygrpo_model.json (`txt_ids`) and
+                  read back by every path that loads it (pretraining, rollout, learner).
 
 Everything is written with `save_pretrained` and read back with `from_pretrained` by
 `rollout.policy.load_policy`, the code path real checkpoints take. The shipped weights
@@ -124,17 +130,37 @@ def load(path: Path) -> tuple[PreTrainedTokenizerFast, CLIPTextModel, FluxTransf
             FluxTransformer2DModel.from_pretrained(path / "transformer"))
 
 
-def save(path: Path, tokenizer, text_encoder, transformer, info: dict, name: str = "shapes") -> None:
-    """Write the model in the layout `rollout.policy.load_policy` reads (kind 'tiny')."""
+def text_ids(name: str = "shapes") -> torch.Tensor:
+    """FLUX txt_ids [MAX_TOKENS, 3] of a world's tokens (module docstring): zeros for shapes;
+    for text token i sits at the centre of character cell i − 1 (patch units, the same
+    coordinates as `image_ids`: patch (r, c) is centred at pixel (4r + 2, 4c + 2))."""
+    ids = torch.zeros(MAX_TOKENS[name], 3)
+    if name == "text":
+        for i in range(MAX_TOKENS[name]):
+            x, y = text_world.slot_centre(i - 1)
+            ids[i, 1], ids[i, 2] = y / PATCH - 0.5, x / PATCH - 0.5
+    return ids
+
+
+def save(path: Path, tokenizer, text_encoder, transformer, info: dict, name: str = "shapes",
+         txt_ids: torch.Tensor | None = None) -> None:
+    """Write the model in the layout `rollout.policy.load_policy` reads (kind 'tiny');
+    `txt_ids` defaults to the world's `text_ids`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path / "tokenizer")
     text_encoder.save_pretrained(path / "text_encoder")
     transformer.save_pretrained(path / "transformer")
     height, width = image_shape(name)
+    ids = text_ids(name) if txt_ids is None else txt_ids
     meta = {"kind": "tiny", "world": name, "image_size": [height, width] if height != width else height,
-            "patch_size": PATCH, **info}
+            "patch_size": PATCH, "txt_ids": [[round(float(v), 4) for v in row] for row in ids], **info}
     (path / "raygrpo_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def saved_text_ids(meta: dict) -> torch.Tensor | None:
+    """The txt_ids a raygrpo_model.json records (None: older files, whose model used zeros)."""
+    return torch.tensor(meta["txt_ids"], dtype=torch.float32) if "txt_ids" in meta else None
 
 
 def patchify(images: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -82,9 +83,12 @@ def train(args) -> None:
     torch.set_num_threads(args.threads)
     module, render = WORLDS[args.world]
     tokenizer, text_encoder, transformer = tiny_model.build(args.seed, args.world)
+    txt_ids = tiny_model.text_ids(args.world)
     if args.init:  # continue from a saved model (a second stage; the command of each stage is recorded)
         tokenizer, text_encoder, transformer = tiny_model.load(Path(args.init))
-    policy = TinyPolicy(transformer, TinyTextEncoder(text_encoder, tokenizer), tiny_model.image_shape(args.world))
+        txt_ids = tiny_model.saved_text_ids(json.loads((Path(args.init) / "raygrpo_model.json").read_text()))
+    policy = TinyPolicy(transformer, TinyTextEncoder(text_encoder, tokenizer), tiny_model.image_shape(args.world),
+                        txt_ids=txt_ids)
     policy.text_model.requires_grad_(True).train()
     params = [p for p in policy.parameters() if p.requires_grad]
     ema = copy.deepcopy(policy).requires_grad_(False)
@@ -134,14 +138,13 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
         "train_seconds": round(seconds),
         **({"snapshot": f"step {step} of this {args.steps}-step run (the EMA weights then)"} if step < args.steps else {}),
     }
-    tiny_model.save(out, policy.tokenizer, policy.text_model, policy.transformer, info, args.world)
+    txt_ids = policy.txt_ids if policy.txt_ids is not None else torch.zeros(policy.tokenizer.model_max_length, 3)
+    tiny_model.save(out, policy.tokenizer, policy.text_model, policy.transformer, info, args.world, txt_ids)
     print(f"saved step {step} to {out}", flush=True)
 
 
 def _init_record(path: str) -> dict:
     """Where a continued run started: the init model's own record (its command, seed, steps)."""
-    import json
-
     meta = json.loads((Path(path) / "raygrpo_model.json").read_text())
     return {k: meta[k] for k in ("produced_by", "seed", "steps", "batch", "threads", "heldout_flow_loss", "init")
             if k in meta}

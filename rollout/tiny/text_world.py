@@ -6,13 +6,16 @@ A prompt asks for a short string, Flow-GRPO's OCR prompt form in miniature:
 
 The string is 3 or 4 characters from ALPHABET (8 digits and 16 lowercase letters, none of
 the glyphs OCR cannot tell apart at this size: 0/o, 1/l/i), so `read == target` is
-decidable from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) with
-nuisance variation the prompt does not fix:
+decidable from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) in a
+fixed layout of SLOTS character cells: a box of SLOTS monospace advances centred on the
+canvas, the string left-aligned in it (character j in cell j whatever the length), so
+where character j goes depends on j alone (`slot_centre`; the tiny model's text positions
+are built from it, rollout/tiny/model.py). Nuisance variation the prompt does not fix:
 
     font    one of FONTS (matplotlib's bundled DejaVu Sans Mono, regular or bold: a fixed
             advance per character, so a tiny model can learn where each character goes)
     size    uniform integer in SIZE (pixels)
-    jitter  text centre offset, uniform in ±JITTER (x, y) pixels, kept inside the canvas
+    jitter  offset of the box, uniform in ±JITTER (x, y) pixels, the ink kept inside the canvas
     colour  background per channel × U[0.78, 1.00] of white; text per channel U[0, 0.30]
 
 Split: HELDOUT strings (a seeded sample) are never in train.txt; pretraining and RL read
@@ -37,6 +40,7 @@ from rollout.tiny.world import read_prompts  # noqa: F401 (re-exported: one prom
 HEIGHT, WIDTH = 32, 64
 ALPHABET = "23456789acdehkmnprstuwxy"
 LENGTHS = (3, 4)
+SLOTS = max(LENGTHS)  # character cells of the layout box
 FONTS = ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
 SIZE = (19, 22)  # font size in pixels, inclusive
 JITTER = (2.0, 1.5)  # (x, y) pixels
@@ -87,6 +91,17 @@ def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
+def _advance(font: ImageFont.FreeTypeFont) -> float:
+    return font.getlength(ALPHABET[0])  # monospace: every character's advance
+
+
+def slot_centre(j: int) -> tuple[float, float]:
+    """(x, y) in pixels of the centre of character cell j at the mean font size and no
+    jitter (continuous coordinates: pixel i spans [i, i+1)). j < 0 or j >= SLOTS extrapolate."""
+    advance = _advance(_font(FONTS[0], 100)) / 100 * sum(SIZE) / 2  # the advance scales with the size
+    return WIDTH / 2 + (j + 0.5 - SLOTS / 2) * advance, HEIGHT / 2
+
+
 def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
     """One render of `text` with fresh nuisance variation: uint8 [HEIGHT, WIDTH, 3]."""
     background = tuple(int(v) for v in np.round(255 * rng.uniform(*BACKGROUND, size=3)))
@@ -94,8 +109,9 @@ def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
     font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(SIZE[0], SIZE[1] + 1)))
     image = Image.new("RGB", (WIDTH, HEIGHT), background)
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = (WIDTH - (right - left)) / 2 - left + rng.uniform(-JITTER[0], JITTER[0])
+    _, top, _, bottom = draw.textbbox((0, 0), ALPHABET, font=font)  # the font's vertical extent, not the string's
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    x = WIDTH / 2 - SLOTS * _advance(font) / 2 + rng.uniform(-JITTER[0], JITTER[0])  # pen at cell 0
     y = (HEIGHT - (bottom - top)) / 2 - top + rng.uniform(-JITTER[1], JITTER[1])
     x = min(max(x, MARGIN - left), WIDTH - MARGIN - right)  # the ink stays inside the canvas
     y = min(max(y, MARGIN - top), HEIGHT - MARGIN - bottom)

@@ -34,6 +34,48 @@ def test_render_is_seeded_and_varies_what_the_prompt_does_not_fix():
     assert (a.reshape(8, -1, 3).min(axis=1) <= 0.3 * 255 + 1).all()  # dark ink somewhere
 
 
+def test_character_j_is_drawn_in_cell_j_whatever_the_length():
+    # Same nuisance draw (seed): a 3-character string is the 4-character one without its last cell.
+    three = tw.render_text("k7p", np.random.default_rng(5))
+    four = tw.render_text("k7pa", np.random.default_rng(5))
+    # cell 3 starts at pen + 3 advances >= 32 + 11.4 − 2 (smallest font, leftmost jitter) > 40
+    assert np.array_equal(three[:, :40], four[:, :40]) and not np.array_equal(three, four)
+    # The ink of a lone "x" in cell j is centred on slot_centre(j), averaged over the nuisance.
+    for j in range(tw.SLOTS):
+        xs, ys = [], []
+        for seed in range(40):
+            image = tw.render_text(" " * j + "x", np.random.default_rng(seed)).astype(float)
+            ink = image.max(axis=2).max() - image.max(axis=2)  # dark text on a light background
+            rows, cols = np.indices(ink.shape)
+            xs.append((ink * (cols + 0.5)).sum() / ink.sum())  # pixel i spans [i, i + 1)
+            ys.append((ink * (rows + 0.5)).sum() / ink.sum())
+        x, y = tw.slot_centre(j)
+        assert abs(np.mean(xs) - x) < 0.6, (j, np.mean(xs), x)
+        assert abs(np.mean(ys) - y) < 2.5, (j, np.mean(ys), y)  # "x" sits on the baseline, below the font's middle
+
+
+def test_text_tokens_sit_on_their_character_cells_in_every_loading_path(tmp_path):
+    ids = tiny_model.text_ids("text")  # [8, 3]: <bos>, c1..c4, <eos>/<pad>...
+    advance = tw.slot_centre(1)[0] - tw.slot_centre(0)[0]  # DejaVu Sans Mono: 0.602 em × 20.5 px = 12.34 px
+    assert advance == pytest.approx(12.34, abs=0.01)
+    # character 1 (token 1) in cell 0: x = 32 − 1.5 · 12.34 = 13.49 px -> column 13.49 / 4 − 0.5 = 2.87
+    assert ids[1].tolist() == pytest.approx([0.0, 16 / 4 - 0.5, 2.872], abs=1e-3)
+    assert ids[:, 2].diff().tolist() == pytest.approx([advance / 4] * 7, abs=1e-4) and (ids[:, 1] == 3.5).all()
+    assert not tiny_model.text_ids("shapes").any()  # FLUX's zeros for the shapes model
+    tokenizer, text_encoder, transformer = tiny_model.build(seed=0, name="text")
+    tiny_model.save(tmp_path, tokenizer, text_encoder, transformer, {"produced_by": "test"}, "text")
+    policy = load_policy(str(tmp_path))
+    torch.testing.assert_close(policy.txt_ids, ids, atol=1e-4, rtol=0)  # rounded to 4 decimals in the json
+    cond = policy.encode([tw.prompt_of("k7pa")])
+    x = torch.randn(1, 128, 48)
+    aligned = policy.velocity(x, 0.5, cond)
+    policy.txt_ids = None  # what a raygrpo_model.json without txt_ids loads (zeros)
+    assert not torch.allclose(aligned, policy.velocity(x, 0.5, cond), atol=1e-4)  # the positions are used
+    policy.txt_ids = ids[:5]
+    with pytest.raises(ValueError, match="prompt_embeds has 8 tokens but the model's txt_ids"):
+        policy.velocity(x, 0.5, cond)
+
+
 def test_tokenizer_reads_only_the_quoted_characters():
     tok = tiny_model.build_tokenizer("text")
     ids = tok(['a sign that says "k7pa"', 'any words "yy9"'], padding="max_length", max_length=8).input_ids
