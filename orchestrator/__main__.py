@@ -127,7 +127,8 @@ def cmd_eval(args) -> int:
         policy.load_trainable_state(load_policy_weights(ckpt))
     batch, images = eval_images(policy, prompts, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
                                 num_steps=cfg.rollout.num_steps, shift=schedule_shift(cfg.model, cfg.rollout))
-    means = score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
+    scorers = [*cfg.reward.scorers, *cfg.reward.heldout]  # the held-out judges too, as in before / after
+    means = score_images({s.name: build_scorer(s) for s in scorers}, batch, images)
     for name, value in means.items():
         print(f"{name}: {value:.4f}")
     if args.json:

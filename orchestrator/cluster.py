@@ -65,7 +65,8 @@ class Cluster:
         self.pool = self.control = self.pg = None
         self.starting = [self._rollout_actor(i) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
-        self.restarts = {s.name: 0 for s in cfg.reward.scorers}  # reward workers replaced, per scorer
+        self.judge_workers = {s.name: self._reward_actor(s) for s in cfg.reward.heldout}  # held-out evaluations only
+        self.restarts = {s.name: 0 for s in [*cfg.reward.scorers, *cfg.reward.heldout]}  # reward workers replaced
         self.learners: list = []
         self.recovered = 0  # reward workers replaced since the last `health()`
         try:  # a failed start leaves no actor behind
@@ -139,19 +140,21 @@ class Cluster:
     def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[RolloutBatch]:
         return self.collect(self.launch(groups, iteration, preview))
 
-    def score(self, batches: list[RolloutBatch]) -> dict[str, np.ndarray]:
-        """Rewards [B] per scorer, in batch order; Ray resolves each image ref in the reward
-        worker. A reward worker that dies is replaced and its batches are scored again."""
+    def score(self, batches: list[RolloutBatch], judges: bool = False) -> dict[str, np.ndarray]:
+        """Rewards [B] per scorer (and per held-out judge with `judges`), in batch order; Ray
+        resolves each image ref in the reward worker. A reward worker that dies is replaced
+        and its batches are scored again."""
+        workers = {**self.reward_workers, **(self.judge_workers if judges else {})}
         asked = {}  # (scorer, batch index) -> the reward worker asked
 
         def ask(key, died=None):
             name, i = key
-            if died is not None and asked[key] == self.reward_workers[name]:  # the first to see this death
+            if died is not None and asked[key] == self._reward_worker(name):  # the first to see this death
                 self._replace_scorer(name)
-            asked[key] = self.reward_workers[name]
+            asked[key] = self._reward_worker(name)
             return asked[key].score.remote(batches[i].images, batches[i].prompts)
 
-        keys = [(name, i) for name in self.reward_workers for i in range(len(batches))]
+        keys = [(name, i) for name in workers for i in range(len(batches))]
 
         def failed(key, err) -> ActorFailed:  # the scorer raised: never turned into a reward
             return ActorFailed(f"reward worker {key[0]!r} failed scoring the {len(batches[key[1]].prompts)} images of "
@@ -162,14 +165,19 @@ class Cluster:
             if len(rewards[(name, i)]) != len(batches[i].prompts):
                 raise ActorFailed(f"reward worker {name!r} returned {len(rewards[(name, i)])} rewards for the "
                                   f"{len(batches[i].prompts)} samples rollout batch {i} reported")
-        return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in self.reward_workers}
+        return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in workers}
+
+    def _reward_worker(self, name: str):
+        return self.reward_workers[name] if name in self.reward_workers else self.judge_workers[name]
 
     def _replace_scorer(self, name: str) -> None:
-        """A fresh reward worker for scorer `name` (scorers are frozen: nothing to hand over)."""
+        """A fresh reward worker for scorer or judge `name` (frozen: nothing to hand over)."""
         self.recovered += 1
         self.restarts[name] += 1
-        ray.kill(self.reward_workers[name])
-        self.reward_workers[name] = self._reward_actor(next(s for s in self.cfg.reward.scorers if s.name == name))
+        ray.kill(self._reward_worker(name))
+        workers = self.reward_workers if name in self.reward_workers else self.judge_workers
+        workers[name] = self._reward_actor(next(s for s in [*self.cfg.reward.scorers, *self.cfg.reward.heldout]
+                                                if s.name == name))
 
     def update(self, batches: list[RolloutBatch], samples: list[int], advantages: list,
                minibatches: list[list[int]]) -> dict:
@@ -217,7 +225,8 @@ class Cluster:
         return {"rollout_workers": len(self.pool), "recovered_failures": recovered}
 
     def evaluate(self, prompts: list[str], seeds: list[int], preview_cols: int) -> tuple[dict[str, float], bytes]:
-        """ODE samples on the rollout workers, scored by the reward workers: ({scorer: mean}, preview PNG)."""
+        """ODE samples on the rollout workers, scored by the reward workers and the held-out
+        judges: ({scorer or judge: mean}, preview PNG)."""
         workers = self.pool.workers
         n = len(workers)
         parts = [(prompts[i * len(prompts) // n:(i + 1) * len(prompts) // n],
@@ -225,7 +234,7 @@ class Cluster:
         calls = [w.sample_ode.options(num_returns=2).remote(p, s, preview_cols if i == 0 else 0)
                  for i, (w, (p, s)) in enumerate(zip(workers, parts)) if p]
         batches = [RolloutBatch(images, None, p) for (images, _), (p, _) in zip(calls, [q for q in parts if q[0]])]
-        rewards = self.score(batches)
+        rewards = self.score(batches, judges=True)
         preview = ray.get(calls[0][1]).get("preview_png", b"")
         return {name: float(np.mean(r)) for name, r in rewards.items()}, preview
 
@@ -239,7 +248,10 @@ class Cluster:
         """Rows of the worker table (role, index, pid, node, version, counters, throughput)."""
         rows = []
         for role, actors, restarts in (("rollout", self.pool.workers, self.pool.restarts),
-                                       ("reward", list(self.reward_workers.values()), list(self.restarts.values())),
+                                       ("reward", list(self.reward_workers.values()),
+                                        [self.restarts[n] for n in self.reward_workers]),
+                                       ("judge", list(self.judge_workers.values()),
+                                        [self.restarts[n] for n in self.judge_workers]),
                                        ("learner", self.learners, [0] * len(self.learners))):  # a dead rank stops the job
             for i, ref in enumerate([a.info.remote() for a in actors]):
                 try:
@@ -250,7 +262,7 @@ class Cluster:
 
     def shutdown(self) -> None:
         rollout = self.pool.workers if self.pool is not None else self.starting
-        for a in [*rollout, *self.reward_workers.values(), *self.learners]:
+        for a in [*rollout, *self.reward_workers.values(), *self.judge_workers.values(), *self.learners]:
             ray.kill(a)
         if self.control is not None:
             ray.kill(self.control)

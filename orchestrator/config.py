@@ -25,7 +25,7 @@ from orchestrator.errors import ConfigError  # noqa: F401 (re-exported: raised b
 from orchestrator.inputs import check_config, load_yaml, yaml_value
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_window_plan, sde_plan, sliding_window_plan
-from rollout.tiny import world
+from rollout.tiny import text_world, world
 
 ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo")
 # The defaults each algorithm gives, as its paper and official code run it; (section, field) ->
@@ -114,7 +114,8 @@ PRESETS: dict[str, dict[tuple[str, ...], tuple[object, str]]] = {
         ("reward", "aggregation"): ("advantage", f"{MIX} finetune_flux_grpo_MixGRPO.sh:62 advantage_aggr"),
     },
 }
-PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout")}
+PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout"),
+                  "tiny:text:train": text_world.prompt_file("train"), "tiny:text:heldout": text_world.prompt_file("heldout")}
 
 
 class OrchestratorConfig(BaseModel):
@@ -122,8 +123,9 @@ class OrchestratorConfig(BaseModel):
 
     iterations: int = Field(30, ge=1, description="training iterations (one rollout + update each)")
     prompts_per_iter: int = Field(8, ge=1, description="prompt groups per iteration (B = prompts_per_iter · group_size)")
-    train_prompts: str = Field("tiny:train", description="prompt file (one a line), or tiny:train")
-    eval_prompts: str = Field("tiny:heldout", description="held-out prompt file for before/after evaluation, or tiny:heldout")
+    train_prompts: str = Field("tiny:train", description="prompt file (one a line), or tiny:train / tiny:text:train")
+    eval_prompts: str = Field("tiny:heldout", description="held-out prompt file for before/after evaluation, or "
+                              "tiny:heldout / tiny:text:heldout")
     seed: int = Field(0, description="run seed: prompt order, initial and SDE noise all derive from it")
     checkpoint_every: int = Field(10, ge=1, description="checkpoint every K iterations (and at the end)")
     sample_every: int = Field(1, ge=1, description="write a sample grid every K iterations")
@@ -142,6 +144,18 @@ class OrchestratorConfig(BaseModel):
         "sync", description="async: iteration k+1's rollouts run while the learner updates on k (samples one policy "
         "version stale; the ratio uses the log-probs stored with them)")
     max_staleness: int = Field(1, ge=0, le=1, description="async: policy versions a rollout may lag the learner (0 = as sync)")
+    heldout_every: int = Field(0, ge=0, description="reward-hacking monitor (orchestrator/monitor.py): evaluate the policy on "
+                               "eval_prompts with the trained scorers and reward.heldout judges every K iterations; 0 = off")
+    hacking_tolerance: float = Field(0.1, ge=0, lt=1, description="monitor: warn when the held-out training reward rose "
+                                     "while a held-out judge fell more than this fraction below its value before training")
+    hacking_stop: bool = Field(False, description="monitor: checkpoint and stop the run at the first warning")
+
+    @model_validator(mode="after")
+    def _monitor_needs_eval(self):
+        if self.hacking_stop and not self.heldout_every:
+            raise ValueError("orchestrator.hacking_stop is true but orchestrator.heldout_every is 0; set heldout_every: K "
+                             "(held-out evaluations every K iterations) for the monitor to run")
+        return self
 
     @model_validator(mode="after")
     def _prompt_files_exist(self):

@@ -225,7 +225,7 @@ def _missing(field: str, value: str, what: str) -> ValueError:
 
 
 def check_model_path(value: str) -> None:
-    if value == "tiny" or not is_local(value):
+    if value in ("tiny", "tiny:text") or not is_local(value):  # the shipped models (rollout.policy.TINY_SHIPPED)
         return
     p = Path(value).expanduser()
     if not p.exists():
@@ -295,7 +295,7 @@ def preflight(cfg, embeddings: bool = True) -> None:
 
 def hub_ids(cfg) -> list[tuple[str, str]]:
     """(field, hub id) of every path-like field that reads as a hub id."""
-    fields = [("model.path", cfg.model.path)] if cfg.model.path != "tiny" else []
+    fields = [("model.path", cfg.model.path)] if cfg.model.path not in ("tiny", "tiny:text") else []
     for i, s in enumerate(cfg.reward.scorers):
         fields += [(f"reward.scorers[{i}] ({s.name}).path", s.path), (f"reward.scorers[{i}] ({s.name}).base", s.base)]
     return [(f, v) for f, v in fields if v and not is_local(v)]

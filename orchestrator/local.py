@@ -52,6 +52,7 @@ class LocalCluster:
         self.rollout_workers = [self.rollout_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
                                                  chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: self.reward_cls(s) for s in cfg.reward.scorers}
+        self.judge_workers = {s.name: self.reward_cls(s) for s in cfg.reward.heldout}
         factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
@@ -116,7 +117,8 @@ class LocalCluster:
     def evaluate(self, prompts, seeds, preview_cols: int):
         with self.rollout_threads():
             images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)
-        means = {name: float(np.mean(w.score(images, prompts))) for name, w in self.reward_workers.items()}
+        scorers = {**self.reward_workers, **self.judge_workers}
+        means = {name: float(np.mean(w.score(images, prompts))) for name, w in scorers.items()}
         return means, info.get("preview_png", b"")
 
     def save(self, path: str) -> None:
@@ -128,6 +130,7 @@ class LocalCluster:
     def workers(self) -> list[dict]:
         rows = [worker_row("rollout", i, w.info()) for i, w in enumerate(self.rollout_workers)]
         rows += [worker_row("reward", i, w.info()) for i, w in enumerate(self.reward_workers.values())]
+        rows += [worker_row("judge", i, w.info()) for i, w in enumerate(self.judge_workers.values())]
         return rows + [worker_row("learner", 0, self.learner.info())]
 
     def shutdown(self) -> None:

@@ -6,6 +6,7 @@ new algorithm changes the plan and the config, never this loop.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from orchestrator.evaluate import eval_batch
 from orchestrator.guards import (check_advantages, check_rewards, check_update, check_weights_changed, group_report,
                                  received_groups)
 from orchestrator.inputs import preflight
+from orchestrator.metrics import write_json_atomic
+from orchestrator.monitor import HackingMonitor, Verdict
 from orchestrator.pipeline import RolloutPipeline
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
@@ -40,6 +43,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
         run.restore(cluster)
         before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
         checksum = cluster.checksum()
+        monitor = start_monitor(cfg, cluster, run, before)
         for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
             timer = PhaseTimer(run.status)
             with timer("sample"):
@@ -58,10 +62,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
                 check_update(stats, iteration)
             with timer("sync"):
                 checksum = sync(cluster, run, previous=checksum)
+            verdict = heldout_check(cfg, cluster, run, monitor, iteration, timer)  # every heldout_every iterations
             with timer("log"):
-                run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health())
-                if run.due(iteration):
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health(), extra=verdict.row)
+                if run.due(iteration) or verdict.stop:
                     run.checkpoint(cluster, iteration, checksum)
+            if verdict.stop:
+                break
             cluster.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(cluster.workers())
         after = evaluate(cfg, cluster, run, "after") if before is not None else None
@@ -101,13 +108,46 @@ def account(run: Run, batches: list, iteration: int) -> None:
         run.warn(f"iteration {iteration}: {problem}")
 
 
-def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str) -> dict:
-    """Held-out mean rewards of the current policy; writes samples/eval_<tag>.png."""
+def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str | None) -> dict:
+    """Held-out mean rewards (trained scorers and held-out judges) of the current policy;
+    writes samples/eval_<tag>.png when tagged (before / after)."""
     start = time.perf_counter()
-    run.status.update(phase=f"eval_{tag}")
+    if tag is not None:
+        run.status.update(phase=f"eval_{tag}")
     prompts = read_prompts(prompt_path(cfg.orchestrator.eval_prompts))
     batch, seeds = eval_batch(prompts, cfg.orchestrator.seed, cfg.orchestrator.eval_samples_per_prompt)
     means, preview = cluster.evaluate(batch, seeds, preview_cols=cfg.orchestrator.eval_samples_per_prompt)
-    (run.run_dir / "samples" / f"eval_{tag}.png").write_bytes(preview)
+    if tag is not None:
+        (run.run_dir / "samples" / f"eval_{tag}.png").write_bytes(preview)
     means["seconds"] = time.perf_counter() - start
     return means
+
+
+def heldout_check(cfg: Config, cluster: Cluster, run: Run, monitor: HackingMonitor, iteration: int,
+                  timer: PhaseTimer) -> Verdict:
+    """The monitor's held-out evaluation when due (timed as phase `heldout`); a warning goes
+    to the CLI and status.json, and with orchestrator.hacking_stop the verdict says stop."""
+    if not monitor.due(iteration):
+        return Verdict({})
+    with timer("heldout"):
+        verdict = monitor.check(iteration, evaluate(cfg, cluster, run, None))
+    if verdict.warning:
+        run.warn(verdict.warning)
+    if verdict.stop:
+        run.status.update(stopped_early=f"reward hacking suspected at iteration {iteration} (orchestrator.hacking_stop)")
+    return verdict
+
+
+def start_monitor(cfg: Config, cluster: Cluster, run: Run, before: dict | None) -> HackingMonitor:
+    """The reward-hacking monitor with its baseline: the "before" evaluation, or (on resume, or
+    without before/after evaluation) a fresh evaluation of the policy the run starts from."""
+    monitor = HackingMonitor(cfg)
+    if not monitor.enabled:
+        return monitor
+    saved = run.run_dir / "heldout_baseline.json"
+    if before is None and saved.exists():  # a resumed run keeps the baseline of its start
+        monitor.baseline(json.loads(saved.read_text()))
+    else:
+        monitor.baseline(before if before is not None else evaluate(cfg, cluster, run, None))
+        write_json_atomic(saved, monitor.base)
+    return monitor

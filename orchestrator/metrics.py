@@ -86,6 +86,27 @@ METRICS: dict[str, str] = {
 }
 
 
+# -- held-out evaluation and the reward-hacking monitor (orchestrator/monitor.py) ---------------
+# Written only on the lines of iterations that ran a held-out evaluation (orchestrator.heldout_every).
+HELDOUT_TRAIN_REWARD = "heldout/train_reward"
+HACKING = "heldout/hacking"
+HELDOUT_PHASE = "heldout"  # its time is time/heldout, on the same lines
+
+
+def heldout_mean(name: str) -> str:
+    return f"heldout/{name}/mean"
+
+
+METRICS.update({
+    heldout_mean("<name>"): "held-out evaluation (ODE samples of orchestrator.eval_prompts after this iteration's "
+                            "update): mean of trained scorer or held-out judge <name>",
+    HELDOUT_TRAIN_REWARD: "held-out evaluation: the training reward Σ w·mean of the trained scorers",
+    HACKING: "1 when the held-out training reward rose above its value before training while a held-out judge fell "
+             "more than orchestrator.hacking_tolerance below its own (reward hacking suspected), else 0",
+    phase_time(HELDOUT_PHASE): "seconds spent in the held-out evaluation of this iteration",
+})
+
+
 class MetricsWriter:
     """Appends one JSON object per iteration to metrics.jsonl and mirrors scalars to TensorBoard."""
 

@@ -176,7 +176,7 @@ class Run:
             cluster.sync(self.version)
 
     def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
-            batches: list, checksum: str, health: dict | None = None) -> dict:
+            batches: list, checksum: str, health: dict | None = None, extra: dict | None = None) -> dict:
         wall = sum(timer.seconds.values())
         health = health or {}
         n = sum(len(b.prompts) for b in batches)
@@ -198,6 +198,7 @@ class Run:
         for name, r in rewards.items():
             row[M.reward_mean(name)], row[M.reward_std(name)] = float(np.mean(r)), float(np.std(r))
         row.update({M.phase_time(p): s for p, s in timer.seconds.items()})
+        row.update(extra or {})  # the held-out evaluation's metrics, on the iterations that ran one
         self.metrics.write(row)
         self.write_preview(iteration, batches[0], rewards)
         self.ray_metrics.record_iteration(row)
@@ -207,6 +208,12 @@ class Run:
         self.status.update(state="running", iteration=iteration, last_metrics=row)
         self.last = row
         return row
+
+    def warn(self, message: str) -> None:
+        """A warning for the person watching: a CLI line above the progress bar, and
+        status.json `hacking_warning` (the dashboard's banner). It stays until the run ends."""
+        self.bar.write(f"raygrpo: WARNING: {message}")
+        self.status.update(hacking_warning=message)
 
     def write_preview(self, iteration: int, batch, rewards: dict[str, np.ndarray]) -> None:
         """samples/iter_XXXXX.png (the first rollout worker's grid) and, next to it,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCORER_KINDS = ("alignment", "preference", "hpsv3", "clip", "imagereward")
+SCORER_KINDS = ("alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity")
 MODEL_KINDS = {  # kind -> what `path` names (an example hub id)
     "hpsv3": "the HPSv3 checkpoint: HPSv3.safetensors, its directory, or a hub id such as MizzenAI/HPSv3",
     "clip": "a transformers CLIP checkpoint, e.g. openai/clip-vit-large-patch14",
@@ -20,15 +20,18 @@ class Section(BaseModel):
 
 class ScorerConfig(Section):
     name: str = Field(description="label used in metrics (reward/<name>/mean); unique")
-    kind: Literal["alignment", "preference", "hpsv3", "clip", "imagereward"] = Field(
-        description="scorer implementation: alignment / preference (reward/rules.py, the tiny task), hpsv3, clip, imagereward")
+    kind: Literal["alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity"] = Field(
+        description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), hpsv3, clip, "
+                    "imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text "
+                    "of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)")
     weight: float = Field(1.0, description="w_m in the multi-reward aggregation")
     path: str | None = Field(None, description="local path or hub id of the reward model, for model-based scorers")
     base: str | None = Field(None, description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); imagereward: the BERT tokenizer (default bert-base-uncased)")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU")
     batch_size: int = Field(16, ge=1, description="images per reward-model forward")
     num_gpus: float = Field(0, ge=0, description="GPU fraction of this scorer's reward worker")
-    num_cpus: float = Field(0, ge=0, description="Ray CPU resource of this scorer's reward worker")
+    num_cpus: float = Field(0, ge=0, description="Ray CPU resource of this scorer's reward worker (ocr kinds: also "
+                                                 "ONNX Runtime's intra-op threads, at least 1)")
 
 
     @model_validator(mode="after")
@@ -47,6 +50,10 @@ class RewardConfig(Section):
     aggregation: Literal["advantage", "reward"] = Field(
         "advantage", description="'advantage': A = Σ w_m·A_m (DanceGRPO); 'reward': normalise Σ w_m·r_m (Flow-GRPO)"
     )
+    heldout: list[ScorerConfig] = Field(
+        default_factory=list, description="held-out judges: reward workers that score only the held-out evaluations "
+        "(before / after, and every orchestrator.heldout_every iterations), never the training batches; e.g. "
+        "ocr_heldout and fidelity. Their weight is unused")
     chunk_weights: list[dict[str, float]] | None = Field(
         None, description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. alignment early, "
         "preference late); replaces the scorer weights for that chunk's advantage")
@@ -56,9 +63,10 @@ class RewardConfig(Section):
         names = [s.name for s in self.scorers]
         if not names:
             raise ValueError("reward.scorers is empty; configure at least one scorer")
-        dup = sorted({n for n in names if names.count(n) > 1})
+        everyone = names + [s.name for s in self.heldout]
+        dup = sorted({n for n in everyone if everyone.count(n) > 1})
         if dup:
-            raise ValueError(f"reward.scorers names must be unique; {dup} repeat")
+            raise ValueError(f"reward.scorers and reward.heldout names must be unique; {dup} repeat")
         for j, mix in enumerate(self.chunk_weights or []):
             unknown = sorted(set(mix) - set(names))
             if unknown:

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from reward.config import ScorerConfig
+from reward.fidelity import FidelityScorer
 from reward.rules import AlignmentScorer, PreferenceScorer
 
 
@@ -38,13 +39,23 @@ def _imagereward(cfg: ScorerConfig, device: str):
     return ImageRewardScorer(cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 
-# kind -> factory(cfg, device); the model scorers import transformers only when built
+def _ocr(cfg: ScorerConfig, device: str):
+    from reward.ocr import PPOCRv4Scorer, PPOCRv6Scorer
+
+    scorer = PPOCRv4Scorer if cfg.kind == "ocr" else PPOCRv6Scorer
+    return scorer(batch_size=cfg.batch_size, threads=max(1, int(cfg.num_cpus)))
+
+
+# kind -> factory(cfg, device); the model scorers import transformers / onnxruntime only when built
 SCORERS = {
     "alignment": lambda cfg, device: AlignmentScorer(),
     "preference": lambda cfg, device: PreferenceScorer(),
     "hpsv3": _hpsv3,
     "clip": _clip,
     "imagereward": _imagereward,
+    "ocr": _ocr,
+    "ocr_heldout": _ocr,
+    "fidelity": lambda cfg, device: FidelityScorer(),
 }
 
 
@@ -56,6 +67,9 @@ SCORER_CLASSES = {
     "hpsv3": "reward.hpsv3:HPSv3Scorer",
     "clip": "reward.clip:CLIPScorer",
     "imagereward": "reward.imagereward:ImageRewardScorer",
+    "ocr": "reward.ocr:PPOCRv4Scorer",
+    "ocr_heldout": "reward.ocr:PPOCRv6Scorer",
+    "fidelity": "reward.fidelity:FidelityScorer",
 }
 
 
@@ -71,7 +85,7 @@ def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
         @staticmethod
         def validate_prompts(prompts: list[str]) -> None   # ValueError naming the first bad prompt
 
-    when the class defines one (alignment: its grammar); a class without it reads any prompt
+    when the class defines one (alignment: its grammar; the OCR kinds: a quoted text); a class without it reads any prompt
     (the model scorers: their tokenizers truncate)."""
     hook = getattr(scorer_class(cfg.kind), "validate_prompts", None)
     if hook is not None:

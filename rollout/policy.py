@@ -10,7 +10,7 @@ recomputation see the same numbers. The transformer runs in `dtype` (bf16 on GPU
 velocity is returned in float32 because the SDE step and log-prob are float32.
 
 `load_policy(path)` dispatches on what `path` holds:
-    'tiny', or a directory with raygrpo_model.json (kind 'tiny')  -> rollout.models.tiny
+    'tiny', 'tiny:text', or a directory with raygrpo_model.json (kind 'tiny') -> rollout.models.tiny
     a diffusers pipeline (model_index.json, local or a hub id):
         _class_name FluxPipeline                                -> rollout.models.flux
         _class_name StableDiffusion3Pipeline                    -> rollout.models.sd3
@@ -33,6 +33,7 @@ import torch
 from rollout.config import ModelConfig
 
 TINY = "tiny"  # `model.path: tiny` means the shipped embedded model
+TINY_SHIPPED = (TINY, "tiny:text")  # the shipped shapes and text-world models (rollout.models.tiny)
 PIPELINES = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -144,7 +145,7 @@ class Policy(torch.nn.Module):
 
 def model_kind(path: str) -> str:
     """'tiny', 'flux' or 'sd3' for a model.path (see the module docstring)."""
-    if path == TINY:
+    if path in TINY_SHIPPED:
         return TINY
     p = Path(path).expanduser()
     if (p / "raygrpo_model.json").exists():

@@ -3,6 +3,7 @@
 #   g++, python3.X-dev     DeepSpeed compiles its CPU ops on first use (C++ and Python.h of the
 #                          python that runs the tests)
 #   chromium, chromedriver the dashboard's browser test (tests/e2e/test_dashboard.py)
+#   libgl1, libglib2.0-0   opencv-python's shared libraries (rapidocr, the OCR reward, imports it)
 # With everything present it does nothing and needs no privileges. Otherwise it runs apt-get
 # (Debian, Ubuntu) as root, or through sudo (which may ask for your password); elsewhere it
 # names the packages to install and fails. On Ubuntu, chromium comes as a snap (snapd needed).
@@ -18,7 +19,12 @@ if [ -r "$os_release" ]; then
   case " ${ID:-} ${ID_LIKE:-} " in *" ubuntu "*) ubuntu=true ;; esac
 fi
 missing=()
+# a shared library the loader knows (LDCONFIG: tests point it elsewhere)
+libs=$("${LDCONFIG:-/sbin/ldconfig}" -p 2>/dev/null || true)
+have_lib() { [[ "$libs" == *"$1 "* ]]; }
 command -v g++ >/dev/null || missing+=(g++)
+have_lib libGL.so.1 || missing+=(libgl1)
+have_lib libgthread-2.0.so.0 || missing+=(libglib2.0-0)
 python=$(command -v python3 || command -v python || true)
 if [ -n "$python" ]; then  # Python.h of this interpreter (a venv's: its base python's)
   include='' dev=''
@@ -33,7 +39,7 @@ else
   have_driver || missing+=(chromium-driver)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system packages: g++, Python headers, chromium and chromedriver are present"
+  echo "system packages: g++, Python headers, libGL, glib, chromium and chromedriver are present"
   exit 0
 fi
 

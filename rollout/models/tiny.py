@@ -1,7 +1,12 @@
-"""The embedded tiny model as a Policy (rollout/tiny/: a FLUX transformer over pixel patches).
+"""The embedded tiny models as a Policy (rollout/tiny/: a FLUX transformer over pixel patches).
 
-    latents     pixels in [-1, 1] as 4×4 patches: [B, 64, 48] for a 32×32 image
-    conditioning prompt_embeds [B, 16, 64] (CLIP last hidden state), pooled [B, 64] (EOS state)
+    latents     pixels in [-1, 1] as 4×4 patches: [B, 64, 48] for a 32×32 image (shapes),
+                [B, 128, 48] for a 32×64 one (text)
+    conditioning prompt_embeds [B, T, 64] (CLIP last hidden state, T = 16 shapes / 8 text),
+                pooled [B, 64] (EOS state)
+
+`model.path: tiny` is the shapes model (rollout/tiny/weights), `tiny:text` the text model
+(rollout/tiny/weights_text); any directory with raygrpo_model.json (kind 'tiny') works.
 """
 
 from __future__ import annotations
@@ -31,18 +36,26 @@ class TinyTextEncoder(torch.nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=tiny_model.MAX_TOKENS, return_tensors="pt")
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
         out = self.model(input_ids=tokens.input_ids.to(device))
         return {"prompt_embeds": out.last_hidden_state, "pooled": out.pooler_output}
 
 
 class TinyPolicy(Policy):
-    def __init__(self, transformer, text_encoder, image_size: int, dtype=torch.float32, trainable_names=None):
+    """`txt_ids` [T, 3]: the text tokens' RoPE positions (rollout/tiny/model.py `text_ids`);
+    None = zeros, FLUX's own choice (the shapes model and text weights saved before them)."""
+
+    def __init__(self, transformer, text_encoder, image_size: int | tuple[int, int], dtype=torch.float32,
+                 trainable_names=None, txt_ids: torch.Tensor | None = None):
         transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
         super().__init__(transformer, text_encoder, dtype, trainable_names)
-        self.image_size = image_size
-        self._latent_shape = ((image_size // tiny_model.PATCH) ** 2, transformer.config.in_channels)
-        self.register_buffer("img_ids", tiny_model.image_ids(image_size), persistent=False)
+        self.height, self.width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        tokens = (self.height // tiny_model.PATCH) * (self.width // tiny_model.PATCH)
+        self._latent_shape = (tokens, transformer.config.in_channels)
+        self.register_buffer("img_ids", tiny_model.image_ids(self.height, self.width), persistent=False)
+        self.register_buffer("txt_ids", None if txt_ids is None else torch.as_tensor(txt_ids, dtype=torch.float32),
+                             persistent=False)
 
     # (pretraining reaches the text model and tokenizer directly)
     @property
@@ -61,13 +74,17 @@ class TinyPolicy(Policy):
         """Velocity v ≈ eps − x0 at noise level sigma; x [B, L, D] -> [B, L, D] float32."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         embeds = cond["prompt_embeds"]
+        txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(embeds.shape[1], 3, device=x.device)
+        if txt_ids.shape[0] != embeds.shape[1]:
+            raise ValueError(f"prompt_embeds has {embeds.shape[1]} tokens but the model's txt_ids (raygrpo_model.json) "
+                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this model")
         out = self.transformer(
             hidden_states=x.to(self.dtype),
             encoder_hidden_states=embeds.to(self.dtype),
             pooled_projections=cond["pooled"].to(self.dtype),
             timestep=sigma.to(self.dtype),  # FLUX multiplies by 1000 inside
             img_ids=self.img_ids,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device),
+            txt_ids=txt_ids,
             return_dict=False,
         )[0]
         return out.float()
@@ -75,7 +92,7 @@ class TinyPolicy(Policy):
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         """Latents [B, L, D] -> uint8 images [B, H, W, 3]."""
-        pixels = tiny_model.unpatchify(x0.float().clamp(-1, 1), self.image_size)
+        pixels = tiny_model.unpatchify(x0.float().clamp(-1, 1), self.height, self.width)
         return ((pixels + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()
@@ -85,8 +102,12 @@ class TinyPolicy(Policy):
         return tiny_model.patchify(pixels)
 
 
+TINY_TEXT = "tiny:text"  # `model.path: tiny:text`: the shipped text-world model
+SHIPPED = {TINY: tiny_model.WEIGHTS_DIR, TINY_TEXT: tiny_model.TEXT_WEIGHTS_DIR}
+
+
 def root_of(path: str) -> Path:
-    return tiny_model.WEIGHTS_DIR if path == TINY else Path(path).expanduser()
+    return SHIPPED[path] if path in SHIPPED else Path(path).expanduser()
 
 
 def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> TinyTextEncoder:
@@ -105,9 +126,11 @@ def load(path: str, options: ModelConfig, dtype=torch.float32) -> TinyPolicy:
     root = root_of(path)
     meta = json.loads((root / "raygrpo_model.json").read_text())
     if options.resolution not in (None, meta["image_size"]):
-        raise ValueError(f"model.resolution {options.resolution}: the tiny model makes {meta['image_size']}² "
+        size = meta["image_size"]
+        shape = f"{size[0]}×{size[1]}" if isinstance(size, list) else f"{size}²"
+        raise ValueError(f"model.resolution {options.resolution}: the tiny model makes {shape} "
                          "images only; leave model.resolution unset")
     transformer = FluxTransformer2DModel.from_pretrained(root / "transformer").to(dtype)
     names = setup_trainable(transformer, options, default="full")
     text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
-    return TinyPolicy(transformer, text, meta["image_size"], dtype, names)
+    return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

@@ -26,8 +26,12 @@ def test_ci_runs_the_readme_command_which_installs_system_packages_first():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-def run_script(tmp_path, tools: dict[str, str], os_release: str = 'ID=debian\n'):
-    """Run the script with PATH = only `tools` ({name: shell body}) plus `id` and `env`."""
+HAVE_LIBS = "echo '\tlibGL.so.1 (libc6,x86-64) => /x/libGL.so.1'; echo '\tlibgthread-2.0.so.0 (libc6,x86-64) => /x/g.so'"
+
+
+def run_script(tmp_path, tools: dict[str, str], os_release: str = 'ID=debian\n', ldconfig: str = HAVE_LIBS):
+    """Run the script with PATH = only `tools` ({name: shell body}) plus `id` and `env`, and a
+    stand-in ldconfig that lists the shared libraries `ldconfig` prints (default: libGL and glib)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in tools.items():  # fresh files (never written through a link to the real tool)
@@ -36,7 +40,10 @@ def run_script(tmp_path, tools: dict[str, str], os_release: str = 'ID=debian\n')
     for name in {"id", "env"} - set(tools):
         (bin_dir / name).symlink_to(subprocess.run(["which", name], capture_output=True, text=True).stdout.strip())
     (tmp_path / "os-release").write_text(os_release)
-    env = {"PATH": str(bin_dir), "OS_RELEASE": str(tmp_path / "os-release"), "HOME": str(tmp_path)}
+    (tmp_path / "ldconfig").write_text(f"#!/bin/bash\n{ldconfig}\n")
+    (tmp_path / "ldconfig").chmod(0o755)
+    env = {"PATH": str(bin_dir), "OS_RELEASE": str(tmp_path / "os-release"), "HOME": str(tmp_path),
+           "LDCONFIG": str(tmp_path / "ldconfig")}
     return subprocess.run(["/bin/bash", str(SCRIPT)], env=env, capture_output=True, text=True)
 
 
@@ -70,6 +77,14 @@ def test_without_apt_or_privileges_it_names_what_to_install(tmp_path):
     (tmp_path / "b").mkdir()
     out = run_script(tmp_path / "b", {"apt-get": "exit 0", "id": "echo 1000"})
     assert out.returncode == 1 and "needs root or sudo" in out.stderr
+
+
+def test_opencv_libraries_are_installed_when_the_loader_lacks_them(tmp_path):
+    log = tmp_path / "apt.log"
+    out = run_script(tmp_path, {"apt-get": f'echo "$@" >> {log}', "sudo": f'echo "$@" >> {log}', "id": "echo 1000",
+                                "g++": "", "chromium": "", "chromedriver": ""}, ldconfig="exit 0")
+    assert out.returncode == 0, out.stderr
+    assert log.read_text().splitlines()[-1].endswith("install -y -qq --no-install-recommends libgl1 libglib2.0-0")
 
 
 def test_nothing_to_do_when_everything_is_present(tmp_path):

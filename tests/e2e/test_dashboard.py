@@ -54,6 +54,8 @@ EVAL_IMAGES = """
 return Array.from(document.querySelectorAll("#eval-samples img")).map(
   img => ({alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}));"""
 CARD = 'return document.getElementById(arguments[0]).dataset.value;'
+WARNING = 'const w = document.getElementById("hacking-warning"); return {hidden: w.hidden, text: w.textContent};'
+HELDOUT = ("heldout/preference/mean", "heldout/alignment/mean", "heldout/fidelity/mean", "heldout/train_reward")
 
 
 def read_status(run_dir: Path) -> dict:
@@ -61,14 +63,14 @@ def read_status(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def check_charts(browser, rows: list[dict]) -> None:
+def check_charts(browser, rows: list[dict], live: bool = True) -> None:
     """Every chart trace named by a metric holds that metric's values from metrics.jsonl."""
     n = len(rows)
     traces = wait_for(lambda: (t := browser.execute_script(CHART_TRACES)).get("reward/preference/mean", {})
                       .get("x") == list(range(n)) and t, 30, f"the charts to show {n} iterations")
     required = {"reward/preference/mean", "reward/alignment/mean", "learner/clip_fraction", "learner/approx_kl",
                 "zero_std_ratio", "advantage/abs_mean", "learner/ratio_mean", "learner/ratio_max",
-                "throughput/images_per_s", "staleness", "time/rollout", "time/update", "time/sync"}
+                "throughput/images_per_s", "staleness", "time/rollout", "time/update", "time/sync", *HELDOUT}
     assert required <= set(traces), required - set(traces)
     checked = 0
     for meta, trace in traces.items():
@@ -82,6 +84,24 @@ def check_charts(browser, rows: list[dict]) -> None:
         assert traces[f"reward/{scorer}/mean+std"]["y"] == pytest.approx(list(mean + std), rel=1e-12)
         assert traces[f"reward/{scorer}/mean-std"]["y"] == pytest.approx(list(mean - std), rel=1e-12)
     assert [r["staleness"] for r in rows] == [0] * n  # synchronous: rollouts use the trained weights
+    check_heldout_panel(browser, traces, rows, live)
+
+
+def check_heldout_panel(browser, traces: dict, rows: list[dict], live: bool) -> None:
+    """The held-out panel: the monitor's metrics (every iteration here), judges and trained
+    scorers alike, and the warning banner shown exactly when the monitor flagged an iteration."""
+    for key in HELDOUT:
+        assert traces[key]["chart"] == "chart-heldout" and all(isinstance(y, float) for y in traces[key]["y"]), key
+    assert all(0 < r["heldout/fidelity/mean"] <= 1 for r in rows)
+    assert all(r["heldout/train_reward"] == pytest.approx(r["heldout/preference/mean"] + r["heldout/alignment/mean"])
+               for r in rows)  # both weights 1 in tiny.yaml
+    flagged = [r["iteration"] for r in rows if r["heldout/hacking"] == 1]
+    assert traces["heldout/hacking:flagged"]["x"] == flagged
+    assert browser.find_element("id", "heldout-empty").is_displayed() is False
+    if live:  # (the finished run's status.json is given a warning below)
+        banner = wait_for(lambda: (b := browser.execute_script(WARNING))["hidden"] == (not flagged) and b, 30,
+                          "the warning banner to follow the monitor")
+        assert ("reward hacking suspected" in banner["text"]) == bool(flagged)
 
 
 def check_status_cards(browser, rows: list[dict]) -> None:
@@ -104,8 +124,9 @@ def check_workers(browser, run_dir: Path, cfg) -> None:
             and (workers, dom)
 
     workers, dom = wait_for(table_matches, 30, "the worker table to match status.json")
-    expected = cfg.rollout.num_workers + len(cfg.reward.scorers) + cfg.learner.world_size
-    assert len(dom) == expected == 5
+    expected = cfg.rollout.num_workers + len(cfg.reward.scorers) + len(cfg.reward.heldout) + cfg.learner.world_size
+    assert len(dom) == expected == 6
+    assert [r["cells"][0] for r in dom if r["role"] == "judge"] == ["judge · fidelity"]
     assert [r["role"] for r in dom].count("rollout") == 2 and [r["role"] for r in dom].count("learner") == 1
     for w, r in zip(workers, dom):
         assert psutil.pid_exists(w["pid"])
@@ -188,7 +209,8 @@ def test_dashboard_follows_a_live_run_in_chromium(local_ray, tmp_path, monkeypat
     # 4 groups of 4 over 2 rollout workers: worker 0's preview grid has 2 rows
     cfg = small_config(rollout__num_workers=2, orchestrator__iterations=ITERATIONS, orchestrator__prompts_per_iter=4,
                        orchestrator__dashboard_port=0, orchestrator__eval_before_after="true",
-                       orchestrator__eval_prompts=str(eval_prompts), orchestrator__eval_samples_per_prompt=2)
+                       orchestrator__eval_prompts=str(eval_prompts), orchestrator__eval_samples_per_prompt=2,
+                       orchestrator__heldout_every=1, reward__heldout="[{name: fidelity, kind: fidelity}]")
     thread, logged, released, outcome = train_in_thread(cfg, run_dir, monkeypatch)
     browser = open_chromium(tmp_path / "profile")
     console = Console(browser)
@@ -247,7 +269,12 @@ def save_screenshot(png: bytes, tmp_path: Path) -> None:
 
 
 def check_finished_run_served_by_the_cli(browser, run_dir: Path) -> None:
-    """`raygrpo dashboard --run-dir` serves the finished run: final state, every iteration."""
+    """`raygrpo dashboard --run-dir` serves the finished run: final state, every iteration, and
+    the monitor's warning banner with the text status.json holds (written here when the run
+    itself flagged nothing, so the banner is checked either way)."""
+    status = read_status(run_dir)
+    status.setdefault("hacking_warning", "reward hacking suspected at iteration 3: (written by the test)")
+    (run_dir / "status.json").write_text(json.dumps(status))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "dashboard", "--run-dir", str(run_dir), "--port", "0"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -258,7 +285,9 @@ def check_finished_run_served_by_the_cli(browser, run_dir: Path) -> None:
         browser.get(url.group(1))
         wait_for(lambda: browser.find_element("id", "state").text == "finished", 30, "the finished state")
         rows = read_metrics(run_dir)
-        check_charts(browser, rows)
+        check_charts(browser, rows, live=False)
+        banner = browser.execute_script(WARNING)
+        assert not banner["hidden"] and banner["text"] == f"⚠ {status['hacking_warning']}"
         assert browser.execute_script(CARD, "stat-iteration") == str(ITERATIONS - 1)
         assert float(browser.execute_script(CARD, "stat-eta")) == 0.0
         evals = wait_for(lambda: (e := browser.execute_script(EVAL_IMAGES)) and len(e) == 2
@@ -291,7 +320,7 @@ def check_ray_metrics(run_dir: Path) -> None:
             ("ray_raygrpo_images_per_s", run, None, None): rows[-1]["throughput/images_per_s"],
             ("ray_raygrpo_staleness", run, None, None): 0}
     want.update({("ray_raygrpo_actor_images_per_s", run, w["role"], str(w["index"])): w["images_per_s"] for w in workers})
-    assert len(want) == 3 + 5
+    assert len(want) == 3 + 6  # 2 rollout, 2 reward, 1 judge, 1 learner
     # Ray exports every ~10 s: wait until the last values arrived
     got = wait_for(lambda: (m := scrape_ray_metrics()) and all(k in m for k in want) and
                    all(m[k] == pytest.approx(v, rel=1e-9) for k, v in want.items()) and m, 90,

@@ -13,7 +13,8 @@ TINY = "deploy/configs/tiny.yaml"
 
 
 def batch(group_ids, columns=None):
-    return SimpleNamespace(group_ids=list(group_ids), columns=list(columns if columns is not None else group_ids))
+    return SimpleNamespace(group_ids=list(group_ids), columns=list(columns if columns is not None else group_ids),
+                           info={})  # no "groups" report: every sample is a first copy
 
 
 def test_zero_spread_groups_are_dropped_and_the_rest_split_in_order():

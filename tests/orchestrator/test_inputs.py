@@ -131,7 +131,8 @@ def test_the_scorer_classs_prompt_hook_is_called_for_any_kind(tmp_path, monkeypa
     import reward.worker
 
     assert set(reward.worker.SCORER_CLASSES) == set(reward.worker.SCORERS)  # every kind's class is known
-    assert [k for k in reward.worker.SCORERS if hasattr(reward.worker.scorer_class(k), "validate_prompts")] == ["alignment"]
+    hooked = [k for k in reward.worker.SCORERS if hasattr(reward.worker.scorer_class(k), "validate_prompts")]
+    assert hooked == ["alignment", "ocr", "ocr_heldout", "fidelity"]  # fidelity's hook accepts any prompt
     monkeypatch.setitem(reward.worker.SCORER_CLASSES, "preference", f"{__name__}:QuotedTextScorer")
     prompts = tmp_path / "signs.txt"
     prompts.write_text('a sign that says "k7pa"\n\na sign that says k7pa\n')

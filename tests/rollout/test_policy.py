@@ -14,7 +14,7 @@ def test_load_from_save_pretrained_layout(random_tiny_dir):
     policy = load_policy(str(random_tiny_dir))
     assert policy.latent_shape == (64, 48)
     cond = policy.encode(PROMPTS)
-    assert cond["prompt_embeds"].shape == (2, tiny_model.MAX_TOKENS, 64) and cond["pooled"].shape == (2, 64)
+    assert cond["prompt_embeds"].shape == (2, tiny_model.MAX_TOKENS["shapes"], 64) and cond["pooled"].shape == (2, 64)
     x = torch.randn(2, 64, 48)
     v = policy.velocity(x, torch.tensor([1.0, 0.5]), cond)
     assert v.shape == x.shape and v.dtype == torch.float32

@@ -3,6 +3,8 @@
 //   /api/status              header cards, links, worker table          (every POLL_MS)
 //   /api/metrics?since=N     new metrics.jsonl rows -> Plotly charts    (every POLL_MS)
 //   /api/samples             sample grids and per-sample rewards        (when the status moves)
+// The held-out panel charts every heldout/* metric (rows without a held-out evaluation are
+// gaps, bridged) and shows status.json's hacking_warning as a banner.
 // Every chart trace carries its metric name in `meta`, and its values are the metrics.jsonl
 // numbers as they are (the page computes only the reward band mean ± std).
 // Polling stops once the run is finished or failed: the page then shows the final state.
@@ -92,6 +94,33 @@ function drawRewardCharts(rows) {
   }
 }
 
+function drawHeldout(rows) {
+  const keys = [];
+  for (const row of rows) {
+    for (const k of Object.keys(row)) {
+      if (k.startsWith("heldout/") && k !== "heldout/hacking" && !keys.includes(k)) keys.push(k);
+    }
+  }
+  $("heldout-empty").hidden = keys.length > 0;
+  if (!keys.length) return;
+  const x = rows.map((r) => r.iteration);
+  const traces = keys.map((k) => ({
+    x, y: rows.map((r) => value(r[k])), name: k.replace(/^heldout\//, "").replace(/\/mean$/, ""), meta: k,
+    type: "scatter", mode: "lines+markers", connectgaps: true,
+  }));
+  const flagged = rows.filter((r) => r["heldout/hacking"] === 1);
+  traces.push({ x: flagged.map((r) => r.iteration), y: flagged.map((r) => value(r["heldout/train_reward"])),
+    name: "hacking suspected", meta: "heldout/hacking:flagged", type: "scatter", mode: "markers",
+    marker: { symbol: "x", size: 12, color: "rgb(214, 39, 40)" } });
+  Plotly.react($("chart-heldout"), traces, layout("held-out judges and trained scorers (mean)"), PLOT_CONFIG);
+}
+
+function showWarning(s) {
+  const text = [s.hacking_warning, s.stopped_early ? `run stopped: ${s.stopped_early}` : null].filter(Boolean).join(" — ");
+  $("hacking-warning").hidden = !text;
+  $("hacking-warning").textContent = text ? `⚠ ${text}` : "";
+}
+
 function drawTimings(rows) {
   const keys = [];
   for (const row of rows) for (const k of Object.keys(row)) if (k.startsWith("time/") && !keys.includes(k)) keys.push(k);
@@ -124,6 +153,7 @@ function showStatus(s) {
     $("link-ray").textContent = s.ray_dashboard_url;
   }
   $("tb-command").textContent = s.tensorboard_command || "";
+  showWarning(s);
   showWorkers(s.workers || []);
 }
 
@@ -240,6 +270,7 @@ async function poll() {
     if (fresh.start === 0 || fresh.rows.length) {
       page.rows = fresh.start === 0 ? fresh.rows : page.rows.concat(fresh.rows);
       drawRewardCharts(page.rows);
+      drawHeldout(page.rows);
       drawLineCharts(page.rows);
       drawTimings(page.rows);
     }

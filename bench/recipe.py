@@ -1,0 +1,130 @@
+"""Which settings learn without hacking? Short runs of both worlds, judged by the held-out
+judges that training never sees (the reward-hacking monitor's numbers).
+
+    python bench/recipe.py --world text   [--iterations 30] [--seeds 0] [--variants default kl ...]
+    python bench/recipe.py --world shapes [--iterations 30] [--seeds 0]
+    python bench/recipe.py --world text --quick          # smoke: 2 iterations, 2 variants
+
+Each run is `raygrpo train --config deploy/configs/tiny[_text].yaml` plus the variant's
+overrides, with the monitor on (`orchestrator.heldout_every`): its held-out evaluations
+(ODE, the world's held-out prompts) give the curves, `heldout_baseline.json` the base.
+
+    text    target: ocr_heldout (PP-OCRv6) gap closed = (after − base) / (1 − base) ≥ 50 %
+            within 600 s of training, fidelity ≥ 90 % of base
+    shapes  target: held-out preference gap closed ≥ 80 %, fidelity ≥ 90 % of base
+
+Writes bench/results/recipe_<world>.json and .md (one row per variant and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, run  # noqa: E402
+
+WORLDS = {  # config, target judge, its goal (gap closed), extra overrides
+    "text": ("deploy/configs/tiny_text.yaml", "ocr_heldout", 0.5, []),
+    "shapes": ("deploy/configs/tiny.yaml", "preference", 0.8, ["reward.heldout=[{name: fidelity, kind: fidelity}]"]),
+}
+# The levers of issue 14: KL to the base (β; Flow-GRPO's SD3 default is 0.04, config/grpo.py), SDE
+# noise level, learning rate, LoRA vs full fine-tuning, reward mix.
+VARIANTS = {
+    "default": [],
+    "kl0.04": ["learner.kl_coef=0.04"],
+    "kl0.4": ["learner.kl_coef=0.4"],
+    "noise0.4": ["rollout.noise_level=0.4"],
+    "lr3e-5": ["learner.lr=3e-5"],
+    "lora": ["model.finetune=lora", "learner.lr=3e-4"],
+}
+REWARD_MIX = {  # shapes only: half the weight on the gameable preference
+    "shapes": {"pref0.5": ["reward.scorers=[{name: preference, kind: preference, weight: 0.5}, "
+                           "{name: alignment, kind: alignment, weight: 1.0}]"]},
+}
+FIDELITY_KEPT = 0.9
+BUDGET_S = 600
+
+
+def summarise(run_dir: Path, judge: str, goal: float) -> dict:
+    """Base, curve and end of the monitor's held-out evaluations; pass/fail against the targets."""
+    base = json.loads((run_dir / "heldout_baseline.json").read_text())
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [{"iteration": r["iteration"], "elapsed_s": round(r["elapsed_s"], 1),
+              **{k.removeprefix("heldout/").removesuffix("/mean"): round(v, 4) for k, v in r.items()
+                 if k.startswith("heldout/")}} for r in rows if "heldout/hacking" in r]
+    end = curve[-1]
+    gap = (end[judge] - base[judge]) / max(1 - base[judge], 1e-9)
+    kept = end["fidelity"] / base["fidelity"]
+    in_budget = [c for c in curve if c["elapsed_s"] <= BUDGET_S]
+    best = max(((c[judge] - base[judge]) / max(1 - base[judge], 1e-9) for c in in_budget), default=None)
+    return {"base": base, "end": end, "gap_closed": round(gap, 4), "fidelity_kept": round(kept, 4),
+            "gap_closed_within_budget": None if best is None else round(best, 4),
+            "hacking_flags": sum(c["hacking"] for c in curve),
+            "meets_target": bool(gap >= goal and kept >= FIDELITY_KEPT and end["elapsed_s"] <= BUDGET_S),
+            "curve": curve}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--world", choices=tuple(WORLDS), default="text")
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--heldout-every", type=int, default=5)
+    p.add_argument("--eval-samples", type=int, default=2, help="held-out ODE samples per prompt in each evaluation")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", help="names from VARIANTS / REWARD_MIX (default: all)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations, default and kl0.04")
+    p.add_argument("--out", help="result stem (default bench/results/recipe_<world>)")
+    args = p.parse_args()
+    config, judge, goal, extra = WORLDS[args.world]
+    variants = {**VARIANTS, **REWARD_MIX.get(args.world, {})}
+    names = ["default", "kl0.04"] if args.quick else (args.variants or list(variants))
+    iterations, every = (2, 1) if args.quick else (args.iterations, args.heldout_every)
+    out = Path(args.out) if args.out else RESULTS / f"recipe_{args.world}"
+    work = RESULTS / "tmp" / f"recipe_{args.world}"
+    result = {"runs": []}
+    for name in names:
+        for seed in args.seeds:
+            run_dir = work / f"{name}-seed{seed}"
+            start = time.time()
+            run(["raygrpo", "train", "--config", config, "--run-dir", str(run_dir), *extra, *variants[name],
+                 f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
+                 f"orchestrator.heldout_every={every}", "orchestrator.eval_before_after=false",
+                 f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
+                 "orchestrator.dashboard=false", f"orchestrator.checkpoint_every={iterations}"])
+            row = {"variant": name, "overrides": variants[name], "seed": seed, "wall_s": round(time.time() - start, 1),
+                   **summarise(run_dir, judge, goal)}
+            result["runs"].append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "base")}), flush=True)
+    result["setup"] = {"command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "config": config,
+                       "judge": judge, "goal_gap_closed": goal, "fidelity_kept": FIDELITY_KEPT, "budget_s": BUDGET_S,
+                       "iterations": iterations, "heldout_every": every, "eval_samples_per_prompt": args.eval_samples,
+                       "machine": machine()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    s = result["setup"]
+    j = s["judge"]
+    lines = [f"| variant | seed | {j} base → end | gap closed (≤ {s['budget_s']} s) | fidelity base → end (kept) | "
+             "hacking flags | end: iteration, s | target met |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        b, e = r["base"], r["end"]
+        within = "–" if r["gap_closed_within_budget"] is None else f"{100 * r['gap_closed_within_budget']:.0f} %"
+        lines.append(f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | {100 * r['gap_closed']:.0f} % ({within}) | "
+                     f"{b['fidelity']:.3f} → {e['fidelity']:.3f} ({100 * r['fidelity_kept']:.0f} %) | "
+                     f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | {'yes' if r['meets_target'] else 'no'} |")
+    lines.append(f"\nTarget: {j} gap closed ≥ {100 * s['goal_gap_closed']:.0f} % with fidelity ≥ "
+                 f"{100 * s['fidelity_kept']:.0f} % of base, by {s['budget_s']} s of training (elapsed_s counts from the "
+                 "run's start, actor start-up included). Overrides per variant: bench/recipe.py VARIANTS.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Text world: the embedded OCR task (`tiny:text`), judged by real OCR models.
+
+A prompt asks for a short string, Flow-GRPO's OCR prompt form in miniature:
+
+    a sign that says "k7pa"
+
+The string is 3 or 4 characters from ALPHABET (8 digits and 16 lowercase letters, none of
+the glyphs OCR cannot tell apart at this size: 0/o, 1/l/i), so `read == target` is
+decidable from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) in a
+fixed layout of SLOTS character cells: a box of SLOTS monospace advances centred on the
+canvas, the string left-aligned in it (character j in cell j whatever the length), so
+where character j goes depends on j alone (`slot_centre`; the tiny model's text positions
+are built from it, rollout/tiny/model.py). Nuisance variation the prompt does not fix:
+
+    font    one of FONTS (matplotlib's bundled DejaVu Sans Mono, regular or bold: a fixed
+            advance per character, so a tiny model can learn where each character goes)
+    size    uniform integer in SIZE (pixels)
+    jitter  offset of the box, uniform in ±JITTER (x, y) pixels, the ink kept inside the canvas
+    colour  background per channel × U[0.78, 1.00] of white; text per channel U[0, 0.30]
+
+Split: HELDOUT strings (a seeded sample) are never in train.txt; pretraining and RL read
+train.txt only (`text_train.txt` / `text_heldout.txt`, written by `python -m
+rollout.tiny.text_world`). The OCR judges live in `reward/ocr.py` and import nothing
+from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from rollout.tiny.world import read_prompts  # noqa: F401 (re-exported: one prompt-file reader)
+
+HEIGHT, WIDTH = 32, 64
+ALPHABET = "23456789acdehkmnprstuwxy"
+LENGTHS = (3, 4)
+SLOTS = max(LENGTHS)  # character cells of the layout box
+FONTS = ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
+SIZE = (19, 22)  # font size in pixels, inclusive
+JITTER = (2.0, 1.5)  # (x, y) pixels
+BACKGROUND = (0.78, 1.00)
+TEXT = (0.00, 0.30)
+MARGIN = 1  # pixels kept free at the canvas edge
+TRAIN_STRINGS, HELDOUT_STRINGS = 4000, 64
+SPLIT_SEED = 0
+PROMPT_DIR = Path(__file__).parent
+TEMPLATE = 'a sign that says "{}"'
+_PROMPT = re.compile(r'^a sign that says "([^"]*)"$')
+
+
+def prompt_of(text: str) -> str:
+    return TEMPLATE.format(text)
+
+
+def parse_prompt(prompt: str) -> str:
+    """The string a text-world prompt asks for; ValueError naming the prompt otherwise."""
+    m = _PROMPT.match(prompt.strip())
+    text = m[1] if m else ""
+    if not (m and len(text) in LENGTHS and all(c in ALPHABET for c in text)):
+        raise ValueError(f"prompt {prompt!r} is not a text-world prompt; expected {TEMPLATE.format('<text>')!r} "
+                         f"with {' or '.join(map(str, LENGTHS))} characters from {ALPHABET!r}")
+    return text
+
+
+def split_strings() -> tuple[list[str], list[str]]:
+    """The fixed (train, heldout) strings: distinct seeded draws, lengths alternating."""
+    rng = random.Random(SPLIT_SEED)
+    seen: dict[str, None] = {}
+    while len(seen) < TRAIN_STRINGS + HELDOUT_STRINGS:
+        n = LENGTHS[len(seen) % len(LENGTHS)]
+        seen.setdefault("".join(rng.choice(ALPHABET) for _ in range(n)))
+    strings = list(seen)
+    return strings[HELDOUT_STRINGS:], strings[:HELDOUT_STRINGS]
+
+
+def prompt_file(split: str) -> Path:
+    """Path of the packaged `text_train.txt` or `text_heldout.txt`."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    return PROMPT_DIR / f"text_{split}.txt"
+
+
+@functools.lru_cache(maxsize=None)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def _advance(font: ImageFont.FreeTypeFont) -> float:
+    return font.getlength(ALPHABET[0])  # monospace: every character's advance
+
+
+def slot_centre(j: int) -> tuple[float, float]:
+    """(x, y) in pixels of the centre of character cell j at the mean font size and no
+    jitter (continuous coordinates: pixel i spans [i, i+1)). j < 0 or j >= SLOTS extrapolate."""
+    advance = _advance(_font(FONTS[0], 100)) / 100 * sum(SIZE) / 2  # the advance scales with the size
+    return WIDTH / 2 + (j + 0.5 - SLOTS / 2) * advance, HEIGHT / 2
+
+
+def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
+    """One render of `text` with fresh nuisance variation: uint8 [HEIGHT, WIDTH, 3]."""
+    background = tuple(int(v) for v in np.round(255 * rng.uniform(*BACKGROUND, size=3)))
+    colour = tuple(int(v) for v in np.round(255 * rng.uniform(*TEXT, size=3)))
+    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(SIZE[0], SIZE[1] + 1)))
+    image = Image.new("RGB", (WIDTH, HEIGHT), background)
+    draw = ImageDraw.Draw(image)
+    _, top, _, bottom = draw.textbbox((0, 0), ALPHABET, font=font)  # the font's vertical extent, not the string's
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    x = WIDTH / 2 - SLOTS * _advance(font) / 2 + rng.uniform(-JITTER[0], JITTER[0])  # pen at cell 0
+    y = (HEIGHT - (bottom - top)) / 2 - top + rng.uniform(-JITTER[1], JITTER[1])
+    x = min(max(x, MARGIN - left), WIDTH - MARGIN - right)  # the ink stays inside the canvas
+    y = min(max(y, MARGIN - top), HEIGHT - MARGIN - bottom)
+    draw.text((round(x), round(y)), text, font=font, fill=colour)
+    return np.asarray(image)
+
+
+def render_prompts(prompts: list[str], rng: np.random.Generator) -> np.ndarray:
+    """Ground-truth renders of prompts: uint8 [B, HEIGHT, WIDTH, 3]."""
+    return np.stack([render_text(parse_prompt(p), rng) for p in prompts])
+
+
+def write_prompt_files() -> None:
+    """Regenerate text_train.txt / text_heldout.txt (committed; this documents their origin)."""
+    train, heldout = split_strings()
+    header = "# text-world prompts, written by `python -m rollout.tiny.text_world`; one a line\n"
+    prompt_file("train").write_text(header + "\n".join(map(prompt_of, train)) + "\n")
+    prompt_file("heldout").write_text(header + "\n".join(map(prompt_of, heldout)) + "\n")
+
+
+if __name__ == "__main__":
+    write_prompt_files()
+    train, heldout = split_strings()
+    print(f"wrote {len(train)} train and {len(heldout)} held-out prompts to {PROMPT_DIR}")

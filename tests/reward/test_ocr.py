@@ -1,0 +1,78 @@
+"""The OCR rewards (real PP-OCRv4 / PP-OCRv6 ONNX models from their wheels) and fidelity."""
+
+import numpy as np
+import pytest
+
+from reward.config import ScorerConfig
+from reward.fidelity import FidelityScorer, background_texture
+from reward.ocr import OCRScorer, edit_distance, ocr_reward, target_text
+from reward.worker import RewardWorker
+from rollout.tiny import text_world
+
+PROMPTS = [text_world.prompt_of(t) for t in ("k7pa", "wet", "d5s4", "xmh")]
+
+
+def test_flow_grpo_formula_by_hand():
+    # 1 − min(dist, len) / len after lower-casing and removing spaces; target ⊂ read scores 1
+    assert ocr_reward("k7pa", "k7pa") == 1.0
+    assert ocr_reward("K7 PA", "k7pa") == 1.0  # case and spaces ignored
+    assert ocr_reward("xk7pay", "k7pa") == 1.0  # flow_grpo: `if prompt in recognized_text: dist = 0`
+    assert ocr_reward("k7p", "k7pa") == 0.75  # one deletion: 1 − 1/4
+    assert ocr_reward("k9pb", "k7pa") == 0.5  # two substitutions: 1 − 2/4
+    assert ocr_reward("", "k7pa") == 0.0 and ocr_reward("zzzzzzzzz", "k7pa") == 0.0  # dist clipped at len
+    assert edit_distance("kitten", "sitting") == 3
+    assert target_text('a sign that says "Hello World" at night') == "Hello World"
+    with pytest.raises(ValueError, match="names no text in double quotes"):
+        OCRScorer.validate_prompts(["a red circle at the top left on a blue background"])
+
+
+def test_ocr_scorers_as_ray_reward_actors(local_ray):
+    """Each OCR kind runs as a reward actor (ONNX Runtime on 1 thread): correct renders of the
+    prompts' text score >= 0.95, blank images 0, renders of other text less."""
+    rng = np.random.default_rng(0)
+    truth = text_world.render_prompts(PROMPTS, rng)
+    blank = np.full_like(truth, 235)
+    wrong = text_world.render_prompts(PROMPTS[1:] + PROMPTS[:1], rng)
+    actors = {kind: local_ray.remote(RewardWorker).remote(ScorerConfig(name=kind, kind=kind, batch_size=3))
+              for kind in ("ocr", "ocr_heldout")}
+    for kind, actor in actors.items():
+        right, empty, other = local_ray.get([actor.score.remote(x, PROMPTS) for x in (truth, blank, wrong)])
+        assert right.dtype == np.float32 and right.shape == (4,)
+        assert right.min() >= 0.95, (kind, right)
+        assert empty.tolist() == [0.0] * 4, (kind, empty)
+        assert other.mean() < 0.5, (kind, other)
+        info = local_ray.get(actor.info.remote())
+        assert info["images"] == 12 and info["scorer"] == kind
+    for actor in actors.values():
+        local_ray.kill(actor)
+
+
+def test_the_heldout_judge_is_pp_ocrv6():
+    from reward.ocr import PPOCRv6Scorer
+
+    scorer = PPOCRv6Scorer()
+    scorer.read(text_world.render_prompts(PROMPTS[:1], np.random.default_rng(0)))  # loads the model lazily
+    assert str(scorer.engine.cfg.Rec.model_path).endswith("/PP-OCRv6_rec_small.onnx")
+
+
+def test_fidelity_ranks_flat_over_textured_backgrounds():
+    rng = np.random.default_rng(1)
+    truth = text_world.render_prompts(PROMPTS, rng)
+    assert background_texture(truth).max() < 1e-3  # flat backgrounds, glyph edges masked out
+    grid = truth.astype(np.int16)
+    grid[:, ::4, :, :] += 12  # a 4-pixel patch grid painted on everything
+    grid[:, :, ::4, :] += 12
+    grid = np.clip(grid, 0, 255).astype(np.uint8)
+    scorer = FidelityScorer()
+    assert scorer.score(truth).tolist() == pytest.approx([1.0] * 4, abs=1e-3)
+    # a 12-grey-level line every 4 rows and columns: |laplacian| about 12·2 on the lines
+    assert (scorer.score(grid) < 0.5).all()
+
+
+def test_prompt_validation_needs_no_model():
+    from reward.worker import validate_prompts
+
+    validate_prompts(ScorerConfig(name="ocr", kind="ocr"), PROMPTS)
+    with pytest.raises(ValueError, match=r"prompt 'a sign with no quotes' names no text"):
+        validate_prompts(ScorerConfig(name="ocr", kind="ocr_heldout"), [PROMPTS[0], "a sign with no quotes"])
+    validate_prompts(ScorerConfig(name="f", kind="fidelity"), ["anything"])
