@@ -7,6 +7,12 @@ the current weights, and applies `clipped_objective`. Backward runs block by blo
 summed gradient, averaged over ranks by DeepSpeed, is the gradient of the global mean
 over (sample, chunk). The policy is built by an injected factory, so this package never
 imports the model-loading code.
+
+Devices: the actor picks its own device from what Ray gave it (`engine.actor_device`), the
+factory builds the policy there, and every tensor of the update meets on `self.device`: the
+trajectory (CPU, from the object store) is moved there piece by piece. Counts that steer the
+loop (passes, chunks) are host ints reduced over a gloo group of their own, never a CPU tensor
+in the NCCL group.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import torch
 
 from learner.chunking import column_blocks
 from learner.config import LearnerConfig
-from learner.engine import build_engine, free_port, init_distributed, node_ip
+from learner.engine import actor_device, build_engine, check_engine_device, free_port, host_group, init_distributed, node_ip
 from learner.objective import clipped_objective, gaussian_mean_kl
 from rollout.sde import sde_step
 from rollout.trajectory import Trajectory
-from rollout.weight_sync import WeightGroup, plan_buckets, tensor_specs
+from rollout.weight_sync import DTYPE_NAMES, Checksum, TensorSpec, WeightGroup, pack, plan_buckets
+
+PUBLISH_BUCKET_BYTES = 256 << 20  # ZeRO-3 gathers this much at a time to publish / save
 
 
 def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
@@ -36,16 +44,19 @@ def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
 
 class LearnerWorker:
     def __init__(self, policy_factory, cfg: LearnerConfig, rank: int, world_size: int):
+        """`policy_factory(device=...)` builds the policy on the device this actor picks."""
         torch.set_num_threads(cfg.torch_threads)
-        if cfg.num_gpus == 0:
+        device = actor_device(cfg.num_gpus)  # here, in the actor: never the driver's view
+        if device == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is first imported
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
-        self.policy = policy_factory()
-        self.gpu = self.policy.device.type == "cuda"
+        self.policy = policy_factory(device=device)
+        self.device = self.policy.device  # every tensor of the update meets here
         self.engine = None
-        self.reference = None  # frozen base transformer, for the KL term (learner.kl_coef > 0)
+        self.host_group = None  # gloo group of the learner ranks for host-side counts (world_size > 1)
+        self.reference = None  # frozen base transformer, for the KL term under full fine-tuning
         self.updates = 0
         self.samples_done = 0  # trained (active) samples of this rank, for the worker table
         self.seconds = 0.0  # time spent in update()
@@ -60,11 +71,16 @@ class LearnerWorker:
         import torch.distributed as dist
 
         if not dist.is_initialized():  # (a single-process LocalCluster may have done it already)
-            init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
-        if self.cfg.kl_coef > 0:  # the frozen base: a copy taken before any update (adapters start at zero)
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            init_distributed(self.rank, self.world_size, master_addr, master_port, backend)
+        self.host_group = host_group(self.world_size)
+        # the KL reference: under LoRA the same transformer with its adapters off (no copy);
+        # under full fine-tuning a frozen copy taken before any update
+        if self.cfg.kl_coef > 0 and not self.policy.has_adapters:
             self.reference = copy.deepcopy(self.policy.transformer).requires_grad_(False).eval()
         self.policy.prepare_training()  # trainable weights only (LoRA adapters, or all)
         self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
+        check_engine_device(self.engine, self.device)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
         return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
 
@@ -129,29 +145,32 @@ class LearnerWorker:
         window (with ZeRO-2 each backward otherwise replaces the gradients of the one before),
         and every rank must run as many backwards as the others (each reduces collectively):
         a rank with fewer runs its first pass again with weight zero."""
-        engine, cfg = self.engine, self.cfg
-        mask = active[:, None] & (traj.train_steps >= 0)  # [b, S]: -1 pads are never trained
+        engine, cfg, dev = self.engine, self.cfg, self.device
+        mask = active[:, None] & (traj.train_steps >= 0)  # [b, S] on the host: -1 pads are never trained
         passes = [(mb, cols) for mb in torch.split(torch.arange(len(traj)), cfg.micro_batch)
                   for cols in column_blocks(traj.chunk_ids)]
-        n_passes = _all_reduce(len(passes), "max")
+        n_passes = _all_reduce(len(passes), "max", self.host_group)
         n_local = _count_chunks(traj.chunk_ids, mask)
-        n_chunks = _all_reduce(n_local, "sum")
-        n_steps = _all_reduce(int(mask.sum()), "sum")
+        n_chunks = _all_reduce(n_local, "sum", self.host_group)
+        n_steps = _all_reduce(int(mask.sum()), "sum", self.host_group)
         stats: dict[str, float] = defaultdict(float)
         ratio_min, ratio_max = float("inf"), float("-inf")
         cond = self.policy.encode(traj.prompts)
         for i in range(n_passes):
             (mb, cols), weight = (passes[i], 1.0) if i < len(passes) else (passes[0], 0.0)
-            ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]
-            log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each
-            loss, s = clipped_objective(log_prob, old, adv[mb], ids, clip_range=cfg.clip_range, mask=m)
+            ids, m = traj.chunk_ids[mb][:, cols], mask[mb][:, cols]  # [mb, |cols|] host (counts)
+            log_prob, old, kl = self._recompute(traj, mb, cols, cond)  # [mb, |cols|] each, on dev
+            m_dev = m.to(dev)
+            loss, s = clipped_objective(log_prob, old, adv[mb].to(dev), ids.to(dev), clip_range=cfg.clip_range,
+                                        mask=m_dev)
             n_block = _count_chunks(ids, m) if weight else 0
             # Σ_blocks loss·n_block/n_chunks is the global mean over (sample, chunk); the KL
             # term is the mean over trained transitions; × world size undoes DeepSpeed's average.
             total = loss * (n_block / max(n_chunks, 1))
             if kl is not None:
-                total = total + weight * cfg.kl_coef * (kl * m).sum() / max(n_steps, 1)
-                stats["kl"] += weight * (kl * m).sum().item()
+                kl_sum = (kl * m_dev).sum()
+                total = total + weight * cfg.kl_coef * kl_sum / max(n_steps, 1)
+                stats["kl"] += weight * kl_sum.item()
             engine.set_gradient_accumulation_boundary(i == n_passes - 1)
             engine.backward(total * self.world_size)
             if n_block:
@@ -172,36 +191,41 @@ class LearnerWorker:
 
     def _recompute(self, traj: Trajectory, rows: torch.Tensor, cols: list[int], cond):
         """New log-probs (with grad), old log-probs and, with a reference, the KL to it, all
-        [rows, cols]; every column of the block in one transformer call."""
+        [rows, cols] on the policy's device; every column of the block in one transformer call.
+        `rows` and the trajectory stay on the host (indices, and what the object store gave us)."""
         t = traj.train_steps[rows][:, cols].clamp(min=0)  # [b, c]; pads read transition 0, masked later
         b, c = t.shape
         r = rows[:, None].expand(b, c)
         flat = lambda z: z.transpose(0, 1).reshape(b * c, *z.shape[2:])  # column-major: [c·b, ...]
-        x = flat(traj.latents[r, t]).to(self.policy.device)  # [c·b, *latent]
-        x_next = flat(traj.latents[r, t + 1]).to(self.policy.device)
-        sigma, sigma_next = flat(traj.sigmas[t]), flat(traj.sigmas[t + 1])  # [c·b]
+        dev = self.device
+        x = flat(traj.latents[r, t]).to(dev)  # [c·b, *latent]
+        x_next = flat(traj.latents[r, t + 1]).to(dev)
+        sigma, sigma_next = flat(traj.sigmas[t]).to(dev), flat(traj.sigmas[t + 1]).to(dev)  # [c·b]
         cond_rows = cond.take(rows.repeat(c))
         # E-GRPO: members of a column leave the anchor at the same x_t; evaluate it once.
         keys = flat(traj.group_ids[r] * (traj.num_transitions + 1) + t) if traj.shared_inputs else None
         velocity = self._velocity(x, sigma, cond_rows, keys)
         step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
         kl = None
-        if self.reference is not None:
+        if self.cfg.kl_coef > 0:
             with torch.no_grad():
                 v_ref = self._velocity(x, sigma, cond_rows, keys, reference=True)
                 ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind, x_next=x_next)
             kl = gaussian_mean_kl(step.mean, ref.mean, step.std).reshape(c, b).T
-        return step.log_prob.reshape(c, b).T, traj.log_probs[r, t], kl
+        return step.log_prob.reshape(c, b).T, traj.log_probs[r, t].to(dev), kl
 
     def _velocity(self, x, sigma, cond, keys=None, reference: bool = False) -> torch.Tensor:
-        """policy.velocity, once per distinct key when `keys` are given, under the frozen
-        reference weights when `reference`."""
+        """policy.velocity, once per distinct key when `keys` are given (host indices), under
+        the frozen reference weights when `reference` (LoRA: adapters off; full: the copy)."""
         if keys is not None:
             unique, inverse = torch.unique(keys, return_inverse=True)
             first = torch.full((len(unique),), len(keys)).scatter_reduce(0, inverse, torch.arange(len(keys)), "amin")
             return self._velocity(x[first], sigma[first], cond.take(first), None, reference)[inverse]
         if not reference:
             return self.policy.velocity(x, sigma, cond)
+        if self.reference is None:
+            with self.policy.adapters_disabled():
+                return self.policy.velocity(x, sigma, cond)
         live, self.policy.transformer = self.policy.transformer, self.reference
         try:
             return self.policy.velocity(x, sigma, cond)
@@ -209,38 +233,59 @@ class LearnerWorker:
             self.policy.transformer = live
 
     # -- weights and checkpoints -------------------------------------------------------------
-    def publish(self) -> tuple[dict | None, str | None]:
-        """(trainable weights, checksum) from rank 0; (None, None) elsewhere. Call on every rank
-        (ZeRO-3 gathers partitioned weights collectively)."""
+    def trainable_specs(self) -> list[TensorSpec]:
+        """Name, full shape and dtype of every trainable weight, in name order (ZeRO-3 keeps the
+        full shape in `ds_shape`; its parameters hold only their partition)."""
+        params = dict(self.engine.module.named_parameters())
+        return [TensorSpec(k, tuple(getattr(params[k], "ds_shape", params[k].shape)), DTYPE_NAMES[params[k].dtype])
+                for k in sorted(self.policy.trainable_names)]
+
+    def _buckets(self, plan: list[list[TensorSpec]]):
+        """(bucket, its full weights {name: tensor on this rank's device}), one bucket at a time:
+        under ZeRO-3 gathered for the bucket and released after it (call on every rank)."""
         from deepspeed import zero
 
-        module = self.engine.module
-        params = [p for p in module.parameters() if p.requires_grad]
-        with zero.GatheredParameters(params, modifier_rank=None, enabled=self.cfg.zero_stage == 3):
-            state = self.policy.trainable_state() if self.rank == 0 else None
-        if state is None:
-            return None, None
-        return state, self.policy.state_checksum(state)
+        params = dict(self.engine.module.named_parameters())
+        for bucket in plan:
+            group = [params[s.name] for s in bucket]
+            with zero.GatheredParameters(group, modifier_rank=None, enabled=self.cfg.zero_stage == 3):
+                yield bucket, {s.name: p.detach() for s, p in zip(bucket, group)}
+
+    def publish(self) -> tuple[dict | None, str | None]:
+        """(trainable weights as CPU tensors, checksum) from rank 0; (None, None) elsewhere: the
+        object-store sync and checkpoints. Call on every rank (ZeRO-3 gathers collectively, a
+        bucket at a time); the checksum is computed on the device, before the copy."""
+        state, checksum = {}, Checksum()
+        for _, tensors in self._buckets(plan_buckets(self.trainable_specs(), PUBLISH_BUCKET_BYTES)):
+            if self.rank == 0:
+                for name, t in tensors.items():
+                    checksum.update(name, t)
+                    state[name] = t.to("cpu", copy=True)
+        return (state, checksum.hexdigest()) if self.rank == 0 else (None, None)
 
     def join_weight_group(self, master_addr: str, master_port: int, world_size: int, backend: str,
                           timeout_s: float, bucket_bytes: int) -> list | None:
         """Call on every rank. Rank 0 founds the weight broadcast group (as its rank 0; the
-        rollout workers join as 1..R) and returns the bucket plan they receive by; the other
-        ranks only join the (ZeRO-3) gather that plan is made from."""
-        if self.rank == 0:
-            if self.weight_group is not None:
-                self.weight_group.close()
-            self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
-        state, _ = self.publish()
-        return plan_buckets(tensor_specs(state), bucket_bytes) if state is not None else None
+        rollout workers join as 1..R) and returns the bucket plan they receive by (from the
+        weights' specs: nothing is gathered or copied)."""
+        if self.rank != 0:
+            return None
+        if self.weight_group is not None:
+            self.weight_group.close()
+        self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
+        return plan_buckets(self.trainable_specs(), bucket_bytes)
 
     def broadcast_weights(self, plan: list) -> str | None:
-        """Send the trainable weights to the weight group (rank 0; other ranks only join the
-        ZeRO-3 gather). Returns the checksum on rank 0."""
-        state, checksum = self.publish()
-        if state is not None:
-            self.weight_group.send(state, plan)
-        return checksum
+        """Send the trainable weights to the weight group straight from the live parameters, one
+        packed bucket at a time (rank 0; the other ranks only join the ZeRO-3 gathers). No CPU
+        copy; returns the checksum on rank 0, computed on the device."""
+        checksum = Checksum()
+        for bucket, tensors in self._buckets(plan):
+            if self.rank == 0:
+                for name, t in tensors.items():
+                    checksum.update(name, t)
+                self.weight_group.send_bucket(pack(tensors, bucket))
+        return checksum.hexdigest() if self.rank == 0 else None
 
     def save(self, path: str) -> None:
         """DeepSpeed engine state (model, optimizer partitions) under path/deepspeed, and on
@@ -275,12 +320,13 @@ def _count_chunks(chunk_ids: torch.Tensor, mask: torch.Tensor) -> int:
     return len(present)
 
 
-def _all_reduce(value: int, op: str) -> int:
-    """An int summed ("sum") or maximised ("max") over the learner ranks."""
+def _all_reduce(value: int, op: str, group=None) -> int:
+    """An int summed ("sum") or maximised ("max") over the learner ranks: a CPU tensor over the
+    host gloo `group` (None: one rank, nothing to reduce)."""
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if group is None:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=group)
     return int(t.item())

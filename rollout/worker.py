@@ -50,13 +50,14 @@ class RolloutWorker:
                 "images": self.images_done, "seconds": self.seconds, "index": self.index}
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> str:
-        """Install published weights; returns their checksum (compared with the learner's)."""
+        """Install published weights; returns their checksum (compared with the learner's),
+        computed on this worker's device from the installed weights themselves."""
         self.policy.load_trainable_state(state)
         self.policy_version = version
-        return Policy.state_checksum(self.policy.trainable_state())
+        return self.policy.checksum()
 
     def checksum(self) -> str:
-        return Policy.state_checksum(self.policy.trainable_state())
+        return self.policy.checksum()
 
     def export_weights(self) -> dict[str, torch.Tensor]:
         """This worker's trainable weights (CPU): the source for a replacement worker when weights
@@ -77,7 +78,9 @@ class RolloutWorker:
         their checksum, like `load_weights`."""
         if self.weight_group is None:
             raise RuntimeError("receive_weights before join_weight_group: the cluster must build the group first")
-        return self.load_weights(self.weight_group.receive(plan), version)
+        self.weight_group.receive(plan, into=self.policy.trainable_tensors())  # bucket by bucket, in place
+        self.policy_version = version
+        return self.policy.checksum()
 
     def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool = False):
         """Roll out whole groups [(group id, prompt)]. Returns (images uint8 [B, H, W, 3],
