@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
 
 from learner.config import LearnerConfig
 from learner.worker import LearnerWorker
@@ -35,31 +36,133 @@ def _is_meta(x) -> bool:
 
 
 class MetaHost(TorchDispatchMode):
-    """Meta tensors' values, wherever the host asks for them, are zeros (module docstring);
-    every other op runs unchanged, device checks included."""
+    """Runs code whose model lives on the meta device end to end (module docstring).
+
+    Every op runs its meta kernel, device checks included. Meta tensors that come from the host
+    (inputs: token ids, image grids, chunk ids) or from small factories (arange, zeros) keep a
+    host twin, and ops whose inputs all have twins are replayed on them, so control flow and
+    data-dependent shapes that follow from the inputs are exact (HPSv3 needs its image grid to
+    size its vision tokens). Anything computed from the weights has no twin: its host reads
+    (.cpu(), .item(), bool(), .tolist()) are zeros, and a data-dependent shape of it is empty."""
+
+    TWIN_LIMIT = 1 << 20  # elements: larger tensors get no host twin
 
     def __init__(self):
         super().__init__()
-        self.host_reads = 0  # device -> host crossings answered with zeros
+        from torch.utils.weak import WeakTensorKeyDictionary
+
+        self.twins = WeakTensorKeyDictionary()  # meta tensor -> its CPU twin
+        self.host_reads = 0  # device -> host crossings answered with zeros (no twin)
+
+    def __enter__(self):
+        # torch.tensor / as_tensor(data, device=meta) copy below the dispatcher: route them through
+        # a CPU tensor and .to(), so the result keeps its values as a twin
+        self._factories = torch.tensor, torch.as_tensor
+        for name, make in zip(("tensor", "as_tensor"), self._factories):
+            setattr(torch, name, self._via_host(make))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.tensor, torch.as_tensor = self._factories
+        return super().__exit__(*exc)
+
+    @staticmethod
+    def _via_host(make):
+        def made(data, *args, device=None, **kwargs):
+            if device is not None and torch.device(device).type == "meta":
+                return make(data, *args, **kwargs).to(META)
+            return make(data, *args, device=device, **kwargs)
+        return made
+
+    def _host(self, t: torch.Tensor):
+        return self.twins.get(t)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         src = args[0] if args else None
+        read = self._host_read(func, src, args, kwargs)
+        if read is not NotImplemented:
+            return read
+        flat, _ = tree_flatten((args, kwargs))
+        metas = [t for t in flat if _is_meta(t)]
+        twinned = bool(metas) and all(self._host(t) is not None for t in metas)
+        try:
+            out = func(*args, **kwargs)
+        except (NotImplementedError, RuntimeError):  # a data-dependent shape: known from the twins, else empty
+            host_operands = [t for t in flat if isinstance(t, torch.Tensor) and not _is_meta(t) and t.ndim > 0]
+            if host_operands:  # a real device mismatch (or any other error): as the device would raise it
+                raise
+            if twinned:
+                return self._to_meta(self._replay(func, args, kwargs))
+            return self._shape_only_result(func, src, args)
+        if func is aten._to_copy.default and isinstance(src, torch.Tensor) and src.device.type == "cpu" \
+                and _is_meta(out):  # host -> device: the twin is the host tensor
+            self._twin(out, src.to(dtype=out.dtype, copy=True))
+        elif (twinned or (not metas and any(_is_meta(t) for t in tree_flatten(out)[0]))) and \
+                sum(t.numel() for t in tree_flatten(out)[0] if _is_meta(t)) <= self.TWIN_LIMIT:  # on twins, factories
+            try:
+                host = self._replay(func, args, kwargs)
+            except Exception:  # a host replay that cannot run: no twin
+                return out
+            for o, h in zip(tree_flatten(out)[0], tree_flatten(host)[0]):
+                if _is_meta(o) and isinstance(h, torch.Tensor):
+                    self._twin(o, h)
+        else:
+            for t in metas:  # an op mixing twinned and untwinned operands: in-place results lose their twin
+                if func._schema.is_mutable and t in self.twins:
+                    del self.twins[t]
+        return out
+
+    def _host_read(self, func, src, args, kwargs):
+        """Values of a meta tensor on the host: its twin, else zeros; NotImplemented if not a read."""
         if func is aten._to_copy.default and _is_meta(src) and torch.device(kwargs.get("device") or META).type == "cpu":
-            self.host_reads += 1
-            return torch.zeros(src.shape, dtype=kwargs.get("dtype") or src.dtype)
+            twin = self._host(src)
+            self.host_reads += twin is None
+            dtype = kwargs.get("dtype") or src.dtype
+            return twin.to(dtype, copy=True) if twin is not None else torch.zeros(src.shape, dtype=dtype)
         if func is aten.copy_.default and not _is_meta(src) and _is_meta(args[1]):  # host tensor <- meta
-            self.host_reads += 1
-            return src.zero_()
+            twin = self._host(args[1])
+            self.host_reads += twin is None
+            return src.copy_(twin) if twin is not None else src.zero_()
         if func is aten._local_scalar_dense.default and _is_meta(src):
+            twin = self._host(src)
+            if twin is not None:
+                return twin.item()
             self.host_reads += 1
-            return False if src.dtype == torch.bool else 0 if not src.dtype.is_floating_point else 0.0
-        if func is aten.nonzero.default and _is_meta(src):  # data-dependent shape: no element selected
+            return False if src.dtype == torch.bool else 0.0 if src.dtype.is_floating_point else 0
+        return NotImplemented
+
+    def _replay(self, func, args, kwargs):
+        """`func` on the host twins (and on the CPU where it was asked for the meta device)."""
+        def host(x):
+            if _is_meta(x):
+                return self._host(x)
+            return torch.device("cpu") if isinstance(x, torch.device) and x.type == "meta" else x
+        hargs, hkwargs = tree_map(host, (args, kwargs))
+        return func(*hargs, **hkwargs)
+
+    def _twin(self, meta: torch.Tensor, host: torch.Tensor) -> None:
+        if host.numel() <= self.TWIN_LIMIT and tuple(host.shape) == tuple(meta.shape):
+            self.twins[meta] = host
+
+    def _to_meta(self, host):
+        def move(h):
+            if not isinstance(h, torch.Tensor):
+                return h
+            m = torch.empty(h.shape, dtype=h.dtype, device=META)
+            self._twin(m, h)
+            return m
+        return tree_map(move, host)
+
+    def _shape_only_result(self, func, src, args):
+        """A data-dependent op on untwinned values: its shape from a twinned mask, else nothing selected."""
+        if func is aten.nonzero.default:
             return torch.empty((0, src.ndim), dtype=torch.long, device=META)
-        if func is aten.index.Tensor and _is_meta(src) and len(args[1]) == 1 and _is_meta(args[1][0]) \
-                and args[1][0].dtype == torch.bool:  # x[mask]: as above, no element selected
-            return torch.empty((0, *src.shape[args[1][0].ndim:]), dtype=src.dtype, device=META)
-        return func(*args, **kwargs)
+        if func is aten.index.Tensor and len(args[1]) == 1 and args[1][0] is not None and args[1][0].dtype == torch.bool:
+            mask = self._host(args[1][0])  # x[mask]: as many rows as the mask selects
+            rows = int(mask.sum()) if mask is not None else 0
+            return torch.empty((rows, *src.shape[args[1][0].ndim:]), dtype=src.dtype, device=META)
+        raise NotImplementedError(f"{func} needs values the meta device does not have")
 
 
 class PlainEngine(torch.nn.Module):
