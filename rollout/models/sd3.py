@@ -98,7 +98,7 @@ class SD3Policy(Policy):
             hidden_states=x.to(self.dtype),
             encoder_hidden_states=embeds.to(self.dtype),
             pooled_projections=pooled.to(self.dtype),
-            timestep=(sigma * 1000).to(self.dtype),
+            timestep=sigma * 1000,  # float32, as StableDiffusion3Pipeline passes it (bf16 would round 970.9 to 968)
             return_dict=False,
         )[0].float()
         if not self.cfg:

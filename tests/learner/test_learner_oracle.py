@@ -68,15 +68,18 @@ def test_one_learner_step_equals_plain_torch_over_several_backward_passes():
         torch.testing.assert_close(mine[name].detach(), p.detach(), atol=2e-5, rtol=0, msg=name)
 
 
-def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray):
-    """ZeRO-2 over 2 Ray actors, 5 samples: rank 0 gets 2 (one micro-batch), rank 1 gets 3 (two),
-    and their column blocks differ. Each backward reduces collectively, so the ranks must run
-    equally many (rank 0 pads with a zero-weight pass); the update is still the plain one."""
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray, zero_stage):
+    """ZeRO-2 / ZeRO-3 over 2 Ray actors, 5 samples: rank 0 gets 2 (one micro-batch), rank 1 gets
+    3 (two), and their column blocks differ. Each backward reduces collectively, so the ranks must
+    run equally many (rank 0 pads with a zero-weight pass); the update is still the plain one.
+    Under ZeRO-3 each rank holds half of every parameter: publish gathers them bucket by bucket."""
     import ray
 
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"), device="cpu")
-    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1)
+    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1,
+                        zero_stage=zero_stage)
     reference = factory()
     plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True, chunk_sizes=[1, 3],
                     chunk_weights=[1.0, 1.0], chunks_per_sample=1)
@@ -92,11 +95,24 @@ def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray):
         stats = ray.get([a.update.remote([ref], [5], list(range(5)), [True] * 5, adv.tolist()) for a in ranks],
                         timeout=300)  # unequal backward counts would leave one rank waiting here
         (state, _), _ = ray.get([a.publish.remote() for a in ranks])
+        held = ray.get([a.__ray_call__.remote(_held_elements) for a in ranks])  # (held here, full model)
     finally:
         for a in ranks:
             ray.kill(a)
+    total = sum(p.numel() for p in reference.transformer.parameters())
+    if zero_stage == 3:  # each rank keeps about half of every parameter (partitions padded to equal size)
+        assert all(full == total and 0.45 * total < mine < 0.55 * total for mine, full in held)
+    else:
+        assert held == [(total, total)] * 2
     expected_loss = plain_step(reference, traj, adv, cfg)
     # each rank's loss is the mean over its own chunks; weighted by chunk counts they give the global mean
     assert sum(s["loss"] * s["chunks"] for s in stats) / sum(s["chunks"] for s in stats) == pytest.approx(expected_loss, abs=1e-6)
     for name, p in reference.transformer.named_parameters():
         torch.testing.assert_close(state[name], p.detach(), atol=2e-5, rtol=0, msg=name)
+
+
+def _held_elements(worker) -> tuple[int, int]:
+    """(parameter elements this rank holds, elements of the full model); ZeRO-3 keeps a partition."""
+    params = list(worker.engine.module.parameters())
+    held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    return held, sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
