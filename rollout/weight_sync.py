@@ -15,19 +15,20 @@ receivers walk the same bucket plan:
     receiver:  group.receive(plan, into=params)   (copies into `params`; without `into`: a new dict)
 
 Checksum (`state_checksum`, `Checksum`): per tensor, over the bit patterns u_i of its elements
-read as integers (int16 for bf16 / fp16, int32 for fp32, sign-extended to int64), the pair
+read as integers (int16 for bf16 / fp16, int32 for fp32; as int32), the pair
 
-    S = Σ u_i  mod 2^64,      W = Σ w_i·u_i  mod 2^64,    w_i = ((i + 1)·φ) | 1  (φ = 0x9E3779B97F4A7C15)
+    S = Σ u_i  (exact, int64),     W = Σ c_k·Σ_j [w_j·u_i mod 2^32]  mod 2^64    (i = k·2^22 + j)
 
-computed on the tensor's own device (a few elementwise int64 ops, in chunks of 2^24 elements),
-then blake2b over every tensor's (name, shape, dtype, S, W) in name order on the host (32 bytes
-a tensor). Integer sums are exact and order-free, so GPU and CPU, any reduction order, agree
-bit for bit. Guarantee: a change of any *single* element changes u_i by d with 0 < |d| < 2^32,
-so S changes (d ≢ 0 mod 2^64): always detected, not "with high probability". A change of
-several elements goes unseen only if it also leaves Σ w_i·d_i ≡ 0 (mod 2^64) with the
-pseudo-random odd weights (e.g. a swap of two elements is caught by W) — unlike blake2b this
-is not a cryptographic hash, and it need not be: it guards against lost, stale, misplaced or
-corrupted buckets, not against an adversary.
+with odd pseudo-random weights w_j = ((j + 1)·φ) | 1 and c_k = ((k + 1)·φ) | 1 (φ = 0x9E3779B97F4A7C15,
+Fibonacci hashing), computed on the tensor's own device (two elementwise int32 ops and two sums
+per element, in chunks of 2^22), then blake2b over every tensor's (name, shape, dtype, S, W) in
+name order on the host (32 bytes a tensor). Integer sums are exact and order-free, so GPU and
+CPU, any reduction order, agree bit for bit. Guarantee: a change of any *single* element changes
+u_i by d with 0 < |d| < 2^32, so the exact sum S changes: always detected, not "with high
+probability". A change of several elements goes unseen only if S is unchanged *and* the weighted
+sum W collides (e.g. a swap of two elements keeps S but changes W) — unlike blake2b it is not a
+cryptographic hash, and it need not be: it guards against lost, stale, misplaced or corrupted
+buckets, not against an adversary.
 """
 
 from __future__ import annotations
@@ -99,31 +100,36 @@ def unpack(flat: torch.Tensor, bucket: list[TensorSpec]) -> dict[str, torch.Tens
     return out
 
 
-_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # element size -> its bit pattern
+_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32}  # element size -> its bit pattern
 _PHI = 0x9E3779B97F4A7C15  # Fibonacci hashing's multiplier (odd)
-_CHUNK = 1 << 22  # elements per step: int64 temporaries of 32 MiB
+_CHUNK = 1 << 22  # elements per step: int32 temporaries of 16 MiB
 _WEIGHTS: dict[torch.device, torch.Tensor] = {}
 
 
+def _signed(x: int, bits: int) -> int:
+    x %= 2**bits
+    return x - 2**bits if x >= 2 ** (bits - 1) else x
+
+
 def _odd_weights(device: torch.device) -> torch.Tensor:
-    """w_j = ((j + 1)·φ mod 2^64) | 1 for j < _CHUNK, int64 on `device` (made once per device)."""
+    """w_j = ((j + 1)·φ mod 2^32) | 1 for j < _CHUNK, int32 on `device` (made once per device)."""
     if device not in _WEIGHTS:
         j = torch.arange(1, _CHUNK + 1, dtype=torch.int64)
-        _WEIGHTS[device] = ((j * (_PHI - 2**64)) | 1).to(device)  # int64 products wrap mod 2^64
+        _WEIGHTS[device] = (((j * _signed(_PHI, 64)) | 1) & 0xFFFFFFFF).to(torch.int32).to(device)
     return _WEIGHTS[device]
 
 
 def tensor_digest(t: torch.Tensor) -> torch.Tensor:
     """(S, W) of one tensor (module docstring) as int64 [2] on the tensor's device (no host sync).
-    Element i = k·_CHUNK + j has weight w_i = c_k·w_j with c_k = ((k + 1)·φ) | 1, both odd."""
+    S is the exact sum of the bit patterns; W sums the products w_i·u_i wrapped to int32, with
+    w_i = c_k·w_j for element i = k·_CHUNK + j (c_k = ((k + 1)·φ) | 1): both odd."""
     words = t.detach().reshape(-1).view(_WORDS[t.element_size()])  # [n] bit patterns (no copy if contiguous)
     weights = _odd_weights(t.device)
     total = torch.zeros(2, dtype=torch.int64, device=t.device)
     for k, lo in enumerate(range(0, words.numel(), _CHUNK)):
-        u = words[lo:lo + _CHUNK].to(torch.int64)  # [c]
-        c_k = (((k + 1) * _PHI) | 1) % 2**64
-        total[0] += u.sum()  # int64 sums wrap: exact mod 2^64, in any order
-        total[1] += (u * weights[:u.numel()]).sum() * (c_k - 2**64 if c_k >= 2**63 else c_k)
+        u = words[lo:lo + _CHUNK].to(torch.int32)  # [c] (a view for 4-byte elements)
+        total[0] += u.sum()  # int32 summed in int64: exact
+        total[1] += (u * weights[:u.numel()]).sum() * _signed(((k + 1) * _PHI) | 1, 64)  # int64 wraps: mod 2^64
     return total
 
 
