@@ -1,6 +1,6 @@
 """The memory tracker against reality: a scaled-down FLUX (bf16, LoRA, gradient checkpointing),
 one forward + backward on the meta device and for real on the CPU, both under the same
-LiveBytes tracker, and the real run's process RSS growth (a fresh subprocess: ru_maxrss).
+LiveBytes tracker, and the real run's resident-memory growth (a fresh subprocess, /proc/self/statm sampled every ms).
 Equal meta and CPU peaks mean the meta run counts what real tensors allocate; RSS growth adds
 the allocator's own slack (and, being a high-water mark of the whole process, nothing freed earlier)."""
 
@@ -18,20 +18,31 @@ SMALL = dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, at
              axes_dims_rope=(16, 56, 56))
 RESOLUTION, TEXT, ROWS = 512, 128, 2
 SCRIPT = f"""
-import json, resource, sys, torch
+import json, os, sys, threading, time, torch
 sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]
 from memory_model import build_transformer, peak_bytes, transformer_inputs
 from rollout.config import ModelConfig
 from rollout.models.common import setup_trainable
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
 device = sys.argv[1]
 torch.manual_seed(0)
 model = build_transformer("flux", {SMALL!r}, device=device)
 setup_trainable(model, ModelConfig(gradient_checkpointing=True, lora={{"rank": 16}}), default="lora")
 inputs = transformer_inputs("flux", {SMALL!r}, {ROWS}, {RESOLUTION}, {TEXT}, device=device)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before, high, done = rss(), [0], []
+def sample():  # the process's resident memory every millisecond, while the step runs
+    while not done:
+        high[0] = max(high[0], rss())
+        time.sleep(0.001)
+watcher = threading.Thread(target=sample)
+watcher.start()
 peak = peak_bytes(model, inputs, train=True)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak": peak, "rss": (after - before) * 1024}}))
+done.append(1)
+watcher.join()
+print(json.dumps({{"peak": peak, "rss": high[0] - before}}))
 """
 
 
