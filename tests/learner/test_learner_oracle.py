@@ -68,18 +68,19 @@ def test_one_learner_step_equals_plain_torch_over_several_backward_passes():
         torch.testing.assert_close(mine[name].detach(), p.detach(), atol=2e-5, rtol=0, msg=name)
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray, zero_stage):
+@pytest.mark.parametrize("zero_stage, offload", [(2, False), (3, False), (3, True)], ids=["zero2", "zero3", "zero3-offload"])
+def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray, zero_stage, offload):
     """ZeRO-2 / ZeRO-3 over 2 Ray actors, 5 samples: rank 0 gets 2 (one micro-batch), rank 1 gets
     3 (two), and their column blocks differ. Each backward reduces collectively, so the ranks must
     run equally many (rank 0 pads with a zero-weight pass); the update is still the plain one.
-    Under ZeRO-3 each rank holds half of every parameter: publish gathers them bucket by bucket."""
+    Under ZeRO-3 each rank holds half of every parameter: publish gathers them bucket by bucket;
+    with offload_optimizer the AdamW step runs on the host copies (ZeRO-Offload)."""
     import ray
 
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"), device="cpu")
     cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1,
-                        zero_stage=zero_stage)
+                        zero_stage=zero_stage, offload_optimizer=offload)
     reference = factory()
     plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True, chunk_sizes=[1, 3],
                     chunk_weights=[1.0, 1.0], chunks_per_sample=1)
@@ -96,10 +97,12 @@ def test_two_ranks_with_unequal_shards_equal_one_plain_step(local_ray, zero_stag
                         timeout=300)  # unequal backward counts would leave one rank waiting here
         (state, _), _ = ray.get([a.publish.remote() for a in ranks])
         held = ray.get([a.__ray_call__.remote(_held_elements) for a in ranks])  # (held here, full model)
+        offloaded = ray.get([a.__ray_call__.remote(lambda w: bool(w.engine.zero_offload_optimizer())) for a in ranks])
     finally:
         for a in ranks:
             ray.kill(a)
     total = sum(p.numel() for p in reference.transformer.parameters())
+    assert offloaded == [offload] * 2
     if zero_stage == 3:  # each rank keeps about half of every parameter (partitions padded to equal size)
         assert all(full == total and 0.45 * total < mine < 0.55 * total for mine, full in held)
     else:
