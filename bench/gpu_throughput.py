@@ -270,6 +270,25 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_phase(result: dict, name: str, fn, start: float, budget_s: float, device: str, out: Path) -> None:
+    """Run one phase unless the time budget is spent; record its figures or its error; save."""
+    if time.perf_counter() - start > budget_s:
+        result["phases"][name] = {"skipped": f"time budget of {budget_s} s spent"}
+    else:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+            result["phases"][name] = {**value, "phase_s": time.perf_counter() - t0}
+            result["phases"][name].setdefault("peak", peak_memory(device))
+        except Exception as err:  # keep going: what was measured stays measured
+            result["phases"][name] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
+    result["elapsed_s"] = time.perf_counter() - start
+    save(result, out)
+    print(f"{name}: {json.dumps(result['phases'][name], default=str)[:300]}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="scaled-down widths and depths (a CPU smoke run, CI)")
@@ -296,21 +315,7 @@ def main() -> int:
     state = {}
 
     def phase(name, fn):
-        if time.perf_counter() - start > args.budget_s:
-            result["phases"][name] = {"skipped": f"time budget of {args.budget_s} s spent"}
-        else:
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            try:
-                value = fn()
-                result["phases"][name] = {**value, "phase_s": time.perf_counter() - t0}
-                result["phases"][name].setdefault("peak", peak_memory(device))
-            except Exception as err:  # keep going: what was measured stays measured
-                result["phases"][name] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
-        result["elapsed_s"] = time.perf_counter() - start
-        save(result, out)
-        print(f"{name}: {json.dumps(result['phases'][name], default=str)[:300]}", flush=True)
+        run_phase(result, name, fn, start, args.budget_s, device, out)
 
     def build_models():
         state["parts"] = build(args.tiny, device)

@@ -93,7 +93,7 @@ def build_vae(config: dict, device="meta", dtype=torch.bfloat16):
 
 def reward_parameters(kind: str) -> int:
     """Parameters of a reward model's architecture, counted on the meta device."""
-    from transformers import (BertConfig, BlipVisionConfig, CLIPConfig, CLIPModel, Qwen2VLConfig,
+    from transformers import (BlipVisionConfig, CLIPConfig, CLIPModel, Qwen2VLConfig,
                               Qwen2VLForConditionalGeneration)
 
     with torch.device("meta"):

@@ -9,7 +9,7 @@ FLUX.1-dev's (the real LoRA r64 adapters of the deploy configs, 104.6 M weights 
 prefixes of the full transformer's tensors for the full-size sets), and run exactly what
 LearnerWorker.broadcast_weights and RolloutWorker.receive_weights run:
 
-    sender     per bucket: pack the bucket from the live weights, digest its tensors, broadcast
+    sender     per bucket: pack the bucket from the live weights, broadcast it, digest its tensors
     receiver   per bucket: receive into one buffer, copy into the live weights; then the checksum
 
 Peak extra memory is what the sync allocates beyond the weights themselves (tensor storage, by
@@ -82,9 +82,9 @@ def _side(rank: int, port: int, shapes, gigabytes, bucket_bytes: int, baseline: 
         if rank == 0:
             checksum = Checksum()
             for bucket in plan:
+                group.send_bucket(pack(state, bucket))
                 for spec in bucket:
                     checksum.update(spec.name, state[spec.name])
-                group.send_bucket(pack(state, bucket))
             digest = checksum.hexdigest()
         else:
             group.receive(plan, into=state)

@@ -282,9 +282,9 @@ class LearnerWorker:
         checksum = Checksum()
         for bucket, tensors in self._buckets(plan):
             if self.rank == 0:
+                self.weight_group.send_bucket(pack(tensors, bucket))  # first: receivers copy while we digest
                 for name, t in tensors.items():
                     checksum.update(name, t)
-                self.weight_group.send_bucket(pack(tensors, bucket))
         return checksum.hexdigest() if self.rank == 0 else None
 
     def save(self, path: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ __all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.
 
 
 def pick_device(num_gpus: float) -> str:
+    """This actor's device, decided inside it from what Ray gave it (never on the driver)."""
+    if num_gpus > 0 and not torch.cuda.is_available():
+        warnings.warn(f"rollout.num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
+                      stacklevel=2)
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
