@@ -124,13 +124,33 @@ def tensor_digest(t: torch.Tensor) -> torch.Tensor:
     S is the exact sum of the bit patterns; W sums the products w_i·u_i wrapped to int32, with
     w_i = c_k·w_j for element i = k·_CHUNK + j (c_k = ((k + 1)·φ) | 1): both odd."""
     words = t.detach().reshape(-1).view(_WORDS[t.element_size()])  # [n] bit patterns (no copy if contiguous)
-    weights = _odd_weights(t.device)
-    total = torch.zeros(2, dtype=torch.int64, device=t.device)
+    if t.device.type == "cpu":  # the same integers through numpy: its int32 kernels are ~8x torch's on CPU
+        return torch.tensor(_digest_host(words.numpy()), dtype=torch.int64)
+    return _digest_device(words)
+
+
+def _digest_device(words: torch.Tensor) -> torch.Tensor:
+    """tensor_digest in torch ops on the words' device (GPUs: a few memory-bound kernels)."""
+    weights = _odd_weights(words.device)
+    total = torch.zeros(2, dtype=torch.int64, device=words.device)
     for k, lo in enumerate(range(0, words.numel(), _CHUNK)):
         u = words[lo:lo + _CHUNK].to(torch.int32)  # [c] (a view for 4-byte elements)
         total[0] += u.sum()  # int32 summed in int64: exact
         total[1] += (u * weights[:u.numel()]).sum() * _signed(((k + 1) * _PHI) | 1, 64)  # int64 wraps: mod 2^64
     return total
+
+
+def _digest_host(words) -> tuple[int, int]:
+    """tensor_digest of a host array of bit patterns, in numpy (identical integers)."""
+    import numpy as np
+
+    weights = _odd_weights(torch.device("cpu")).numpy()
+    s = w = 0
+    for k, lo in enumerate(range(0, words.size, _CHUNK)):
+        u = words[lo:lo + _CHUNK].astype(np.int32)
+        s += int(u.sum(dtype=np.int64))
+        w += int((u * weights[:u.size]).sum(dtype=np.int64)) * ((((k + 1) * _PHI) | 1) % 2**64)  # int32 products wrap
+    return _signed(s, 64), _signed(w, 64)
 
 
 class Checksum:
@@ -220,6 +240,7 @@ class WeightGroup:
                 with torch.no_grad():
                     for name, t in unpack(flat, bucket).items():
                         into[name].copy_(t)
+                del flat  # before the next bucket's buffer: one bucket at a time
         return state
 
     def close(self) -> None:

@@ -164,3 +164,13 @@ def test_sync_with_both_policies_on_a_device(flux_dir):
     thread.join(60)
     assert got["checksum"] == checksum  # (meta weights read as zeros: equal by construction; placement is the test)
     assert {p.device.type for p in receiver_policy.parameters()} == {"meta"}
+
+
+def test_device_and_host_digests_are_the_same_integers():
+    """GPUs run the torch-op digest, the CPU the numpy one: both give the same (S, W), here checked
+    on CPU tensors spanning several 2^22-element chunks."""
+    from rollout.weight_sync import _WORDS, _digest_device, tensor_digest
+
+    for t in (torch.randn(9_000_000).bfloat16(), torch.randn(5_000_000), torch.tensor([-0.0, 1.5, -2.0]).half()):
+        words = t.reshape(-1).view(_WORDS[t.element_size()])
+        assert _digest_device(words).tolist() == tensor_digest(t).tolist()
