@@ -188,6 +188,13 @@ def state_checksum(state: dict[str, torch.Tensor]) -> str:
     return c.hexdigest()
 
 
+@torch.no_grad()
+def _copy_into(into: dict[str, torch.Tensor], flat: torch.Tensor, bucket: list[TensorSpec]) -> None:
+    """Copy a received bucket into existing tensors (its views die here, so `flat` can be freed)."""
+    for name, t in unpack(flat, bucket).items():
+        into[name].copy_(t)
+
+
 class WeightGroup:
     """A collective group of `world_size` processes for weight broadcasts (rank 0 sends).
 
@@ -237,9 +244,7 @@ class WeightGroup:
             if into is None:
                 state.update(unpack(flat, bucket))
             else:
-                with torch.no_grad():
-                    for name, t in unpack(flat, bucket).items():
-                        into[name].copy_(t)
+                _copy_into(into, flat, bucket)
                 del flat  # before the next bucket's buffer: one bucket at a time
         return state
 

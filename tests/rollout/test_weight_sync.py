@@ -132,6 +132,24 @@ def test_broadcast_into_existing_weights_holds_one_bucket_at_a_time():
         WeightGroup.receive(None, plan, into={})
 
 
+def test_a_received_bucket_is_freed_once_copied():
+    """The receiver copies a bucket into its weights and drops it before the next one: no view of
+    the buffer outlives the copy (a leftover view would keep a second bucket alive at the next)."""
+    import weakref
+
+    from rollout.weight_sync import _copy_into
+
+    state = {"a": torch.randn(5, 3), "b": torch.randn(7)}
+    [bucket] = plan_buckets(tensor_specs(state), 1 << 20)
+    params = {k: torch.zeros_like(v) for k, v in state.items()}
+    flat = pack(state, bucket)
+    alive = weakref.ref(flat)
+    _copy_into(params, flat, bucket)
+    del flat
+    assert alive() is None
+    assert all(torch.equal(params[k], state[k]) for k in state)
+
+
 def test_sync_with_both_policies_on_a_device(flux_dir):
     """The broadcast path with sender and receiver weights on the meta device (learner/testing.py):
     packed on the device, moved to the group's device (CPU for gloo), copied into the receiver's
