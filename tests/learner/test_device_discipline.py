@@ -117,3 +117,22 @@ def test_cluster_lets_each_learner_rank_pick_its_own_device():
     done = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert "LEARNER_OK" in done.stdout, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def test_every_actor_picks_its_device_itself_and_warns_when_its_gpu_is_not_visible():
+    """Rollout, reward and learner actors decide their device in the actor from what Ray gave them;
+    given a GPU this process cannot see (this machine has none), each says so and uses the CPU."""
+    import warnings
+
+    from learner.engine import actor_device
+    from reward.worker import device_of
+    from rollout.worker import pick_device
+
+    assert not torch.cuda.is_available()
+    for pick in (pick_device, device_of, actor_device):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no GPU asked for: no warning
+            assert pick(0) == "cpu"
+        with pytest.warns(UserWarning, match="sees no CUDA device"):
+            assert pick(1) == "cpu"
+
