@@ -24,7 +24,7 @@ from orchestrator.config import Config
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
 from rollout.policy import policy_from_config
-from rollout.worker import RolloutWorker, pick_device
+from rollout.worker import RolloutWorker
 
 
 @contextlib.contextmanager
@@ -48,7 +48,7 @@ class LocalCluster:
         self.rollout_workers = [RolloutWorker(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
                                               chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: RewardWorker(s) for s in cfg.reward.scorers}
-        factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
+        factory = functools.partial(policy_from_config, cfg.model)  # the learner picks its device
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 
