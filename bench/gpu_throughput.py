@@ -1,162 +1,345 @@
-"""FLUX-size throughput: rollout images/s, learner step time, weight-sync time.
+"""FLUX.1-dev-size throughput on one GPU, unattended in under 8 minutes: rollout images/s, learner
+step time and MFU, weight-sync time, HPSv3-size scorer images/s, peak memory of every phase.
 
-    python bench/gpu_throughput.py                      # on a GPU box -> bench/results/gpu.json
-    python bench/gpu_throughput.py --tiny --out X.json  # scaled-down, CPU: checks the script runs
+    python bench/gpu_throughput.py                      # one GPU -> bench/results/gpu.json (+ gpu.md)
+    python bench/gpu_throughput.py --tiny --out X.json  # scaled down, CPU: the same code path (CI)
 
-The policy is the real FLUX.1-dev architecture (FluxTransformer2DModel's defaults: 19 double +
-38 single blocks, width 3072, guidance embedding; 12B parameters) and FLUX's VAE architecture,
-with random weights (nothing to download), bf16, LoRA rank 64 on the attention projections as
-the deploy configs train it. Text embeddings are random tensors of T5/CLIP's shapes: rollout
-workers read them from the `raygrpo embed` cache and never run the text encoders.
+Every phase's result is written as soon as it is measured (atomically: a temp file renamed), so
+a crash or a timeout keeps what was measured; a failed phase records its error and the next one
+runs. Models have random weights (nothing to download), built in bf16 directly on the device —
+no float32 copy of the 12 B parameters ever exists — from FLUX.1-dev's real configs
+(bench/memory_model.py); the tiny mode shrinks widths and depths, nothing else: bf16, gradient
+checkpointing and LoRA run in both.
 
-    rollout   16-step all-SDE plan (rollout.sampler.generate: transformer, SDE math, VAE decode)
-              at 512² and 720², images/s over `--batch` images (after one warm-up batch)
-    learner   one LearnerWorker.train call (DeepSpeed ZeRO-2, 1 rank) on a rollout batch:
-              recompute log-probs of every transition, clipped objective, backward, step
-    sync      learner publish (trainable state to CPU + checksum) + rollout load_weights
+    rollout   the 16-step all-SDE plan (rollout.sampler.generate: transformer, SDE math, VAE
+              decode in rollout.models.common.decode_batch chunks) at 512² and 720²: images/s over
+              `--batch` images after one warm-up micro-batch
+    learner   LearnerWorker.train (DeepSpeed ZeRO-2, 1 rank, LoRA r64, gradient checkpointing) on
+              `--learner-samples` of the 720² rollouts × all 16 transitions; MFU from
+              flux_forward_flops (below) against the GPU's dense bf16 peak; and the largest
+              |log-ratio| of the first minibatch: rollout (micro-batch --micro-batch) against the
+              learner's recomputation (micro-batch --learner-micro-batch), in bf16 on this GPU
+    sync      what a weight broadcast does at each end except the wire (one GPU has no peer):
+              learner pack + checksum bucket by bucket, receiver copy-in + checksum; and
+              LearnerWorker.publish (the object-store path: a CPU copy)
+    scorer    HPSv3's model (Qwen2-VL-7B + rm_head, reward.hpsv3.HPSv3Model) on synthetic inputs of
+              the real shapes (256 image tokens, ~600 text tokens): images/s at batch 16
+
+FLOPs (flux_forward_flops): a forward of FluxTransformer2DModel over L = L_img + L_txt tokens of
+width D counts 2·(multiply-adds) of every linear and 4·L²·D per attention (QKᵀ and AV):
+    per double block  24·D²·L (q, k, v, out 4D² + MLP 8D², each stream) + 4·L²·D + 2·2·6D² (AdaLN)
+    per single block  24·D²·L (q, k, v 3D² + MLP in 4D² + out 5D²) + 4·L²·D + 2·3D² (AdaLN)
+    embeddings        2·(C_in·D·L_img + J·D·L_txt + C_out·D·L_img) + the timestep / guidance /
+                      pooled MLPs 2·((256 + D)·D·(1 + guidance) + (P + D)·D) + norm_out 2·2D²
+Model FLOPs of a LoRA training step = 2 × forward per transition (input gradients; the frozen
+weights get none; LoRA's own are < 1 %), not counting checkpointing's recompute (MFU convention).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import resource
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learner.config import LearnerConfig  # noqa: E402
 from learner.engine import free_port  # noqa: E402
 from learner.worker import LearnerWorker, Minibatch  # noqa: E402
+from memory_model import FLUX_DEV, FLUX_VAE, QWEN2VL_7B, build_transformer, build_vae, default_dtype  # noqa: E402
 from rollout.config import LoraConfig, ModelConfig  # noqa: E402
 from rollout.models.common import setup_trainable  # noqa: E402
 from rollout.models.flux import FluxPolicy  # noqa: E402
 from rollout.plan import sde_plan  # noqa: E402
 from rollout.sampler import generate  # noqa: E402
 from rollout.sde import flux_resolution_shift  # noqa: E402
+from rollout.weight_sync import Checksum, pack, plan_buckets, state_checksum, tensor_specs, unpack  # noqa: E402
 
-TINY_TRANSFORMER = dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-                        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
-TINY_VAE = dict(block_out_channels=(8, 16), norm_num_groups=4)
-FLUX_VAE = dict(block_out_channels=(128, 256, 512, 512), norm_num_groups=32)
+TINY_FLUX = dict(FLUX_DEV, num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                 joint_attention_dim=32, pooled_projection_dim=32, in_channels=16, axes_dims_rope=(4, 6, 6))
+TINY_VAE = dict(FLUX_VAE, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1,
+                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+TINY_QWEN = dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+                           rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+                 vision=dict(depth=2, embed_dim=32, mlp_ratio=2, num_heads=2, hidden_size=64, patch_size=14,
+                             spatial_merge_size=2, temporal_patch_size=2))
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
+             "B200": 2250e12}  # dense bf16 tensor-core FLOP/s (vendor datasheets)
+
+
+def flux_forward_flops(cfg: dict, image_tokens: int, text_tokens: int) -> int:
+    """FLOPs of one sample's FluxTransformer2DModel forward (module docstring)."""
+    d = cfg["attention_head_dim"] * cfg["num_attention_heads"]
+    length = image_tokens + text_tokens
+    attention = 4 * length**2 * d
+    double = 24 * d * d * length + attention + 2 * 2 * 6 * d * d
+    single = 24 * d * d * length + attention + 2 * 3 * d * d
+    c_in, c_out = cfg["in_channels"], cfg.get("out_channels") or cfg["in_channels"]
+    embed = 2 * (c_in * d * image_tokens + cfg["joint_attention_dim"] * d * text_tokens + c_out * d * image_tokens)
+    embed += 2 * ((256 + d) * d * (1 + int(cfg["guidance_embeds"])) + (cfg["pooled_projection_dim"] + d) * d)
+    embed += 2 * 2 * d * d  # norm_out's AdaLN
+    return cfg["num_layers"] * double + cfg["num_single_layers"] * single + embed
 
 
 class RandomText:
-    """Stands in for the embedding cache: fixed random T5 / CLIP embeddings per prompt."""
+    """Stands in for the embedding cache: fixed random T5 / CLIP embeddings per prompt (bf16, as cached)."""
 
     def __init__(self, seq: int, width: int, pooled: int):
         self.seq, self.width, self.pooled = seq, width, pooled
 
     def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(len(prompts))
-        return {"prompt_embeds": torch.randn(len(prompts), self.seq, self.width, generator=g),
-                "pooled": torch.randn(len(prompts), self.pooled, generator=g)}
+        return {"prompt_embeds": torch.randn(len(prompts), self.seq, self.width, generator=g).bfloat16(),
+                "pooled": torch.randn(len(prompts), self.pooled, generator=g).bfloat16()}
 
 
-def build_policy(tiny: bool, resolution: int, dtype: torch.dtype, device: str) -> FluxPolicy:
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-
+def build(tiny: bool, device: str):
+    """(transformer with LoRA + checkpointing, VAE, text stand-in), bf16, created on `device`."""
     torch.manual_seed(0)
-    with torch.device(device):
-        transformer = FluxTransformer2DModel(**(dict(in_channels=16, **TINY_TRANSFORMER) if tiny else {}),
-                                             guidance_embeds=True).to(dtype)
-        blocks = TINY_VAE if tiny else FLUX_VAE
-        n = len(blocks["block_out_channels"])
-        vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n, layers_per_block=1 if tiny else 2,
-                            latent_channels=transformer.config.in_channels // 4, use_quant_conv=False,
-                            use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159, **blocks).to(dtype)
+    cfg = TINY_FLUX if tiny else FLUX_DEV
+    transformer = build_transformer("flux", cfg, device=device)
+    vae = build_vae(TINY_VAE if tiny else FLUX_VAE, device=device).requires_grad_(False)
     options = ModelConfig(finetune="lora", lora=LoraConfig(rank=4 if tiny else 64, alpha=8 if tiny else 128),
-                          gradient_checkpointing=not tiny)
+                          gradient_checkpointing=True)
     names = setup_trainable(transformer, options, default="lora")
-    cfg = transformer.config
-    text = RandomText(32 if tiny else 512, cfg.joint_attention_dim, cfg.pooled_projection_dim)
-    return FluxPolicy(transformer, vae, text, resolution, 3.5, dtype, names).to(device)
+    text = RandomText(32 if tiny else 512, cfg["joint_attention_dim"], cfg["pooled_projection_dim"])
+    return cfg, transformer, vae, text, names
 
 
-def sync(device: str) -> None:
+def policy_at(parts, resolution: int, device: str) -> FluxPolicy:
+    _, transformer, vae, text, names = parts
+    return FluxPolicy(transformer, vae, text, resolution, 3.5, torch.bfloat16, names).to(device)
+
+
+def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def rollout_rate(policy, steps: int, batch: int, micro: int, device: str):
-    """(images/s, plan, one rollout batch) for the all-SDE plan of `steps` steps."""
-    plan = sde_plan(steps, shift=flux_resolution_shift(policy.latent_shape[0]), noise_level=0.7, sde_kind="flow",
+def peak_memory(device: str) -> dict:
+    if device == "cuda":
+        return {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+                "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9}
+    return {"process_rss_high_water_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+
+
+def rollout_phase(parts, resolution: int, args, device: str) -> tuple[dict, object]:
+    policy = policy_at(parts, resolution, device)
+    plan = sde_plan(args.steps, shift=flux_resolution_shift(policy.latent_shape[0]), noise_level=0.7, sde_kind="flow",
                     train_last=True)
-    prompts = [f"prompt {i // 4}" for i in range(batch)]
-    args = (prompts, [i // 4 for i in range(batch)], plan, list(range(batch)), list(range(100, 100 + batch)), 0)
-    generate(policy, prompts[:micro], args[1][:micro], plan, args[3][:micro], args[4][:micro], 0, micro)  # warm-up
-    sync(device)
+    n, micro = args.batch, args.micro_batch
+    prompts = [f"prompt {i // 4}" for i in range(n)]
+    groups, seeds = [i // 4 for i in range(n)], list(range(100, 100 + n))
+    with torch.no_grad():
+        generate(policy, prompts[:micro], groups[:micro], plan, groups[:micro], seeds[:micro], 0, micro)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        images, traj = generate(policy, prompts, groups, plan, groups, seeds, 0, micro_batch=micro)
+        synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "latent_tokens": policy.latent_shape[0],
+            "image_shape": list(images.shape[1:])}, traj
+
+
+def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict, LearnerWorker]:
+    cfg_model = parts[0]
+    policy = policy_at(parts, resolution, device)
+    cfg = LearnerConfig(micro_batch=args.learner_micro_batch, num_gpus=1 if device == "cuda" else 0, torch_threads=2,
+                        lr=1e-6)
+    learner = LearnerWorker(lambda device=None: policy, cfg, 0, 1)
+    learner.setup("127.0.0.1", free_port())
+    n = min(args.learner_samples, len(traj))
+    adv = torch.randn(len(traj))
+    warm = list(range(min(len(traj), max(1, n // 4))))
+    learner.train(traj, adv, [Minibatch(rows=warm, size=len(warm))])  # warm-up: DeepSpeed buffers, kernels
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    batch = traj.select(list(range(len(traj) - n, len(traj))))  # samples the warm-up did not train on
+    synchronize(device)
     start = time.perf_counter()
-    _, traj = generate(policy, *args, micro_batch=micro)
-    sync(device)
-    return batch / (time.perf_counter() - start), traj
+    stats = learner.train(batch, adv[:n], [Minibatch(rows=list(range(n)), size=n)])  # one optimizer step
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    transitions = n * batch.train_steps.shape[1]
+    flops = 2 * transitions * flux_forward_flops(cfg_model, policy.latent_shape[0], parts[3].seq)
+    peak = next((v for k, v in PEAK_BF16.items() if device == "cuda" and k in torch.cuda.get_device_name()), None)
+    log_ratio = max(abs(math.log(stats["ratio_min"])), abs(math.log(stats["ratio_max"])))
+    return {"step_s": seconds, "samples": n, "transitions": transitions, "model_tflops": flops / 1e12,
+            "achieved_tflops_per_s": flops / seconds / 1e12, "mfu": flops / seconds / peak if peak else None,
+            "max_abs_log_ratio_first_minibatch": log_ratio, "clip_range": cfg.clip_range,
+            "rollout_micro_batch": args.micro_batch, "learner_micro_batch": args.learner_micro_batch,
+            **peak_memory(device)}, learner
 
 
-def main() -> None:
+def sync_phase(learner: LearnerWorker, bucket_mb: float, device: str) -> dict:
+    params = learner.policy.trainable_tensors()
+    plan = plan_buckets(tensor_specs(params), int(bucket_mb * 2**20))
+    synchronize(device)
+    start = time.perf_counter()
+    checksum = Checksum()
+    packed = []
+    for bucket in plan:  # the sender's side of LearnerWorker.broadcast_weights
+        for spec in bucket:
+            checksum.update(spec.name, params[spec.name])
+        packed.append(pack(params, bucket))
+        if len(packed) > 1:
+            packed.pop(0)  # a real sender frees each bucket once broadcast
+    digest = checksum.hexdigest()
+    synchronize(device)
+    send_s = time.perf_counter() - start
+    target = {k: torch.empty_like(v) for k, v in params.items()}
+    start = time.perf_counter()
+    for bucket in plan:  # the receiver's side: copy each arriving bucket into its weights
+        flat = pack(params, bucket)  # (stands in for the received buffer)
+        for name, t in unpack(flat, bucket).items():
+            target[name].copy_(t)
+    same = state_checksum(target) == digest
+    synchronize(device)
+    receive_s = time.perf_counter() - start
+    start = time.perf_counter()
+    state, _ = learner.publish()
+    publish_s = time.perf_counter() - start
+    return {"megabytes": sum(t.numel() * t.element_size() for t in params.values()) / 2**20, "tensors": len(params),
+            "buckets": len(plan), "sender_pack_checksum_s": send_s, "receiver_copy_checksum_s": receive_s,
+            "checksums_equal": same, "publish_to_cpu_s": publish_s, "wire": "not measured (one GPU, no peer)"}
+
+
+def scorer_phase(tiny: bool, device: str, batch: int = 16, repeats: int = 3) -> dict:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from reward.hpsv3 import HPSv3Model
+
+    spec = TINY_QWEN if tiny else QWEN2VL_7B
+    cfg = Qwen2VLConfig(text_config=spec["text"], vision_config=spec["vision"], image_token_id=spec["text"]["vocab_size"] - 2)
+    width = spec["text"]["hidden_size"]
+    with torch.device(device), default_dtype(torch.bfloat16):
+        vlm = Qwen2VLForConditionalGeneration(cfg)
+        head = torch.nn.Sequential(torch.nn.Linear(width, 1024), torch.nn.ReLU(), torch.nn.Dropout(0.0),
+                                   torch.nn.Linear(1024, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).float()
+    model = HPSv3Model(vlm, head, reward_token_id=spec["text"]["vocab_size"] - 1).eval()
+    grid = 4 if tiny else 32  # 32 × 32 patches of 14 px: 448², HPSv3's pixel budget -> 256 merged tokens
+    image_tokens, text_tokens = grid * grid // 4, 32 if tiny else 600
+    ids = torch.randint(0, spec["text"]["vocab_size"] - 2, (batch, image_tokens + text_tokens), device=device)
+    ids[:, 10:10 + image_tokens] = cfg.image_token_id
+    ids[:, -1] = model.reward_token_id
+    mask = torch.ones_like(ids)
+    pixels = torch.randn(batch * grid * grid, 3 * 2 * 14 * 14, device=device)
+    thw = torch.tensor([[1, grid, grid]] * batch, device=device)
+    with torch.no_grad():
+        model(ids, mask, pixels, thw)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = model(ids, mask, pixels, thw)
+        synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": batch * repeats / seconds, "batch": batch, "sequence": image_tokens + text_tokens,
+            "parameters_b": sum(p.numel() for p in model.parameters()) / 1e9, "output_shape": list(out.shape),
+            **peak_memory(device)}
+
+
+def save(result: dict, out: Path) -> None:
+    """Atomic: a reader (or a crash) sees the previous complete file or the new one (JSON and table)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out, json.dumps(result, indent=2) + "\n"), (out.with_suffix(".md"), markdown(result))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def markdown(result: dict) -> str:
+    lines = ["| phase | result | peak memory GB | seconds |", "|---|---|---|---|"]
+    keys = ("images_per_s", "step_s", "mfu", "achieved_tflops_per_s", "max_abs_log_ratio_first_minibatch",
+            "sender_pack_checksum_s", "receiver_copy_checksum_s", "publish_to_cpu_s", "megabytes", "error", "skipped")
+    for name, v in result["phases"].items():
+        shown = ", ".join(f"{k} {v[k]:.4g}" if isinstance(v[k], float) else f"{k} {v[k]}"
+                          for k in keys if v.get(k) is not None)
+        peak = v.get("peak_allocated_gb") or (v.get("peak") or {}).get("peak_allocated_gb")
+        lines.append(f"| {name} | {shown} | {'' if peak is None else f'{peak:.1f}'} | {v.get('phase_s', 0):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_phase(result: dict, name: str, fn, start: float, budget_s: float, device: str, out: Path) -> None:
+    """Run one phase unless the time budget is spent; record its figures or its error; save."""
+    if time.perf_counter() - start > budget_s:
+        result["phases"][name] = {"skipped": f"time budget of {budget_s} s spent"}
+    else:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+            result["phases"][name] = {**value, "phase_s": time.perf_counter() - t0}
+            result["phases"][name].setdefault("peak", peak_memory(device))
+        except Exception as err:  # keep going: what was measured stays measured
+            result["phases"][name] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
+    result["elapsed_s"] = time.perf_counter() - start
+    save(result, out)
+    print(f"{name}: {json.dumps(result['phases'][name], default=str)[:300]}", flush=True)
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="scaled-down model and images (a CPU smoke run)")
+    p.add_argument("--tiny", action="store_true", help="scaled-down widths and depths (a CPU smoke run, CI)")
     p.add_argument("--out", default="bench/results/gpu.json")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch", type=int, default=16, help="images per timed rollout")
-    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--micro-batch", type=int, default=8, help="rollout samples per transformer call")
+    p.add_argument("--learner-samples", type=int, default=4, help="samples of the timed learner step")
+    p.add_argument("--learner-micro-batch", type=int, default=2)
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 720])
+    p.add_argument("--sync-bucket-mb", type=float, default=256)
+    p.add_argument("--budget-s", type=float, default=420, help="skip phases that would start after this (8 min total)")
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if not args.tiny and device != "cuda":
         sys.exit("gpu_throughput.py needs a GPU for the FLUX-size run; use --tiny for a CPU smoke run")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if device == "cpu" else "cuda")
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})",
-              "tiny": args.tiny, "steps": args.steps, "batch": args.batch, "micro_batch": args.micro_batch,
-              "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__, "rollout": {}}
+    out, start = Path(args.out), time.perf_counter()
+    result = {"setup": {"command": "python bench/gpu_throughput.py " + " ".join(sys.argv[1:]),
+                        "machine": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})",
+                        "torch": torch.__version__, "dtype": "bfloat16", "tiny": args.tiny, "steps": args.steps},
+              "phases": {}}
+    save(result, out)
+    state = {}
 
-    policy = None
+    def phase(name, fn):
+        run_phase(result, name, fn, start, args.budget_s, device, out)
+
+    def build_models():
+        state["parts"] = build(args.tiny, device)
+        return {"transformer_parameters_b": sum(p.numel() for p in state["parts"][1].parameters()) / 1e9}
+    phase("build", build_models)
     for res in args.resolutions:
-        policy = build_policy(args.tiny, res, dtype, device)
-        policy.requires_grad_(False)
-        rate, traj = rollout_rate(policy, args.steps, args.batch, args.micro_batch, device)
-        result["rollout"][str(res)] = {"images_per_s": round(rate, 3), "latent_tokens": policy.latent_shape[0]}
-        print(f"rollout {res}²: {rate:.2f} images/s", flush=True)
-        del policy
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        def roll(res=res):
+            value, state["traj"] = rollout_phase(state["parts"], res, args, device)
+            state["resolution"] = res  # the learner trains on the last batch that was rolled out
+            return value
+        phase(f"rollout_{res}", roll)
 
-    # learner: one update on the last resolution's batch, through DeepSpeed as in the actor system
-    res = args.resolutions[-1]
-    cfg = LearnerConfig(micro_batch=args.micro_batch, num_gpus=1 if device == "cuda" else 0, torch_threads=2)
-    learner = LearnerWorker(lambda: build_policy(args.tiny, res, dtype, device), cfg, 0, 1)
-    learner.setup("127.0.0.1", free_port())
-    adv = torch.randn(len(traj))
-    warm = list(range(min(len(traj), args.micro_batch)))
-    learner.train(traj, adv, [Minibatch(rows=warm, size=len(warm))])  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    learner.train(traj, adv, [Minibatch(rows=list(range(len(traj))), size=len(traj))])  # one optimizer step
-    sync(device)
-    result["learner"] = {"step_s": round(time.perf_counter() - start, 3), "samples": len(traj),
-                         "transitions_per_sample": traj.train_steps.shape[1], "resolution": res}
-    print(f"learner step: {result['learner']['step_s']:.2f}s", flush=True)
-
-    # sync: publish from the learner, load into a rollout-side policy
-    target = build_policy(args.tiny, res, dtype, device)
-    start = time.perf_counter()
-    state, checksum = learner.publish()
-    target.load_trainable_state(state)
-    assert target.state_checksum(target.trainable_state()) == checksum
-    sync(device)
-    megabytes = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
-    result["sync"] = {"seconds": round(time.perf_counter() - start, 3), "megabytes": round(megabytes, 2),
-                      "tensors": len(state)}
-    print(f"weight sync: {result['sync']['seconds']:.2f}s for {megabytes:.1f} MiB", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    def learn():
+        value, state["learner"] = learner_phase(state["parts"], state["traj"], state["resolution"], args, device)
+        return value
+    phase("learner", learn)
+    phase("sync", lambda: sync_phase(state["learner"], args.sync_bucket_mb, device))
+    state.clear()  # the FLUX weights go before the reward model comes
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    phase("scorer_hpsv3", lambda: scorer_phase(args.tiny, device))
+    failed = [k for k, v in result["phases"].items() if "error" in v or "skipped" in v]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

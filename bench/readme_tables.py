@@ -31,6 +31,8 @@ SECTIONS = (
     ("soak", "Soak", "object store and process memory over 200 iterations"),
     ("oracle", "Oracle", "our HPSv3 / ImageReward against the official packages"),
     ("gpu", "GPU throughput", "FLUX.1-size rollout and learner on a GPU"),
+    ("memory", "GPU memory per actor", "does every deploy config fit 80 GB / 141 GB GPUs (real model sizes, meta device)?"),
+    ("sync", "Weight sync", "time and extra memory per version, LoRA and full size (CPU + gloo proxy)"),
 )
 
 

@@ -50,7 +50,11 @@ class ChunkConfig(Section):
 
 class LearnerConfig(Section):
     world_size: int = Field(1, ge=1, description="learner ranks (DeepSpeed data parallel), one GPU each on clusters")
-    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 partitions gradients and optimizer state over the "
+                                      "ranks, 3 the parameters too (a full fine-tune of FLUX.1-dev needs 3: bench/memory.py)")
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload: keep the fp32 master weights and Adam moments in CPU "
+                                    "memory and run the optimizer step there (saves 12 bytes a trainable parameter / ranks of GPU memory)")
+    offload_params: bool = Field(False, description="ZeRO-3 only: keep the parameters in CPU memory between uses (ZeRO-Infinity)")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (constant, no warm-up, as in every reference)")
     weight_decay: float | None = Field(0.0, ge=0, description="AdamW weight decay; default from `algorithm`")
     betas: tuple[float, float] = Field((0.9, 0.999))
@@ -77,6 +81,13 @@ class LearnerConfig(Section):
     num_gpus: float = Field(0, ge=0, description="GPUs per learner rank")
     num_cpus: float = Field(0, ge=0, description="Ray CPU resource per learner rank")
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads per learner rank")
+
+    @model_validator(mode="after")
+    def _offload(self):
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"learner.offload_params needs learner.zero_stage: 3 (got {self.zero_stage}); ZeRO-2 "
+                             "keeps every parameter on each GPU: set zero_stage: 3 or offload_params: false")
+        return self
 
 
 def chunk_selector(learner: LearnerConfig):

@@ -1,7 +1,7 @@
 """DeepSpeed plumbing for the learner: process group, ZeRO engine, safe checkpoints.
 
-On CPU: `DS_ACCELERATOR=cpu` (set by orchestrator/cluster.py in the actor's environment)
-and the gloo backend; on GPUs: nccl. The optimizer is torch's AdamW (`torch_adam`) so no
+The device is chosen in the actor (`actor_device`); on CPU: `DS_ACCELERATOR=cpu` and the gloo
+backend; on GPUs: nccl, plus a gloo group of the same ranks for host-side ints (`host_group`). The optimizer is torch's AdamW (`torch_adam`) so no
 fused CUDA op has to be compiled. Checkpoints are DeepSpeed's own layout, but read back
 with `torch.load(weights_only=True)` only (DeepSpeed's default loader unpickles arbitrary
 objects); the few DeepSpeed classes its state holds are allow-listed explicitly.
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from datetime import timedelta
 
 import torch
 
 from learner.config import LearnerConfig
+
+BUCKET_ELEMENTS = int(5e7)  # elements per gradient-reduce / all-gather / ZeRO-3 prefetch bucket (100 MB in bf16)
 
 
 def free_port() -> int:
@@ -48,14 +51,27 @@ def clear_stale_build_locks(max_age_s: float = 600) -> None:
             pass
 
 
-def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, gpu: bool) -> None:
+def actor_device(num_gpus: float) -> str:
+    """This process's device, decided inside the actor from what Ray gave it: with a GPU
+    (Ray sets CUDA_VISIBLE_DEVICES to it, so it is cuda:0 here) 'cuda', else 'cpu'."""
+    if num_gpus <= 0:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    warnings.warn(f"learner.num_gpus is {num_gpus} but this actor sees no CUDA device (a CPU-only torch, or "
+                  "CUDA_VISIBLE_DEVICES empty); it runs on the CPU", stacklevel=2)
+    return "cpu"
+
+
+def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:
+    """The learner ranks' default process group: `backend` nccl for CUDA policies, gloo for CPU."""
     import deepspeed
 
     clear_stale_build_locks()
     os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK="0")
     deepspeed.init_distributed(
-        dist_backend="nccl" if gpu else "gloo",
+        dist_backend=backend,
         auto_mpi_discovery=False,
         init_method=f"tcp://{master_addr}:{master_port}",
         rank=rank,
@@ -64,7 +80,41 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     )
 
 
+def host_group(world_size: int):
+    """A gloo group of all learner ranks for host-side ints (pass counts, chunk counts): CPU
+    tensors never enter the default group, which under NCCL refuses them. None for one rank.
+    Collective: every rank calls it at the same point."""
+    import torch.distributed as dist
+
+    if world_size == 1 or not dist.is_initialized():
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def check_engine_device(engine, device: torch.device) -> None:
+    """DeepSpeed moves the module to its accelerator's device: it must be the policy's."""
+    got = getattr(engine, "device", None)
+    if got is not None and torch.device(got).type != torch.device(device).type:
+        raise RuntimeError(f"DeepSpeed put the transformer on {got} but the policy is on {device}; the learner's "
+                           f"device and DS_ACCELERATOR must agree (set learner.num_gpus to match the actor's GPUs)")
+
+
 def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict:
+    """ZeRO stage, optional CPU offload, bucket sizes. Buckets are explicit: DeepSpeed's default
+    reduce / prefetch buckets of 5·10^8 elements would add GBs of buffers on a 12 B model."""
+    zero: dict = {"stage": cfg.zero_stage, "overlap_comm": False, "contiguous_gradients": True,
+                  "reduce_bucket_size": BUCKET_ELEMENTS, "allgather_bucket_size": BUCKET_ELEMENTS}
+    if cfg.zero_stage == 3:
+        # memory_efficient_linear off: ZeRO-3 would swap F.linear for matmul + a separate bias add,
+        # which rounds differently in bf16 than the rollout's F.linear (measured: first-minibatch
+        # ratios 1 ± 6e-5, against clip_range 1e-4); with it off they agree exactly
+        zero.update(stage3_prefetch_bucket_size=BUCKET_ELEMENTS, stage3_param_persistence_threshold=1e5,
+                    stage3_max_live_parameters=int(1e9), stage3_max_reuse_distance=int(1e9),
+                    memory_efficient_linear=False)
+    if cfg.offload_optimizer:  # ZeRO-Offload: fp32 master weights + Adam moments in CPU memory, step on the CPU
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.num_gpus > 0}
+    if cfg.offload_params:  # ZeRO-3 only (validated): parameters live in CPU memory between uses
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cfg.num_gpus > 0}
     return {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -74,7 +124,8 @@ def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict:
             "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": 1e-8, "weight_decay": cfg.weight_decay,
                        "torch_adam": True},
         },
-        "zero_optimization": {"stage": cfg.zero_stage, "overlap_comm": False, "contiguous_gradients": True},
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,  # torch's AdamW also under offload (no C++ op to build)
         "bf16": {"enabled": bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

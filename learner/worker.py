@@ -7,8 +7,13 @@ under the current weights, and applies the clipped objective of learner/objectiv
 runs pass by pass (a chunk is never split across passes), every (sample, chunk) term weighted
 so that the summed gradient, averaged over ranks by DeepSpeed, is the gradient of the
 minibatch's per-sample mean of chunk losses. The policy is built by an injected factory, so
-this package never imports the model-loading code. Every tensor this module makes lives on
-`self.policy.device`.
+this package never imports the model-loading code. Weights and checkpoints: learner/publish.py.
+
+Devices: the actor picks its own device from what Ray gave it (`engine.actor_device`), the
+factory builds the policy there, and every tensor of the update meets on `self.device`: the
+trajectory (CPU, from the object store) is moved there piece by piece. Counts that steer the
+loop (passes) are host ints reduced over a gloo group of their own, never a CPU tensor in the
+NCCL group.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from dataclasses import dataclass
 import torch
 
 from learner.config import LearnerConfig
-from learner.engine import build_engine, free_port, init_distributed, node_ip
+from learner.engine import actor_device, build_engine, check_engine_device, free_port, host_group, init_distributed, node_ip
 from learner.objective import chunk_losses, gaussian_mean_kl
+from learner.publish import WeightPublisher
 from learner.schedule import pack_units, sample_units
 from rollout.sde import sde_step
 from rollout.trajectory import Trajectory
-from rollout.weight_sync import WeightGroup, plan_buckets, tensor_specs
+from rollout.weight_sync import WeightGroup
 
 
 @dataclass
@@ -49,18 +55,21 @@ def shard(indices: list[int], rank: int, world_size: int) -> list[int]:
     return indices[lo:hi]
 
 
-class LearnerWorker:
+class LearnerWorker(WeightPublisher):
     def __init__(self, policy_factory, cfg: LearnerConfig, rank: int, world_size: int):
+        """`policy_factory(device=...)` builds the policy on the device this actor picks."""
         torch.set_num_threads(cfg.torch_threads)
-        if cfg.num_gpus == 0:
+        device = actor_device(cfg.num_gpus)  # here, in the actor: never the driver's view
+        if device == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is first imported
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
-        self.policy = policy_factory()
-        self.gpu = self.policy.device.type == "cuda"
+        self.policy = policy_factory(device=device)
+        self.device = self.policy.device  # every tensor of the update meets here
         self.engine = None
-        self.reference = None  # frozen base transformer, for the KL term (learner.kl_coef > 0)
+        self.host_group = None  # gloo group of the learner ranks for host-side counts (world_size > 1)
+        self.reference = None  # frozen base transformer, for the KL term under full fine-tuning
         self.updates = 0
         self.samples_done = 0  # trained (active) samples of this rank, for the worker table
         self.seconds = 0.0  # time spent in update()
@@ -75,11 +84,16 @@ class LearnerWorker:
         import torch.distributed as dist
 
         if not dist.is_initialized():  # (a single-process LocalCluster may have done it already)
-            init_distributed(self.rank, self.world_size, master_addr, master_port, self.gpu)
-        if self.cfg.kl_coef > 0:  # the frozen base: a copy taken before any update (adapters start at zero)
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            init_distributed(self.rank, self.world_size, master_addr, master_port, backend)
+        self.host_group = host_group(self.world_size)
+        # the KL reference: under LoRA the same transformer with its adapters off (no copy);
+        # under full fine-tuning a frozen copy taken before any update
+        if self.cfg.kl_coef > 0 and not self.policy.has_adapters:
             self.reference = copy.deepcopy(self.policy.transformer).requires_grad_(False).eval()
         self.policy.prepare_training()  # trainable weights only (LoRA adapters, or all)
         self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
+        check_engine_device(self.engine, self.device)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
         return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
 
@@ -133,8 +147,9 @@ class LearnerWorker:
         minibatch's per-sample mean of chunk losses (learner/objective.py). Backward runs pass by
         pass; DeepSpeed must see every backward but the last as inside the accumulation window
         (with ZeRO-2 each backward otherwise replaces the gradients of the one before), and every
-        rank runs as many backwards as the others (each reduces collectively): a rank with fewer
-        repeats a pass of its own, or of its fallback sample, with weight zero."""
+        rank runs as many backwards as the others (each reduces collectively, the count over the
+        host group): a rank with fewer repeats a pass of its own, or of its fallback sample, with
+        weight zero. Index bookkeeping stays on the host; the losses live on `self.device`."""
         engine, cfg = self.engine, self.cfg
         units = sample_units(traj.chunk_ids, part.rows) if part.rows else []
         n = traj.num_transitions + 1
@@ -142,7 +157,7 @@ class LearnerWorker:
             lambda r, c: (r, c))
         passes = pack_units(units, cfg.micro_batch, key) if units else []
         spare = passes[0] if passes else sample_units(traj.chunk_ids, [part.fallback])[:1]
-        n_passes = _all_reduce(len(passes), "max")
+        n_passes = _all_reduce(len(passes), "max", self.host_group)
         chunks_of = {r: sum(1 for u in units if u[0] == r) for r in part.rows}
         steps_of = {r: int((traj.chunk_ids[r] >= 0).sum()) for r in part.rows}
         stats: dict[str, float] = defaultdict(float)
@@ -191,8 +206,9 @@ class LearnerWorker:
     def _pass(self, traj: Trajectory, adv: torch.Tensor, units: list, cond, n: int):
         """One transformer call over the transitions of `units` [(row, cols)]: per-unit chunk
         losses ℓ [U] and ratios [U], per-transition KL to the reference [T] (or None) and
-        log-ratios [T]."""
-        device = self.policy.device
+        log-ratios [T], all on `self.device`; the indices and the trajectory stay on the host
+        (what the object store gave us) and are moved piece by piece."""
+        device = self.device
         rows = torch.tensor([r for r, cols in units for _ in cols])  # [T]
         cols = torch.tensor([c for _, cs in units for c in cs])
         t, e = traj.train_steps[rows, cols], traj.train_ends[rows, cols]  # [T] start and end indices
@@ -206,7 +222,7 @@ class LearnerWorker:
         step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
                         x_next=x_next, guard_sigma=guard)
         kl = None
-        if self.reference is not None:
+        if self.cfg.kl_coef > 0:
             with torch.no_grad():
                 v_ref = self._velocity(x, sigma, cond_rows, keys, reference=True)
                 ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
@@ -233,72 +249,22 @@ class LearnerWorker:
         return losses[:, 0], ratio[:, 0].detach(), kl, (step.log_prob - old).detach()
 
     def _velocity(self, x, sigma, cond, keys=None, reference: bool = False) -> torch.Tensor:
-        """policy.velocity, once per distinct key when `keys` are given, under the frozen
-        reference weights when `reference`."""
+        """policy.velocity, once per distinct key when `keys` are given (host indices), under
+        the frozen reference weights when `reference` (LoRA: adapters off; full: the copy)."""
         if keys is not None:
             unique, inverse = torch.unique(keys, return_inverse=True)
             first = torch.full((len(unique),), len(keys)).scatter_reduce(0, inverse, torch.arange(len(keys)), "amin")
             return self._velocity(x[first], sigma[first], cond.take(first), None, reference)[inverse]
         if not reference:
             return self.policy.velocity(x, sigma, cond)
+        if self.reference is None:
+            with self.policy.adapters_disabled():
+                return self.policy.velocity(x, sigma, cond)
         live, self.policy.transformer = self.policy.transformer, self.reference
         try:
             return self.policy.velocity(x, sigma, cond)
         finally:
             self.policy.transformer = live
-
-    # -- weights and checkpoints -------------------------------------------------------------
-    def publish(self) -> tuple[dict | None, str | None]:
-        """(trainable weights, checksum) from rank 0; (None, None) elsewhere. Call on every rank
-        (ZeRO-3 gathers partitioned weights collectively)."""
-        from deepspeed import zero
-
-        module = self.engine.module
-        params = [p for p in module.parameters() if p.requires_grad]
-        with zero.GatheredParameters(params, modifier_rank=None, enabled=self.cfg.zero_stage == 3):
-            state = self.policy.trainable_state() if self.rank == 0 else None
-        if state is None:
-            return None, None
-        return state, self.policy.state_checksum(state)
-
-    def join_weight_group(self, master_addr: str, master_port: int, world_size: int, backend: str,
-                          timeout_s: float, bucket_bytes: int) -> list | None:
-        """Call on every rank. Rank 0 founds the weight broadcast group (as its rank 0; the
-        rollout workers join as 1..R) and returns the bucket plan they receive by; the other
-        ranks only join the (ZeRO-3) gather that plan is made from."""
-        if self.rank == 0:
-            if self.weight_group is not None:
-                self.weight_group.close()
-            self.weight_group = WeightGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
-        state, _ = self.publish()
-        return plan_buckets(tensor_specs(state), bucket_bytes) if state is not None else None
-
-    def broadcast_weights(self, plan: list) -> str | None:
-        """Send the trainable weights to the weight group (rank 0; other ranks only join the
-        ZeRO-3 gather). Returns the checksum on rank 0."""
-        state, checksum = self.publish()
-        if state is not None:
-            self.weight_group.send(state, plan)
-        return checksum
-
-    def save(self, path: str) -> None:
-        """DeepSpeed engine state (model, optimizer partitions) under path/deepspeed, and on
-        rank 0 the trainable weights as path/policy.safetensors."""
-        from safetensors.torch import save_file
-
-        # frozen weights (the base model under LoRA) are the model's own files: never re-saved
-        self.engine.save_checkpoint(os.path.join(path, "deepspeed"), tag="state", save_latest=False,
-                                    exclude_frozen_parameters=True)
-        state, _ = self.publish()
-        if state is not None:
-            save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "policy.safetensors"))
-
-    def load(self, path: str) -> None:
-        has_frozen = any(not p.requires_grad for p in self.engine.module.parameters())  # saved without them
-        load_path, _ = self.engine.load_checkpoint(os.path.join(path, "deepspeed"), tag="state",
-                                                   load_module_strict=not has_frozen)
-        if load_path is None:
-            raise FileNotFoundError(f"no DeepSpeed state in {path}/deepspeed")
 
     def info(self) -> dict:
         """Small facts for the worker table: pid, node, rank, updates, samples trained, busy seconds."""
@@ -343,12 +309,13 @@ def aggregate_steps(steps: list[dict]) -> dict:
     }
 
 
-def _all_reduce(value: int, op: str) -> int:
-    """An int summed ("sum") or maximised ("max") over the learner ranks."""
+def _all_reduce(value: int, op: str, group=None) -> int:
+    """An int summed ("sum") or maximised ("max") over the learner ranks: a CPU tensor over the
+    host gloo `group` (None: one rank, nothing to reduce)."""
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if group is None:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=group)
     return int(t.item())

@@ -30,7 +30,7 @@ from orchestrator.weights import WeightSync
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
 from rollout.policy import policy_from_config
-from rollout.worker import RolloutWorker, pick_device
+from rollout.worker import RolloutWorker
 
 
 def worker_row(role: str, index: int, info: dict, restarts: int = 0) -> dict:
@@ -114,7 +114,8 @@ class Cluster:
             bundle["GPU"] = lc.num_gpus
         self.pg = pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
         ray.get(pg.ready())
-        factory = functools.partial(policy_from_config, self.cfg.model, device=pick_device(lc.num_gpus))
+        # no device here: each rank picks its own inside the actor (the driver may sit on a CPU-only head)
+        factory = functools.partial(policy_from_config, self.cfg.model)
         self.learners = [
             ray.remote(LearnerWorker).options(
                 num_cpus=bundle["CPU"], num_gpus=lc.num_gpus,

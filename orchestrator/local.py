@@ -26,7 +26,7 @@ from orchestrator.pool import apply_report
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
 from rollout.policy import policy_from_config
-from rollout.worker import RolloutWorker, pick_device
+from rollout.worker import RolloutWorker
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ class LocalCluster:
                                                  chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
         self.reward_workers = {s.name: self.reward_cls(s) for s in cfg.reward.scorers}
         self.judge_workers = {s.name: self.reward_cls(s) for s in cfg.reward.heldout}
-        factory = functools.partial(policy_from_config, cfg.model, device=pick_device(cfg.learner.num_gpus))
+        factory = functools.partial(policy_from_config, cfg.model)  # the learner picks its device
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 

@@ -5,7 +5,8 @@ image-processor config; its weights are not needed) and the checkpoint MizzenAI/
 `HPSv3.safetensors` — the whole `Qwen2VLRewardModelBT` state dict in transformers-4.45
 names: `visual.*`, `model.*` (the language model), `lm_head`, and `rm_head` (the "ranknet"
 head Linear(D, 1024) → ReLU → Dropout → Linear(1024, 16) → ReLU → Linear(16, 2)). The
-embedding table has one extra row for the special token `<|Reward|>`. 4.45 names map to 5.x
+embedding table holds the special token `<|Reward|>`; its rows (and lm_head's) are sized from
+the checkpoint, not from the tokenizer, which may count fewer. 4.45 names map to 5.x
 as `visual.` -> `model.visual.`, `model.` -> `model.language_model.`.
 
 Score, as HPSv3RewardInferencer.reward: one user turn = the image, then the official
@@ -139,8 +140,12 @@ class Processor:
         return tokens.input_ids, tokens.attention_mask, pixels["pixel_values"], pixels["image_grid_thw"]
 
 
+EMBEDDINGS = "vlm.model.language_model.embed_tokens.weight"
+
+
 def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
-    """(HPSv3Model, processor): base config + processor, weights from the HPSv3 checkpoint only."""
+    """(HPSv3Model, processor): base config + processor, weights from the HPSv3 checkpoint only,
+    built on `device` in `dtype` directly (no CPU or float32 copy of the 8 B parameters)."""
     from safetensors import safe_open
     from transformers import AutoConfig, Qwen2VLForConditionalGeneration
     from transformers.initialization import no_init_weights
@@ -150,14 +155,20 @@ def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
     reward_id = processor.tokenizer.convert_tokens_to_ids(REWARD_TOKEN)
     with safe_open(str(checkpoint), framework="pt") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        with no_init_weights():  # every weight comes from the checkpoint
+        names = {official_to_ours(k): k for k in shapes}
+        if EMBEDDINGS not in names:
+            raise KeyError(f"{checkpoint} has no token embedding table ({EMBEDDINGS} or its 4.45 name)")
+        rows = shapes[names[EMBEDDINGS]][0]
+        if reward_id >= rows:
+            raise ValueError(f"{checkpoint} has {rows} embedding rows but {REWARD_TOKEN} is token {reward_id} of "
+                             f"{base}'s tokenizer: the checkpoint does not belong to this base model")
+        with no_init_weights(), torch.device(device):  # every weight comes from the checkpoint
             vlm = Qwen2VLForConditionalGeneration._from_config(AutoConfig.from_pretrained(base), dtype=dtype)
-            vlm.resize_token_embeddings(len(processor.tokenizer))
-        model = HPSv3Model(vlm, ranknet_head(shapes), reward_id).to(device)
+            vlm.resize_token_embeddings(rows, mean_resizing=False)
+            model = HPSv3Model(vlm, ranknet_head(shapes), reward_id)
         model.vlm.to(dtype)
         model.rm_head.float()
         params = dict(model.state_dict())
-        names = {official_to_ours(k): k for k in shapes}
         missing, unexpected = sorted(set(params) - set(names)), sorted(set(names) - set(params))
         if missing or unexpected:
             raise KeyError(f"{checkpoint} does not fit HPSv3 on {base}: missing {missing[:4]}, unexpected {unexpected[:4]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -93,13 +94,18 @@ def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
 
 
 def device_of(num_gpus: float) -> str:
-    """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu'.
-    torch is imported only for model scorers: a rule-based reward worker starts without it."""
+    """'cuda' when this worker was given a GPU (fraction) and one is visible, else 'cpu' (with a
+    warning when a GPU was asked for), decided inside the actor. torch is imported only for model
+    scorers: a rule-based reward worker starts without it."""
     if num_gpus <= 0:
         return "cpu"
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    warnings.warn(f"reward scorer num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
+                  stacklevel=2)
+    return "cpu"
 
 
 def build_scorer(cfg: ScorerConfig):

@@ -1,6 +1,7 @@
 """Policy loading: a diffusers flow transformer + text encoders + decoder, behind one interface.
 
-    policy.encode(prompts)            -> Conditioning, cached per prompt (text encoders frozen)
+    policy.encode(prompts)            -> Conditioning on the policy's device, cached per prompt
+                                         (text encoders frozen; the cache is an LRU in CPU memory)
     policy.velocity(x, sigma, cond)   -> float32 velocity, same shape as x
     policy.decode(x0)                 -> uint8 images [B, H, W, 3]
     policy.latent_shape               -> shape of one sample's latent, e.g. (64, 48)
@@ -20,9 +21,10 @@ from the cache `raygrpo embed` wrote (rollout.embeddings).
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from rollout.config import ModelConfig
+from rollout.weight_sync import state_checksum
 
 TINY = "tiny"  # `model.path: tiny` means the shipped embedded model
 TINY_SHIPPED = (TINY, "tiny:text")  # the shipped shapes and text-world models (rollout.models.tiny)
@@ -41,8 +44,9 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 @dataclass
 class Conditioning:
-    """Text conditioning of a batch: named batch-first float32 tensors, e.g. for FLUX
-    prompt_embeds [B, T, D] and pooled [B, D]. Which names a model needs is its own affair."""
+    """Text conditioning of a batch: named batch-first tensors in the text encoder's dtype (the
+    transformer casts them to its own), e.g. for FLUX prompt_embeds [B, T, D] and pooled [B, D].
+    Which names a model needs is its own affair."""
 
     tensors: dict[str, torch.Tensor]
 
@@ -57,7 +61,7 @@ class Conditioning:
 
 
 class TextEncoder(Protocol):
-    """Frozen prompt encoder: prompts -> {name: [B, ...] tensor} (any dtype; made float32)."""
+    """Frozen prompt encoder: prompts -> {name: [B, ...] tensor} (any dtype, any device)."""
 
     def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]: ...
 
@@ -68,6 +72,10 @@ class Policy(torch.nn.Module):
     Subclasses give `latent_shape`, `velocity` and `decode`; this base holds the prompt
     cache, the device, and the weights that move between learner and rollout workers."""
 
+    # Prompt-cache budget: FLUX's T5 embedding of one prompt is 512 × 4096 bf16 = 4 MiB, so
+    # 1 GiB of CPU memory holds ~250 prompts (a few iterations' worth; the rest is re-read).
+    cache_bytes = 1 << 30
+
     def __init__(self, transformer: torch.nn.Module, text_encoder: TextEncoder, dtype: torch.dtype,
                  trainable_names: list[str] | None = None):
         super().__init__()
@@ -77,7 +85,8 @@ class Policy(torch.nn.Module):
         # Full fine-tuning trains every transformer weight; LoRA lists only its adapters.
         self.trainable_names = trainable_names or [n for n, _ in transformer.named_parameters()]
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
-        self._cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()  # prompt -> CPU tensors, LRU order
+        self._cache_used = 0
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -94,14 +103,24 @@ class Policy(torch.nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:
-        """Conditioning [B, ...] of `prompts`, each prompt encoded once and cached (float32)."""
+        """Conditioning [B, ...] of `prompts` on the policy's device. Each prompt is encoded once
+        and kept in a least-recently-used cache of at most `cache_bytes`, in CPU memory and the
+        encoder's dtype; only the batch moves to the device."""
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            out = self.text_encoder(missing)
-            for i, p in enumerate(missing):
-                self._cache[p] = {k: v[i].to(self.device, torch.float32) for k, v in out.items()}
-        names = self._cache[prompts[0]].keys()
-        return Conditioning({k: torch.stack([self._cache[p][k] for p in prompts]) for k in names})
+        out = self.text_encoder(missing) if missing else {}
+        fresh = {p: {k: v[i].to("cpu", copy=True) for k, v in out.items()} for i, p in enumerate(missing)}
+        rows = [fresh.get(p) or self._cache[p] for p in prompts]  # before any eviction below
+        for p in prompts:
+            if p in self._cache:
+                self._cache.move_to_end(p)
+        for p, tensors in fresh.items():
+            self._cache[p] = tensors
+            self._cache_used += sum(t.nbytes for t in tensors.values())
+        while self._cache_used > self.cache_bytes and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_used -= sum(t.nbytes for t in dropped.values())
+        return Conditioning({k: torch.stack([r[k] for r in rows]).to(self.device)
+                             for k in rows[0]})
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError
@@ -117,11 +136,31 @@ class Policy(torch.nn.Module):
         for name, p in module.named_parameters():
             p.requires_grad_(name in wanted)
 
+    @property
+    def has_adapters(self) -> bool:
+        """True when the transformer carries peft LoRA adapters (model.finetune: lora)."""
+        return bool(getattr(self.module, "peft_config", None))
+
+    @contextlib.contextmanager
+    def adapters_disabled(self):
+        """The base model for the duration (LoRA adapters off): the frozen KL reference under LoRA,
+        with no second copy of the transformer."""
+        self.module.disable_adapters()
+        try:
+            yield
+        finally:
+            self.module.enable_adapters()
+
     # -- weights moving between learner and rollout workers -------------------------------
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """CPU copies of every trainable transformer weight (what a sync sends)."""
+    def trainable_tensors(self) -> dict[str, torch.Tensor]:
+        """Every trainable transformer weight, where it lives (no copy): what a broadcast sends
+        from and receives into, and what `checksum` reads."""
         params = dict(self.module.named_parameters())
-        return {k: params[k].detach().cpu().clone() for k in self.trainable_names}
+        return {k: params[k].detach() for k in self.trainable_names}
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of every trainable transformer weight (object-store sync, checkpoints)."""
+        return {k: v.to("cpu", copy=True) for k, v in self.trainable_tensors().items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.module.named_parameters())
@@ -132,15 +171,14 @@ class Policy(torch.nn.Module):
             for k, v in state.items():
                 params[k].copy_(v)
 
+    def checksum(self) -> str:
+        """`state_checksum` of the trainable weights, computed on their device (no copy)."""
+        return state_checksum(self.trainable_tensors())
+
     @staticmethod
     def state_checksum(state: dict[str, torch.Tensor]) -> str:
-        """blake2b over names, shapes, dtypes and bytes, in name order: equal iff weights equal."""
-        h = hashlib.blake2b(digest_size=16)
-        for k in sorted(state):
-            t = state[k].detach().cpu().contiguous()
-            h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
+        """Checksum of a weight state on any device (rollout.weight_sync: exact integer sums)."""
+        return state_checksum(state)
 
 
 def model_kind(path: str) -> str:
@@ -185,7 +223,8 @@ def load_policy(path: str = TINY, *, dtype: torch.dtype = torch.float32, device:
                 options: ModelConfig | None = None) -> Policy:
     """Load a policy (module docstring); `options` carries the rest of the model config."""
     options = options or ModelConfig(path=path)
-    return _model_module(path).load(path, options, dtype=dtype).to(device)
+    # built in `dtype` on `device` directly (12 B float32 parameters would be 47 GB); .to() moves the rest
+    return _model_module(path).load(path, options, dtype=dtype, device=device).to(device)
 
 
 def policy_from_config(model: ModelConfig, device: str = "cpu") -> Policy:

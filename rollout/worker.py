@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ PROBE_SEED, PROBE_SIGMA = 20_240_601, 0.5  # the fixed input of `probe`
 
 
 def pick_device(num_gpus: float) -> str:
+    """This actor's device, decided inside it from what Ray gave it (never on the driver)."""
+    if num_gpus > 0 and not torch.cuda.is_available():
+        warnings.warn(f"rollout.num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
+                      stacklevel=2)
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
@@ -56,13 +61,14 @@ class RolloutWorker:
                 "images": self.images_done, "seconds": self.seconds, "index": self.index}
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> str:
-        """Install published weights; returns their checksum (compared with the learner's)."""
+        """Install published weights; returns their checksum (compared with the learner's),
+        computed on this worker's device from the installed weights themselves."""
         self.policy.load_trainable_state(state)
         self.policy_version = version
-        return Policy.state_checksum(self.policy.trainable_state())
+        return self.policy.checksum()
 
     def checksum(self) -> str:
-        return Policy.state_checksum(self.policy.trainable_state())
+        return self.policy.checksum()
 
     @torch.no_grad()
     def probe(self, prompt: str) -> str:
@@ -94,7 +100,9 @@ class RolloutWorker:
         their checksum, like `load_weights`."""
         if self.weight_group is None:
             raise RuntimeError("receive_weights before join_weight_group: the cluster must build the group first")
-        return self.load_weights(self.weight_group.receive(plan), version)
+        self.weight_group.receive(plan, into=self.policy.trainable_tensors())  # bucket by bucket, in place
+        self.policy_version = version
+        return self.policy.checksum()
 
     def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool = False):
         """Roll out whole groups [(group id, prompt)]. Returns (images uint8 [B, H, W, 3],

@@ -126,12 +126,13 @@ def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> F
     )
 
 
-def load(path: str, options: ModelConfig, dtype=torch.float32) -> FluxPolicy:
+def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cpu") -> FluxPolicy:
     """FLUX.1 from a FluxPipeline directory or hub id (module docstring)."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+    transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
+                                                                device_map=str(device))  # no float32 copy, straight to `device`
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="lora")
     text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))
     # FluxPipeline's default size: 128 latent cells of the 8× VAE = 1024 px

@@ -98,7 +98,7 @@ class SD3Policy(Policy):
             hidden_states=x.to(self.dtype),
             encoder_hidden_states=embeds.to(self.dtype),
             pooled_projections=pooled.to(self.dtype),
-            timestep=(sigma * 1000).to(self.dtype),
+            timestep=sigma * 1000,  # float32, as StableDiffusion3Pipeline passes it (bf16 would round 970.9 to 968)
             return_dict=False,
         )[0].float()
         if not self.cfg:
@@ -130,12 +130,13 @@ def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> S
     )
 
 
-def load(path: str, options: ModelConfig, dtype=torch.float32) -> SD3Policy:
+def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cpu") -> SD3Policy:
     """SD3 / SD3.5 from a StableDiffusion3Pipeline directory or hub id (module docstring)."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
 
-    transformer = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+    transformer = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
+                                                                device_map=str(device))  # no float32 copy, straight to `device`
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="lora")
     text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))
     # StableDiffusion3Pipeline's default size: transformer sample_size latent cells

@@ -119,7 +119,7 @@ def load_text_encoder(path: str, options: ModelConfig, dtype=torch.float32) -> T
     return TinyTextEncoder(model, AutoTokenizer.from_pretrained(root / "tokenizer"))
 
 
-def load(path: str, options: ModelConfig, dtype=torch.float32) -> TinyPolicy:
+def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cpu") -> TinyPolicy:
     """The tiny model written by rollout.tiny.model.save (raygrpo_model.json kind 'tiny')."""
     from diffusers import FluxTransformer2DModel
 
@@ -130,7 +130,7 @@ def load(path: str, options: ModelConfig, dtype=torch.float32) -> TinyPolicy:
         shape = f"{size[0]}×{size[1]}" if isinstance(size, list) else f"{size}²"
         raise ValueError(f"model.resolution {options.resolution}: the tiny model makes {shape} "
                          "images only; leave model.resolution unset")
-    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer").to(dtype)
+    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="full")
     text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
     return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

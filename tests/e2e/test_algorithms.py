@@ -51,7 +51,7 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
         assert (rc["sde_kind"], rc["noise_level"], lc["timestep_fraction"]) == ("dance", 0.3, 0.6)
         assert plan["sde"] == [True] * 12 and plan["trainable_steps"] == list(range(11))
         assert plan["chunks"] == {"mode": "step", "sizes": None, "size": None, "stop_size": 5, "weighting": "uniform",
-                                  "fraction": 0.6}
+                                  "fraction": 0.6, "layout": [1] * 11}  # every trainable step its own chunk
         assert plan["update"] == {"minibatches": 3, "order": "in_order"}
         check_learner(rows, 3)
     elif algorithm == "chunk_grpo":  # flow SDE a 0.7, GCPO's [2,3,4,7] scaled to steps 0..10, half of them, 2 shuffled steps

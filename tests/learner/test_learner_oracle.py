@@ -1,6 +1,7 @@
 """The DeepSpeed learner against the readable version: the optimizer steps of LearnerWorker
-(ZeRO-2, several backward passes per step, several steps per batch) equal plain torch: for
-each minibatch one backward of `clipped_objective` over its samples and one AdamW step."""
+(ZeRO-2, ZeRO-3 and ZeRO-3 with optimizer offload; several backward passes per step, several
+steps per batch) equal plain torch: for each minibatch one backward of `clipped_objective` over
+its samples and one AdamW step."""
 
 import functools
 import os
@@ -100,15 +101,19 @@ def test_learner_steps_equal_plain_torch_over_several_passes_and_minibatches(bat
         torch.testing.assert_close(mine[name].detach(), p.detach(), atol=2e-5, rtol=0, msg=name)
 
 
-def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray):
-    """ZeRO-2 over 2 Ray actors, 5 samples in minibatches [0, 1, 2] and [3]: in the second, rank 0's
-    shard is empty and it runs zero-weight passes on the minibatch's first sample, so both ranks
-    reduce the same number of times; the update is still the plain one."""
+@pytest.mark.parametrize("zero_stage, offload", [(2, False), (3, False), (3, True)], ids=["zero2", "zero3", "zero3-offload"])
+def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray, zero_stage, offload):
+    """ZeRO-2 / ZeRO-3 over 2 Ray actors, 5 samples in minibatches [0, 1, 2] and [3]: in the second,
+    rank 0's shard is empty and it runs zero-weight passes on the minibatch's first sample, so both
+    ranks reduce the same number of times; the update is still the plain one. Under ZeRO-3 each
+    rank holds half of every parameter: publish gathers them bucket by bucket; with
+    offload_optimizer the AdamW step runs on the host copies (ZeRO-Offload)."""
     import ray
 
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"), device="cpu")
-    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1)
+    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1,
+                        zero_stage=zero_stage, offload_optimizer=offload)
     reference = factory()
     traj = chunk_batch(reference)
     adv = torch.tensor([1.0, -0.5, 0.3, 1.0, -1.0])
@@ -123,9 +128,17 @@ def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray):
         stats = ray.get([a.update.remote([ref], [5], samples, adv.tolist(), minibatches) for a in ranks],
                         timeout=300)  # unequal backward counts would leave one rank waiting here
         (state, _), _ = ray.get([a.publish.remote() for a in ranks])
+        held = ray.get([a.__ray_call__.remote(_held_elements) for a in ranks])  # (held here, full model)
+        offloaded = ray.get([a.__ray_call__.remote(lambda w: bool(w.engine.zero_offload_optimizer())) for a in ranks])
     finally:
         for a in ranks:
             ray.kill(a)
+    total = sum(p.numel() for p in reference.transformer.parameters())
+    assert offloaded == [offload] * 2
+    if zero_stage == 3:  # each rank keeps about half of every parameter (partitions padded to equal size)
+        assert all(full == total and 0.45 * total < mine < 0.55 * total for mine, full in held)
+    else:
+        assert held == [(total, total)] * 2
     expected, norms = plain_steps(reference, traj, adv, cfg, minibatches)
     from orchestrator.cluster import merge_rank_stats
 
@@ -136,3 +149,10 @@ def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray):
     assert merged["grad_norm"] == pytest.approx(max(norms), rel=1e-4) and merged["nonfinite"] == 0
     for name, p in reference.transformer.named_parameters():
         torch.testing.assert_close(state[name], p.detach(), atol=2e-5, rtol=0, msg=name)
+
+
+def _held_elements(worker) -> tuple[int, int]:
+    """(parameter elements this rank holds, elements of the full model); ZeRO-3 keeps a partition."""
+    params = list(worker.engine.module.parameters())
+    held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    return held, sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)

@@ -118,3 +118,20 @@ def test_scoring_never_imports_torchvision(reward_models, monkeypatch):
     for kind in ("hpsv3", "clip", "imagereward"):
         scorer(reward_models, kind).score(images(1), PROMPTS[:1])
     assert not [m for m in sys.modules if m.split(".")[0] == "torchvision"]
+
+
+def test_hpsv3_embedding_rows_come_from_the_checkpoint(reward_models, tmp_path):
+    """A checkpoint whose embedding table (and lm_head) is longer than the tokenizer, padded with
+    rows no token reaches, loads and scores exactly as the unpadded one: the table is sized from
+    the checkpoint's rows. (Sized from the tokenizer it failed: a shape mismatch on copy.)"""
+    from safetensors.torch import load_file, save_file
+
+    path, base = reward_models["hpsv3"]
+    state = load_file(f"{path}/HPSv3.safetensors")
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):  # the official (4.45) names
+        state[key] = torch.cat([state[key], torch.randn(7, state[key].shape[1])])
+    save_file(state, str(tmp_path / "HPSv3.safetensors"))
+    s = build_scorer(ScorerConfig(name="hpsv3", kind="hpsv3", path=str(tmp_path), base=base))
+    rows = s.model.vlm.model.language_model.embed_tokens.weight.shape[0]
+    assert rows == len(s.processor.tokenizer) + 7 and s.model.vlm.lm_head.weight.shape[0] == rows
+    np.testing.assert_array_equal(s.score(images(2), PROMPTS[:2]), scorer(reward_models, "hpsv3").score(images(2), PROMPTS[:2]))
