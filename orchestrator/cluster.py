@@ -62,7 +62,8 @@ class Cluster:
         self.reward_workers = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
         self.learners, self.pg = self._learner_group()
         weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(workers[0].checksum.remote()))
-        self.pool = RolloutPool(self._rollout_actor, workers, weights, plan, cfg.rollout.group_size)
+        self.pool = RolloutPool(self._rollout_actor, workers, weights, plan, cfg.rollout.group_size,
+                                cfg.rollout.units_per_worker)
         self.control = self._control_actor(run_dir) if run_dir is not None else None
         self.recovered = 0  # reward workers replaced since the last `health()`
 

@@ -22,9 +22,11 @@ WORKER_DIED = (RayActorError,)  # the actor's process is gone (killed, OOM, node
 MAX_RETRIES = 3  # re-runs of one task before the run gives up: a worker that dies every time is a bug
 
 
-def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef]) -> dict:
+def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef],
+           then: Callable[[Hashable, object], dict[Hashable, ray.ObjectRef]] | None = None) -> dict:
     """Results of `tasks` by key. A task whose actor died is submitted again by `retry(key,
-    error)` (which replaces the actor) as soon as the death is seen, and awaited in turn."""
+    error)` (which replaces the actor) as soon as the death is seen, and awaited in turn.
+    `then(key, result)`, called as each task finishes, may return new tasks to await too."""
     pending = {ref: key for key, ref in tasks.items()}
     tries = {key: 0 for key in tasks}
     out = {}
@@ -38,6 +40,9 @@ def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exce
             if tries[key] > MAX_RETRIES:
                 raise RuntimeError(f"task {key!r} lost its worker {tries[key]} times; last error: {err}") from err
             pending[retry(key, err)] = key
+            continue
+        for new_key, new_ref in (then(key, out[key]) if then else {}).items():
+            pending[new_ref], tries[new_key] = new_key, 0
     return out
 
 
