@@ -8,12 +8,20 @@ from pathlib import Path
 MIB = 2**20
 
 
+def rollout_tail(r: dict) -> float:
+    """The slow worker's cost seen in the rollout phase alone (less exposed to the machine's
+    noise in the other phases): extra rollout-phase time ÷ the even step."""
+    e, s = r["even"], r["one_slow"]
+    return (s["phases_s"]["rollout"] - e["phases_s"]["rollout"]) / e["wall_s"]
+
+
 def _row(n, r) -> str:
     e, s = r["even"], r["one_slow"]
     return (f"| {n} | {e['wall_s']:.3f} | {e['overhead_s'] * 1e3:.0f} | {e['driver_cpu_s'] * 1e3:.0f} | "
             f"{e['rollout_to_update_s'] * 1e3:.0f} ({e['rollout_to_update_minus_scoring_s'] * 1e3:.0f}) | "
             f"{e['sync_s'] * 1e3:.0f} ({e['sync_overhead_s'] * 1e3:.0f}) | {e['bytes_put'] / MIB:.0f} | "
-            f"{e['bytes_read'] / MIB:.0f} | {e['store_peak_bytes'] / MIB:.0f} | {s['wall_s']:.3f} | {r['tail_cost']:+.1%} |")
+            f"{e['bytes_read'] / MIB:.0f} | {e['store_peak_bytes'] / MIB:.0f} | {s['wall_s']:.3f} | {r['tail_cost']:+.1%} "
+            f"({rollout_tail(r):+.1%}) |")
 
 
 def tables(result: dict) -> list[str]:
@@ -28,7 +36,8 @@ def tables(result: dict) -> list[str]:
              f"{mem['actor_pss_mib_median']:.0f} MiB PSS.",
              "",
              "| N | step (s) | driver overhead (ms) | driver CPU (ms) | last rollout → update (ms) (minus scoring) | "
-             "sync (ms) (minus waits) | MiB put | MiB read | store peak (MiB) | step, 1 worker 2× slow (s) | tail cost |",
+             "sync (ms) (minus waits) | MiB put | MiB read | store peak (MiB) | step, 1 worker 2× slow (s) | "
+             "tail cost (rollout phase only) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(n, r) for n, r in result["sweep"].items()]
     for key, label in (("fit_overhead_s", "driver overhead (wall)"), ("fit_driver_cpu_s", "driver CPU")):
@@ -49,12 +58,19 @@ def tables(result: dict) -> list[str]:
         st = result["steal"]
         lines += ["", f"Work stealing: {st['groups_per_worker']} groups per worker, static split (1 unit per worker) "
                   f"vs {st['units_per_worker']} units per worker.", "",
-                  "| N | step static (s) | 1 slow, static (s) | tail static | step stealing (s) | 1 slow, stealing (s) "
-                  "| tail stealing |", "|---|---|---|---|---|---|---|"]
+                  "| N | step static (s) | 1 slow, static (s) | tail static (rollout phase) | step stealing (s) | "
+                  "1 slow, stealing (s) | tail stealing (rollout phase) |", "|---|---|---|---|---|---|---|"]
         for n in st["static"]:
             a, b = st["static"][n], st["stealing"][n]
-            lines.append(f"| {n} | {a['even']['wall_s']:.3f} | {a['one_slow']['wall_s']:.3f} | {a['tail_cost']:+.1%} | "
-                         f"{b['even']['wall_s']:.3f} | {b['one_slow']['wall_s']:.3f} | {b['tail_cost']:+.1%} |")
+            lines.append(f"| {n} | {a['even']['wall_s']:.3f} | {a['one_slow']['wall_s']:.3f} | {a['tail_cost']:+.1%} "
+                         f"({rollout_tail(a):+.1%}) | {b['even']['wall_s']:.3f} | {b['one_slow']['wall_s']:.3f} | "
+                         f"{b['tail_cost']:+.1%} ({rollout_tail(b):+.1%}) |")
+    if result.get("driver_profile"):
+        prof = result["driver_profile"]
+        lines += ["", f"Driver profile at N = {prof['workers']} (cProfile, {prof['iterations']} iterations, own time "
+                  "per iteration):", "", "| function | ms / iteration | calls / iteration |", "|---|---|---|"]
+        lines += [f"| `{f['function']}` | {f['tottime_s_per_iteration'] * 1e3:.1f} | {f['calls_per_iteration']:.0f} |"
+                  for f in prof["top"]]
     return lines
 
 
@@ -82,16 +98,16 @@ def plot(result: dict, path: Path) -> None:
     a.plot(ns, [e["sync_s"] * 1e3 for e in even], "^-", label="sync phase")
     a.set(xlabel="rollout workers N", ylabel="ms", title="hand-offs")
     a = ax[1, 1]
-    a.plot(ns, [result["sweep"][n]["tail_cost"] * 100 for n in result["sweep"]], "o-", label="1 unit per worker")
+    a.plot(ns, [rollout_tail(result["sweep"][n]) * 100 for n in result["sweep"]], "o-", label="1 group per worker")
     if "steal" in result:
         st = result["steal"]
         sn = [int(n) for n in st["static"]]
-        a.plot(sn, [st["static"][n]["tail_cost"] * 100 for n in st["static"]], "s--",
+        a.plot(sn, [rollout_tail(st["static"][n]) * 100 for n in st["static"]], "s--",
                label=f"{st['groups_per_worker']} groups/worker, static")
-        a.plot(sn, [st["stealing"][n]["tail_cost"] * 100 for n in st["stealing"]], "^-",
+        a.plot(sn, [rollout_tail(st["stealing"][n]) * 100 for n in st["stealing"]], "^-",
                label=f"{st['groups_per_worker']} groups/worker, {st['units_per_worker']} units (stealing)")
     a.axhline(10, color="grey", lw=0.8)
-    a.set(xlabel="rollout workers N", ylabel="% longer step", title="tail: one worker 2× slower")
+    a.set(xlabel="rollout workers N", ylabel="% of the even step", title="tail: one worker 2× slower (rollout phase)")
     for a in ax.flat:
         a.set_xscale("log", base=2)
         a.legend(fontsize=8)
@@ -104,6 +120,7 @@ def plot(result: dict, path: Path) -> None:
 
 def write_report(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    result.setdefault("setup", {"command": result["command"], "machine": result["machine"]["machine"]})  # readme_tables
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = tables(result)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -74,7 +74,21 @@ def overrides(n: int, groups_per_worker: int, group_size: int, iterations: int, 
             "orchestrator.dashboard=false", "orchestrator.eval_before_after=false", "learner.world_size=1"]
 
 
-def run_once(n: int, spec: SimSpec, args, units: int = 1) -> dict:
+def profiled(fn, iterations: int, top: int = 15) -> tuple[object, list[dict]]:
+    """Run fn() under cProfile on the driver's CPU clock (waits cost nothing): the functions
+    with the most own CPU time, per iteration (actor start-up included)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile(time.process_time)
+    out = prof.runcall(fn)
+    stats = pstats.Stats(prof).stats
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return out, [{"function": f"{Path(f).name}:{line}({name})", "tottime_s_per_iteration": v[2] / iterations,
+                  "calls_per_iteration": v[1] / iterations} for (f, line, name), v in rows]
+
+
+def run_once(n: int, spec: SimSpec, args, units: int = 1, profile: list | None = None) -> dict:
     from orchestrator.config import load_config
     from orchestrator.loop import train
 
@@ -82,7 +96,12 @@ def run_once(n: int, spec: SimSpec, args, units: int = 1) -> dict:
                       overrides(n, args.groups_per_worker, args.group_size, args.iterations, units))
     record: dict = {}
     with tempfile.TemporaryDirectory(prefix="sim_scale_") as tmp, StoreSampler() as store:
-        train(cfg, Path(tmp) / "run", cluster_cls=functools.partial(SimCluster, spec=spec, record=record))
+        run = functools.partial(train, cfg, Path(tmp) / "run", cluster_cls=functools.partial(SimCluster, spec=spec,
+                                                                                             record=record))
+        if profile is None:
+            run()
+        else:
+            profile += profiled(run, args.iterations)[1]
         rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     return iteration_stats(record, rows, store.samples, args.warmup)
 
@@ -240,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--store-gib", type=float, default=2.0, help="object store size (Ray spills to disk beyond it)")
     p.add_argument("--quick", action="store_true", help="4 workers, 4 iterations, short waits: < 2 min (CI)")
     p.add_argument("--out", default=str(RESULTS / "sim_scale"), help="output path without suffix")
+    p.add_argument("--profile", action="store_true", help="also profile the driver (cProfile, CPU clock) at the largest N")
     args = p.parse_args(argv)
     if args.quick:
         args.workers, args.iterations, args.iteration_s = [4], 4, 0.5
@@ -254,6 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
         memory = actor_memory()
         result = {"spec": asdict(spec), "actor_memory": memory, "serialization": serialization_check(spec),
                   "sweep": sweep(args.workers, spec, args)}
+        if args.profile:
+            top: list = []
+            run_once(max(args.workers), spec, args, profile=top)
+            result["driver_profile"] = {"workers": max(args.workers), "iterations": args.iterations, "top": top}
         if args.steal:
             steal_spec = calibrated_spec(args.iteration_s, args.steal_groups)
             sargs = argparse.Namespace(**{**vars(args), "groups_per_worker": args.steal_groups})
