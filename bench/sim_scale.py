@@ -1,6 +1,6 @@
 """The orchestration at 1…64+ rollout workers, by simulation (issue 17).
 
-    python bench/sim_scale.py [--workers 1 2 4 8 16 32 64] [--iterations 6] [--quick]
+    python bench/sim_scale.py [--workers 1 2 4 8 16 32 64] [--iterations 6] [--steal K] [--profile] [--quick]
 
 The real driver runs: `orchestrator.loop.train` with its Run, RolloutPipeline, RolloutPool,
 score / advantages / update / sync and logging, on a `SimCluster` — the real `Cluster` whose
@@ -23,7 +23,8 @@ then fits the overhead with O(N) and O(N log N) and extrapolates where it reache
 300 s FLUX iteration. Calibration: the waits keep the phase shares measured on the tiny model
 (bench/results/overhead.json: rollout busy vs learner busy vs score), scaled to
 `--iteration-s`. With `--steal` a second sweep runs `--groups-per-worker` groups per worker in
-`rollout.units_per_worker` units (work stealing, orchestrator/pool.py) against the static split.
+`rollout.units_per_worker` units (work stealing, orchestrator/pool.py) against the static split;
+with `--profile` the driver runs once more at the largest N under cProfile (CPU clock).
 Writes bench/results/sim_scale.json, .md and .png.
 """
 
