@@ -79,7 +79,8 @@ class Cluster:
             addr, port = ray.get(self.learners[0].rendezvous.remote())
             ray.get([a.setup.remote(addr, port) for a in self.learners])
             weights = WeightSync(cfg, self.learners, initial_checksum=ray.get(self.starting[0].checksum.remote()))
-            self.pool = RolloutPool(self._rollout_actor, self.starting, weights, plan, cfg.rollout.group_size)
+            self.pool = RolloutPool(self._rollout_actor, self.starting, weights, plan, cfg.rollout.group_size,
+                                    cfg.rollout.units_per_worker)
             self.control = self._control_actor(run_dir) if run_dir is not None else None
         except BaseException:
             self.shutdown()

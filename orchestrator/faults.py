@@ -24,10 +24,12 @@ MAX_RETRIES = 3  # re-runs of one task before the run gives up: a worker that di
 
 
 def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef],
-           failed: Callable[[Hashable, Exception], Exception] | None = None) -> dict:
+           failed: Callable[[Hashable, Exception], Exception] | None = None,
+           then: Callable[[Hashable, object], dict[Hashable, ray.ObjectRef]] | None = None) -> dict:
     """Results of `tasks` by key. A task whose actor died is submitted again by `retry(key,
     error)` (which replaces the actor) as soon as the death is seen, and awaited in turn. A task
-    that raised re-raises, as `failed(key, error)` when given (an error worded for the user)."""
+    that raised re-raises, as `failed(key, error)` when given (an error worded for the user).
+    `then(key, result)`, called as each task finishes, may return new tasks to await too."""
     pending = {ref: key for key, ref in tasks.items()}
     tries = {key: 0 for key in tasks}
     out = {}
@@ -45,6 +47,9 @@ def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exce
             if tries[key] > MAX_RETRIES:
                 raise RuntimeError(f"task {key!r} lost its worker {tries[key]} times; last error: {err}") from err
             pending[retry(key, err)] = key
+            continue
+        for new_key, new_ref in (then(key, out[key]) if then else {}).items():
+            pending[new_ref], tries[new_key] = new_key, 0
     return out
 
 

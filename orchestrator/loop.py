@@ -69,6 +69,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
                     run.checkpoint(cluster, iteration, checksum)
             if verdict.stop:
                 break
+            del batches  # the iteration's images and trajectories leave the object store now, not during
+            # the next rollout (which would hold two iterations' payloads at once: bench/sim_scale.py)
             cluster.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(cluster.workers())
         after = evaluate(cfg, cluster, run, "after") if before is not None else None

@@ -147,15 +147,19 @@ def truncate_metrics(run_dir: Path, first_iteration: int) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict, indent: int | None = 2) -> None:
+    """`indent=None`: compact, through json's C encoder (indenting falls back to the pure-Python
+    one, ~5x slower: it mattered for status.json, rewritten at every phase)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=indent) + "\n")
     os.replace(tmp, path)
 
 
 class Status:
-    """The live status.json: state, iteration, phase, workers; rewritten atomically."""
+    """The live status.json: state, iteration, phase, workers; rewritten atomically at every phase,
+    compact: with 64 rollout workers in the table an indented write took 3.1 ms of driver CPU and
+    a compact one 0.55 ms (2 loaded cores), ~10 writes an iteration (bench/sim_scale.py --profile)."""
 
     def __init__(self, run_dir: Path, iterations: int):
         self.path = Path(run_dir) / "status.json"
@@ -164,4 +168,4 @@ class Status:
 
     def update(self, **fields) -> None:
         self.data.update(fields, updated=time.time())
-        write_json_atomic(self.path, self.data)
+        write_json_atomic(self.path, self.data, indent=None)

@@ -15,6 +15,15 @@ planned group once.
 What the driver then counts and scores follows what each worker *reported* it rolled out
 (`apply_report`), not the plan: a group a worker lost or returned twice shows in
 `groups_completed` (orchestrator/guards.py), and a copy is never trained twice.
+
+Work units (`rollout.units_per_worker` K): the groups are cut into K·R contiguous units (one
+batch each) for R workers. Each idle worker gets one unit; the rest wait in `queue` and are
+dealt, oldest launch first, to whichever worker finishes a unit — while the driver waits in
+`collect` — so a slow worker runs fewer units and the fast ones take the rest (work
+stealing). A sample's noise derives from (run seed, iteration, group id), never from the
+worker, so which worker runs a unit changes no sample: K > 1 adds no bias. Units are dealt
+only inside `collect`: in async mode a worker that finishes its unit during the update waits
+for the next `collect` (K = 1 keeps the previous overlap exactly).
 """
 
 from __future__ import annotations
@@ -70,13 +79,15 @@ def split_groups(groups: list, parts: int) -> list[list]:
 
 class RolloutPool:
     def __init__(self, make_worker: Callable[[int], Any], workers: list, weights: WeightSync, plan: RolloutPlan,
-                 group_size: int):
+                 group_size: int, units_per_worker: int = 1):
         self.make_worker = make_worker  # index -> a new rollout actor (orchestrator/cluster.py)
         self.workers = list(workers)
         self.weights = weights
         self.plan = plan
         self.group_size = group_size
-        self.in_flight: list[RolloutBatch] = []
+        self.units_per_worker = units_per_worker
+        self.in_flight: list[RolloutBatch] = []  # launched and not yet collected: running or queued
+        self.queue: list[RolloutBatch] = []  # launched units no worker has been given yet
         self.replacements: dict = {}  # dead actor -> the actor that took its place
         self.recovered = 0
         self.restarts = [0] * len(self.workers)  # replacements per slot, for the worker table
@@ -86,19 +97,32 @@ class RolloutPool:
 
     # -- rollouts ----------------------------------------------------------------------------------
     def launch(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[RolloutBatch]:
+        """Cut `groups` into units, give each idle worker one, queue the rest (module docstring)."""
         g = self.group_size
         members = self.plan.members_per_group(g)  # G, or G per branch (E-GRPO)
-        batches = []
-        for i, (worker, part) in enumerate(zip(self.workers, split_groups(groups, len(self.workers)))):
-            if part:
-                b = RolloutBatch(None, None, [p for _, p in part for _ in range(members)],
-                                 [gid for gid, _ in part for _ in range(members)],
-                                 columns=[self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)],
-                                 groups=part, iteration=iteration, preview=preview and i == 0, version=self.weights.version)
-                self._submit(b, worker)
-                batches.append(b)
+        units = [u for u in split_groups(groups, len(self.workers) * self.units_per_worker) if u]
+        batches = [RolloutBatch(None, None, [p for _, p in part for _ in range(members)],
+                                [gid for gid, _ in part for _ in range(members)],
+                                columns=[self.plan.column_label(gid, m, g) for gid, _ in part for m in range(members)],
+                                groups=part, iteration=iteration, preview=preview and i == 0, version=self.weights.version)
+                   for i, part in enumerate(units)]
         self.in_flight += batches
+        self.queue += batches
+        self._deal()
         return batches
+
+    def _deal(self) -> list[RolloutBatch]:
+        """Queued units to the workers that have none running, in launch order; returns them."""
+        busy = {id(b.worker) for b in self.in_flight if b.info_ref is not None}
+        dealt = []
+        for worker in self.workers:
+            if not self.queue:
+                break
+            if id(worker) not in busy:
+                b = self.queue.pop(0)
+                self._submit(b, worker)
+                dealt.append(b)
+        return dealt
 
     def _submit(self, b: RolloutBatch, worker) -> ray.ObjectRef:
         b.worker = worker
@@ -106,12 +130,24 @@ class RolloutPool:
         return b.info_ref
 
     def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
-        """Wait for `batches`; a batch whose worker died is re-run (see module docstring). Each
-        batch then describes what its worker reported (`apply_report`); all ran on the planned weights."""
-        todo = {i: b.info_ref for i, b in enumerate(batches) if b.info_ref is not None}
-        for i, info in gather(todo, lambda i, err: self._rerun(batches[i])).items():
-            apply_report(batches[i], info, self.plan, self.group_size).info_ref = None
-        self.in_flight = [b for b in self.in_flight if b.info_ref is not None]
+        """Wait for `batches`, dealing queued units as workers free up; a batch whose worker
+        died is re-run (see module docstring). Each batch then describes what its worker
+        reported (`apply_report`); all ran on the planned weights."""
+        ids = {id(b) for b in batches}
+        last = max((i for i, b in enumerate(self.in_flight) if id(b) in ids), default=-1)
+        # older launches' units too (launch order): they hold the workers this wait deals to
+        waiting = self.in_flight[:last + 1]
+        index = {id(b): i for i, b in enumerate(waiting)}
+
+        def done(i, info):  # unit i finished: its worker is free for the next queued unit
+            apply_report(waiting[i], info, self.plan, self.group_size).info_ref = None
+            return {index[id(b)]: b.info_ref for b in self._deal() if id(b) in index}
+
+        self._deal()
+        todo = {i: b.info_ref for i, b in enumerate(waiting) if b.info_ref is not None}
+        gather(todo, lambda i, err: self._rerun(waiting[i]), then=done)
+        queued = {id(b) for b in self.queue}
+        self.in_flight = [b for b in self.in_flight if b.info_ref is not None or id(b) in queued]
         stale = [b.info["policy_version"] for b in batches if b.info["policy_version"] != b.version]
         if stale:
             raise RuntimeError(f"rollouts ran on weights {stale}, launched on v{batches[0].version}")

@@ -73,6 +73,10 @@ class RolloutConfig(Section):
     num_gpus: float = Field(0, ge=0, description="GPUs per rollout worker (1 on GPU clusters)")
     num_cpus: float = Field(0, ge=0, description="Ray CPU resource per rollout worker (0 lets the CPU demo pack actors)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rollout worker")
+    units_per_worker: int = Field(1, ge=1, description="work units (whole groups each) per worker and iteration; > 1: "
+                                  "units go to whichever worker frees up first, so a slow worker runs fewer (work "
+                                  "stealing; no bias: samples do not depend on the worker). Each unit needs a group: "
+                                  "prompts_per_iter >= num_workers · units_per_worker uses them all")
     weight_sync: Literal["auto", "object_store", "broadcast"] = Field(
         "auto", description="how weights reach the workers: 'object_store' (one ray.put per version), 'broadcast' "
         "(a collective group with learner rank 0: NCCL on GPUs, gloo on CPU); 'auto': broadcast when rollout and learner have GPUs")

@@ -71,7 +71,7 @@ def test_async_ray_loop_matches_the_single_process_loop(async_reference, tmp_pat
 
 class KillingCluster(Cluster):
     """Kills rollout worker 0's process (SIGKILL) right after the first two launches are
-    submitted (iteration 0's batch running on it, iteration 1's queued behind), and the
+    submitted (iteration 0's batch running on it, iteration 1's waiting in the pool's queue), and the
     preference reward worker (ray.kill) as iteration 1 is about to be scored."""
 
     def __init__(self, *args, **kwargs):
@@ -109,6 +109,23 @@ def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async
     # the worker table counts the real replacements: rollout slot 0 and the preference scorer, once each
     restarts = {(w["role"], w["index"]): w["restarts"] for w in status["workers"]}
     assert restarts == {("rollout", 0): 1, ("rollout", 1): 0, ("reward", 0): 1, ("reward", 1): 0, ("learner", 0): 0}
+
+
+def test_work_units_change_no_sample(local_ray, tmp_path):
+    """rollout.units_per_worker 2: 4 groups in 4 units over 2 workers, each unit dealt to the first
+    free worker. Noise derives from (seed, iteration, group), not the worker, so the samples,
+    rewards and losses are the single-process loop's: the units add no bias."""
+    from orchestrator.local import LocalCluster
+
+    cfg = small_config(rollout__num_workers=2, rollout__units_per_worker=2, orchestrator__prompts_per_iter=4)
+    train(cfg, tmp_path / "ray")
+    train(cfg, tmp_path / "local", cluster_cls=LocalCluster)
+    rows, local = read_metrics(tmp_path / "ray"), read_metrics(tmp_path / "local")
+    assert len(rows) == len(local) == 2
+    assert all(r["groups_planned"] == r["groups_completed"] == 4 for r in rows)
+    for ra, rb in zip(rows, local):
+        for key in ("reward/preference/mean", "reward/alignment/mean", "learner/loss", "learner/ratio_mean_first"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
 class ScalingCluster(Cluster):

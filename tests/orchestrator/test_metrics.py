@@ -32,3 +32,5 @@ def test_status_is_rewritten_atomically(tmp_path):
     data = json.loads((tmp_path / "status.json").read_text())
     assert data["state"] == "running" and data["iteration"] == 1 and data["iterations"] == 3
     assert not list(tmp_path.glob(".*.tmp"))
+    # compact (one line: json's C encoder), since it is rewritten at every phase of every iteration
+    assert (tmp_path / "status.json").read_text().count("\n") == 1
