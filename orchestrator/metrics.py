@@ -52,7 +52,8 @@ def phase_time(phase: str) -> str:
 METRICS: dict[str, str] = {
     ITERATION: "iteration index (0-based) the line describes",
     POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k − staleness)",
-    WEIGHTS_CHECKSUM: "blake2b of the published weights; every rollout worker verified to hold the same",
+    WEIGHTS_CHECKSUM: "checksum of the published weights (exact integer sums per tensor on its device, "
+                      "rollout/weight_sync.py); every rollout worker verified to hold the same",
     ELAPSED: "seconds since the run (or resume) started",
     IMAGES_PER_S: "images generated per second of iteration wall time",
     GROUPS_PLANNED: "prompt groups planned this iteration",

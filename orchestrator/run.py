@@ -180,7 +180,6 @@ class Run:
         wall = sum(timer.seconds.values())
         health = health or {}
         n = sum(len(b.prompts) for b in batches)
-        trained = self.version - 1  # the weights this iteration's update started from
         row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
                M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
                M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,

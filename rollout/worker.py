@@ -23,7 +23,6 @@ from rollout.grid import image_grid
 from rollout.plan import RolloutPlan
 from rollout.policy import DTYPES, Policy, policy_from_config
 from rollout.sampler import generate, group_seeds, noise_from_seeds, sample_ode
-from rollout.trajectory import Trajectory
 from rollout.weight_sync import WeightGroup
 
 __all__ = ["DTYPES", "RolloutWorker", "pick_device"]  # DTYPES moved to rollout.policy; kept importable here

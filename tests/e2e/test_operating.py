@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import ray
-import torch
 
 from orchestrator.__main__ import main
 from orchestrator.cluster import Cluster
