@@ -134,7 +134,7 @@ def heldout_check(cfg: Config, cluster: Cluster, run: Run, monitor: HackingMonit
     with timer("heldout"):
         verdict = monitor.check(iteration, evaluate(cfg, cluster, run, None))
     if verdict.warning:
-        run.warn(verdict.warning)
+        run.warn_hacking(verdict.warning)
     if verdict.stop:
         run.status.update(stopped_early=f"reward hacking suspected at iteration {iteration} (orchestrator.hacking_stop)")
     return verdict

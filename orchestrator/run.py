@@ -208,11 +208,12 @@ class Run:
         self.last = row
         return row
 
-    def warn(self, message: str) -> None:
-        """A warning for the person watching: a CLI line above the progress bar, and
-        status.json `hacking_warning` (the dashboard's banner). It stays until the run ends."""
+    def warn_hacking(self, message: str) -> None:
+        """The reward-hacking monitor's warning: a CLI line above the progress bar, status.json
+        `hacking_warning` (the dashboard's banner, kept until the run ends) and `warnings`."""
         self.bar.write(f"raygrpo: WARNING: {message}")
-        self.status.update(hacking_warning=message)
+        self.warnings.append(message)
+        self.status.update(hacking_warning=message, warnings=self.warnings[-20:])
 
     def write_preview(self, iteration: int, batch, rewards: dict[str, np.ndarray]) -> None:
         """samples/iter_XXXXX.png (the first rollout worker's grid) and, next to it,
