@@ -8,14 +8,15 @@ The string is 3 or 4 characters from ALPHABET (8 digits and 16 lowercase letters
 the glyphs OCR cannot tell apart at this size: 0/o, 1/l/i), so `read == target` is
 decidable from pixels. The renderer draws it on a HEIGHT × WIDTH canvas (32 × 64) in a
 fixed layout of SLOTS character cells: a box of SLOTS monospace advances centred on the
-canvas, the string left-aligned in it (character j in cell j whatever the length), so
-where character j goes depends on j alone (`slot_centre`; the tiny model's text positions
-are built from it, rollout/tiny/model.py). Nuisance variation the prompt does not fix:
+canvas (its left edge on a patch boundary), the string left-aligned in it (character j in
+cell j whatever the length), so where character j goes depends on j alone
+(`slot_centre`; the tiny model's text positions are built from it, rollout/tiny/model.py).
+The font is matplotlib's bundled DejaVu Sans Mono Bold at SIZE px: its advance (12.04 px)
+is 3 of the model's 4-px patches, so every cell holds its glyph at nearly the same phase
+and a 0.6 M-parameter model learns legible glyphs in minutes on 2 cores. (A first version
+also varied the font, size and position: after 1200 steps of pretraining its samples
+were illegible, held-out OCR 0.01.) What the prompt does not fix is the colour:
 
-    font    one of FONTS (matplotlib's bundled DejaVu Sans Mono, regular or bold: a fixed
-            advance per character, so a tiny model can learn where each character goes)
-    size    uniform integer in SIZE (pixels)
-    jitter  offset of the box, uniform in ±JITTER (x, y) pixels, the ink kept inside the canvas
     colour  background per channel × U[0.78, 1.00] of white; text per channel U[0, 0.30]
 
 Split: HELDOUT strings (a seeded sample) are never in train.txt; pretraining and RL read
@@ -41,9 +42,9 @@ HEIGHT, WIDTH = 32, 64
 ALPHABET = "23456789acdehkmnprstuwxy"
 LENGTHS = (3, 4)
 SLOTS = max(LENGTHS)  # character cells of the layout box
-FONTS = ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
-SIZE = (19, 22)  # font size in pixels, inclusive
-JITTER = (2.0, 1.5)  # (x, y) pixels
+FONT = "DejaVuSansMono-Bold.ttf"
+SIZE = 20  # font size in pixels: an advance of 0.602 em = 12.04 px, 3 patches of 4 px
+PATCH = 4  # the tiny model's patch (rollout/tiny/model.py PATCH): the box starts on a patch edge
 BACKGROUND = (0.78, 1.00)
 TEXT = (0.00, 0.30)
 MARGIN = 1  # pixels kept free at the canvas edge
@@ -95,27 +96,27 @@ def _advance(font: ImageFont.FreeTypeFont) -> float:
     return font.getlength(ALPHABET[0])  # monospace: every character's advance
 
 
+def _pen_x() -> int:
+    """x of cell 0's left edge: the box centred, rounded to a patch edge (32 − 24.08 -> 8)."""
+    return PATCH * round((WIDTH / 2 - SLOTS * _advance(_font(FONT, SIZE)) / 2) / PATCH)
+
+
 def slot_centre(j: int) -> tuple[float, float]:
-    """(x, y) in pixels of the centre of character cell j at the mean font size and no
-    jitter (continuous coordinates: pixel i spans [i, i+1)). j < 0 or j >= SLOTS extrapolate."""
-    advance = _advance(_font(FONTS[0], 100)) / 100 * sum(SIZE) / 2  # the advance scales with the size
-    return WIDTH / 2 + (j + 0.5 - SLOTS / 2) * advance, HEIGHT / 2
+    """(x, y) in pixels of the centre of character cell j (continuous coordinates: pixel i
+    spans [i, i+1)). j < 0 or j >= SLOTS extrapolate."""
+    return _pen_x() + (j + 0.5) * _advance(_font(FONT, SIZE)), HEIGHT / 2
 
 
 def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
-    """One render of `text` with fresh nuisance variation: uint8 [HEIGHT, WIDTH, 3]."""
+    """One render of `text` in fresh colours: uint8 [HEIGHT, WIDTH, 3]."""
     background = tuple(int(v) for v in np.round(255 * rng.uniform(*BACKGROUND, size=3)))
     colour = tuple(int(v) for v in np.round(255 * rng.uniform(*TEXT, size=3)))
-    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(SIZE[0], SIZE[1] + 1)))
+    font = _font(FONT, SIZE)
     image = Image.new("RGB", (WIDTH, HEIGHT), background)
     draw = ImageDraw.Draw(image)
     _, top, _, bottom = draw.textbbox((0, 0), ALPHABET, font=font)  # the font's vertical extent, not the string's
-    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
-    x = WIDTH / 2 - SLOTS * _advance(font) / 2 + rng.uniform(-JITTER[0], JITTER[0])  # pen at cell 0
-    y = (HEIGHT - (bottom - top)) / 2 - top + rng.uniform(-JITTER[1], JITTER[1])
-    x = min(max(x, MARGIN - left), WIDTH - MARGIN - right)  # the ink stays inside the canvas
-    y = min(max(y, MARGIN - top), HEIGHT - MARGIN - bottom)
-    draw.text((round(x), round(y)), text, font=font, fill=colour)
+    y = max((HEIGHT - (bottom - top)) / 2 - top, MARGIN - top)
+    draw.text((_pen_x(), round(y)), text, font=font, fill=colour)
     return np.asarray(image)
 
 
