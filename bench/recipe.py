@@ -40,16 +40,18 @@ VARIANTS = {
     "noise0.4": ["rollout.noise_level=0.4"],
     "lr3e-5": ["learner.lr=3e-5"],
     "lora": ["model.finetune=lora", "learner.lr=3e-4"],
+    "lora1e-4": ["model.finetune=lora", "learner.lr=1e-4"],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {"pref0.5": ["reward.scorers=[{name: preference, kind: preference, weight: 0.5}, "
                            "{name: alignment, kind: alignment, weight: 1.0}]"]},
 }
 FIDELITY_KEPT = 0.9
-BUDGET_S = 600
+BUDGET_S = {"text": 600, "shapes": None}  # issue 14: text within 10 min of training; shapes has no time
+# target (README command 1's "a few minutes" is judged on a quiet machine: s per iteration in the .json)
 
 
-def summarise(run_dir: Path, judge: str, goal: float) -> dict:
+def summarise(run_dir: Path, judge: str, goal: float, budget: float | None) -> dict:
     """Base, curve and end of the monitor's held-out evaluations; pass/fail against the targets."""
     base = json.loads((run_dir / "heldout_baseline.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -59,12 +61,12 @@ def summarise(run_dir: Path, judge: str, goal: float) -> dict:
     end = curve[-1]
     gap = (end[judge] - base[judge]) / max(1 - base[judge], 1e-9)
     kept = end["fidelity"] / base["fidelity"]
-    in_budget = [c for c in curve if c["elapsed_s"] <= BUDGET_S]
+    in_budget = [c for c in curve if budget is None or c["elapsed_s"] <= budget]
     best = max(((c[judge] - base[judge]) / max(1 - base[judge], 1e-9) for c in in_budget), default=None)
     return {"base": base, "end": end, "gap_closed": round(gap, 4), "fidelity_kept": round(kept, 4),
             "gap_closed_within_budget": None if best is None else round(best, 4),
             "hacking_flags": sum(c["hacking"] for c in curve),
-            "meets_target": bool(gap >= goal and kept >= FIDELITY_KEPT and end["elapsed_s"] <= BUDGET_S),
+            "meets_target": bool(gap >= goal and kept >= FIDELITY_KEPT and (budget is None or end["elapsed_s"] <= budget)),
             "curve": curve}
 
 
@@ -78,6 +80,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", help="names from VARIANTS / REWARD_MIX (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations, default and kl0.04")
     p.add_argument("--out", help="result stem (default bench/results/recipe_<world>)")
+    p.add_argument("--no-ray", action="store_true", help="`raygrpo train --no-ray`: the same loop in one process "
+                   "(for exploring on an overloaded machine, where Ray's 30 s start-up deadline fails)")
+    p.add_argument("--append", action="store_true", help="keep the rows already in --out (replacing same variant+seed)")
     args = p.parse_args()
     config, judge, goal, extra = WORLDS[args.world]
     variants = {**VARIANTS, **REWARD_MIX.get(args.world, {})}
@@ -86,23 +91,28 @@ def main() -> None:
     out = Path(args.out) if args.out else RESULTS / f"recipe_{args.world}"
     work = RESULTS / "tmp" / f"recipe_{args.world}"
     result = {"runs": []}
+    if args.append and out.with_suffix(".json").exists():
+        previous = json.loads(out.with_suffix(".json").read_text())
+        result = {"runs": previous["runs"], "note": previous.get("setup", {}).get("note")}
     for name in names:
         for seed in args.seeds:
             run_dir = work / f"{name}-seed{seed}"
             start = time.time()
-            run(["raygrpo", "train", "--config", config, "--run-dir", str(run_dir), *extra, *variants[name],
+            run(["raygrpo", "train", *(["--no-ray"] if args.no_ray else []), "--config", config, "--run-dir", str(run_dir), *extra, *variants[name],
                  f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
-                 f"orchestrator.heldout_every={every}", "orchestrator.eval_before_after=false",
+                 f"orchestrator.heldout_every={every}",  # before/after kept: the grids, and "before" is the baseline
                  f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
                  "orchestrator.dashboard=false", f"orchestrator.checkpoint_every={iterations}"])
-            row = {"variant": name, "overrides": variants[name], "seed": seed, "wall_s": round(time.time() - start, 1),
-                   **summarise(run_dir, judge, goal)}
-            result["runs"].append(row)
+            row = {"variant": name, "overrides": variants[name], "seed": seed, "iterations": iterations, "ray": not args.no_ray,
+                   "command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "machine": machine(),
+                   "wall_s": round(time.time() - start, 1),
+                   **summarise(run_dir, judge, goal, BUDGET_S[args.world])}
+            result["runs"] = [r for r in result["runs"] if (r["variant"], r["seed"]) != (name, seed)] + [row]
             print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "base")}), flush=True)
     result["setup"] = {"command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "config": config,
-                       "judge": judge, "goal_gap_closed": goal, "fidelity_kept": FIDELITY_KEPT, "budget_s": BUDGET_S,
+                       "judge": judge, "goal_gap_closed": goal, "fidelity_kept": FIDELITY_KEPT, "budget_s": BUDGET_S[args.world],
                        "iterations": iterations, "heldout_every": every, "eval_samples_per_prompt": args.eval_samples,
-                       "machine": machine()}
+                       "machine": machine(), "note": result.pop("note", None)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result) + "\n")
@@ -112,7 +122,8 @@ def main() -> None:
 def markdown(result: dict) -> str:
     s = result["setup"]
     j = s["judge"]
-    lines = [f"| variant | seed | {j} base → end | gap closed (≤ {s['budget_s']} s) | fidelity base → end (kept) | "
+    budget = "best" if s["budget_s"] is None else f"≤ {s['budget_s']} s"
+    lines = [f"| variant | seed | {j} base → end | gap closed ({budget}) | fidelity base → end (kept) | "
              "hacking flags | end: iteration, s | target met |", "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         b, e = r["base"], r["end"]
@@ -120,9 +131,16 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | {100 * r['gap_closed']:.0f} % ({within}) | "
                      f"{b['fidelity']:.3f} → {e['fidelity']:.3f} ({100 * r['fidelity_kept']:.0f} %) | "
                      f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | {'yes' if r['meets_target'] else 'no'} |")
+    commands = sorted({r["command"] for r in result["runs"] if "command" in r})
+    lines.append("\nCommands (one per row group; each row's own command and machine are in the .json): "
+                 + "; ".join(f"`{c}`" for c in commands) + f". Machine: {s['machine']}.")
+    if s.get("note"):
+        lines.append(f"\n{s['note']}")
     lines.append(f"\nTarget: {j} gap closed ≥ {100 * s['goal_gap_closed']:.0f} % with fidelity ≥ "
-                 f"{100 * s['fidelity_kept']:.0f} % of base, by {s['budget_s']} s of training (elapsed_s counts from the "
-                 "run's start, actor start-up included). Overrides per variant: bench/recipe.py VARIANTS.")
+                 f"{100 * s['fidelity_kept']:.0f} % of base at the run's end"
+                 + ("" if s["budget_s"] is None else f", by {s['budget_s']} s of training")
+                 + " (elapsed_s counts from the run's start, actor start-up included). Overrides per variant: "
+                 "bench/recipe.py VARIANTS.")
     return "\n".join(lines)
 
 
