@@ -44,18 +44,16 @@ class SimCluster(Cluster):
             num_cpus=scorer.num_cpus, runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
         ).remote(self.spec, scorer.name)
 
-    def _learner_group(self):
+    def _learner_group(self) -> None:
+        """Sets self.pg and self.learners, as Cluster's does (its __init__ then sets them up)."""
         lc = self.cfg.learner
         bundle = {"CPU": max(lc.num_cpus, 0.001)}
-        pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
+        self.pg = pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
         ray.get(pg.ready())
-        actors = [ray.remote(SimLearnerWorker).options(
+        self.learners = [ray.remote(SimLearnerWorker).options(
             num_cpus=bundle["CPU"], runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
         ).remote(self.spec, rank, lc.world_size) for rank in range(lc.world_size)]
-        addr, port = ray.get(actors[0].rendezvous.remote())
-        ray.get([a.setup.remote(addr, port) for a in actors])
-        return actors, pg
 
     # -- recording -------------------------------------------------------------------------------
     def launch(self, groups, iteration, preview):

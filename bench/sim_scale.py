@@ -190,7 +190,8 @@ def serialization_check(spec: SimSpec, images: int = 2) -> dict:
     traj = Trajectory(prompts=["p"] * b, group_ids=torch.zeros(b, dtype=torch.long),
                       latents=torch.zeros(b, n + 1, spec.latent_tokens, spec.latent_channels),
                       log_probs=torch.zeros(b, n), sigmas=torch.linspace(1, 0, n + 1),
-                      train_steps=torch.zeros(b, 1, dtype=torch.long), chunk_ids=torch.zeros(b, 1, dtype=torch.long),
+                      train_steps=torch.zeros(b, 1, dtype=torch.long), train_ends=torch.ones(b, 1, dtype=torch.long),
+                      chunk_ids=torch.zeros(b, 1, dtype=torch.long),
                       initial_seeds=torch.zeros(b, dtype=torch.long), noise_seeds=torch.zeros(b, dtype=torch.long),
                       policy_version=0, noise_level=0.7, sde_kind="flow")
     sim = np.zeros((b, n, spec.latent_tokens, spec.latent_channels), dtype=np.uint16)

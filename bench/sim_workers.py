@@ -75,7 +75,7 @@ class _Logged:
 
 
 class SimRolloutWorker(_Logged):
-    """The RolloutWorker calls: rollout, load_weights, checksum, export_weights, info."""
+    """The RolloutWorker calls: rollout, load_weights, checksum, probe, export_weights, info."""
 
     def __init__(self, spec: SimSpec, group_size: int, index: int):
         self.group_size = group_size
@@ -93,6 +93,11 @@ class SimRolloutWorker(_Logged):
                 "images": self.images_done, "seconds": self.seconds, "index": self.index}
 
     def checksum(self) -> str:
+        return self.weights_checksum
+
+    def probe(self, prompt: str) -> str:
+        """The sync guard's probe (orchestrator/guards.py): what the model computes follows the
+        weights it holds, so the digest of its output is the weights' checksum here."""
         return self.weights_checksum
 
     def load_weights(self, state: dict, version: int) -> str:
@@ -157,7 +162,8 @@ class SimLearnerWorker(_Logged):
     def setup(self, master_addr: str, master_port: int) -> dict:
         return {"rank": self.rank, "pid": os.getpid()}
 
-    def update(self, batch_refs: list, batch_sizes: list, samples: list, active: list, advantages: list) -> dict:
+    def update(self, batch_refs: list, batch_sizes: list, samples: list, advantages: list,
+               minibatches: list) -> dict:
         """Fetch this rank's batches (as the real rank does: only those its shard lives in),
         wait, change the weights."""
         start = time.time()
@@ -173,9 +179,11 @@ class SimLearnerWorker(_Logged):
         self.updates += 1
         self.state["w"][self.updates % len(self.state["w"])] += 1.0  # new weights: a new checksum
         self._record("update", start, nbytes)
-        stats = dict.fromkeys(("loss", "clip_fraction", "ratio_mean", "approx_kl", "ratio_mean_first", "kl"), 0.0)
-        return {**stats, "ratio_min": 1.0, "ratio_max": 1.0, "grad_norm": 0.0, "chunks": max(1, len(mine)),
-                "learner_s": time.time() - start, "learner_fetch_s": fetch_s}
+        stats = dict.fromkeys(("loss", "clip_fraction", "ratio_mean", "approx_kl", "kl", "ratio_dev_later"), 0.0)
+        chunks = max(1, len(mine))  # the stats LearnerWorker.update reports (learner/worker.py), neutral values
+        return {**stats, "ratio_mean_first": 1.0, "ratio_min": 1.0, "ratio_max": 1.0, "grad_norm": 0.0,
+                "chunks": chunks, "first_chunks": chunks, "later_chunks": 0, "optimizer_steps": len(minibatches),
+                "nonfinite_loss": 0, "nonfinite_grad": 0, "learner_s": time.time() - start, "learner_fetch_s": fetch_s}
 
     def publish(self):
         start = time.time()
