@@ -55,18 +55,18 @@ def test_nan_reward_stops_the_run_before_the_update(tmp_path):
 def test_nan_loss_stops_the_run_before_sync_and_checkpoint(tmp_path, monkeypatch):
     import learner.worker
 
-    objective, update, second = learner.worker.clipped_objective, learner.worker.LearnerWorker.update, []
+    objective, update, second = learner.worker.chunk_losses, learner.worker.LearnerWorker.update, []
 
-    def overflowing_objective(*args, **kwargs):  # from the second update on, the loss overflows
-        loss, stats = objective(*args, **kwargs)
-        return (loss * float("nan"), stats) if second else (loss, stats)
+    def overflowing_objective(*args, **kwargs):  # from the second update on, the chunk losses overflow
+        losses, *rest = objective(*args, **kwargs)
+        return (losses * float("nan"), *rest) if second else (losses, *rest)
 
     def counted_update(self, *args, **kwargs):
         if self.updates >= 1:
             second.append(True)
         return update(self, *args, **kwargs)
 
-    monkeypatch.setattr(learner.worker, "clipped_objective", overflowing_objective)
+    monkeypatch.setattr(learner.worker, "chunk_losses", overflowing_objective)
     monkeypatch.setattr(learner.worker.LearnerWorker, "update", counted_update)
     with pytest.raises(NonFinite) as err:
         train(small_config(orchestrator__checkpoint_every=1), tmp_path / "run", cluster_cls=LocalCluster)
