@@ -114,7 +114,8 @@ def test_a_used_run_dir_is_refused_without_resume(finished, tmp_path, monkeypatc
     # the CLI, with the run's own config and one change: refused before Ray, the change listed
     assert main(["train", "--config", str(finished / "config.yaml"), "--run-dir", str(finished), "--resume",
                  "learner.clip_range=0.001"]) == 2
-    assert "learner.clip_range: 0.0001 (checkpoint) -> 0.001 (now)" in capsys.readouterr().err and started == []
+    # the run's clip_range is chunk_grpo's preset value, 5e-5 (GCPO finetune_hpsv3_chunk.sh:39)
+    assert "learner.clip_range: 5e-05 (checkpoint) -> 0.001 (now)" in capsys.readouterr().err and started == []
     # nothing appended, nothing overwritten
     assert {name: (finished / name).read_text() for name in before} == before
     (tmp_path / "runs").mkdir()
