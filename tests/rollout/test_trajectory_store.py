@@ -13,13 +13,14 @@ def trajectory(b=2, n=4, latent=(8, 4)):
     return Trajectory(prompts=[f"p{i}" for i in range(b)], group_ids=torch.arange(b),
                       latents=torch.randn(b, n + 1, *latent, generator=g), log_probs=torch.randn(b, n, generator=g),
                       sigmas=torch.linspace(1, 0, n + 1), train_steps=torch.tensor([[0, 2]] * b),
+                      train_ends=torch.tensor([[1, 3]] * b),
                       chunk_ids=torch.tensor([[0, 1]] * b), initial_seeds=torch.tensor([7] * b),
                       noise_seeds=torch.arange(b) + 100, policy_version=3, noise_level=0.7, sde_kind="flow",
                       shared_inputs=True)
 
 
 def assert_same(a: Trajectory, b: Trajectory):
-    for name in ("group_ids", "latents", "log_probs", "sigmas", "train_steps", "chunk_ids", "initial_seeds",
+    for name in ("group_ids", "latents", "log_probs", "sigmas", "train_steps", "train_ends", "chunk_ids", "initial_seeds",
                  "noise_seeds"):
         x, y = getattr(a, name), getattr(b, name)
         assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and torch.equal(x, y), name
