@@ -107,8 +107,10 @@ cfg = load_config("deploy/configs/tiny.yaml", ["learner.num_gpus=1", "learner.wo
 cluster = Cluster.__new__(Cluster)
 cluster.cfg = cfg
 try:
-    cluster._learner_group()  # sets cluster.learners and cluster.pg
+    cluster._learner_group()  # sets cluster.learners and cluster.pg; Cluster.__init__ then sets them up
     learners = cluster.learners
+    addr, port = ray.get(learners[0].rendezvous.remote())
+    ray.get([a.setup.remote(addr, port) for a in learners])
     state, checksum = ray.get(learners[0].publish.remote())
     print("LEARNER_OK", len(state), checksum)
 finally:
