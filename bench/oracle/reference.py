@@ -1,7 +1,7 @@
 """Oracle step 2 (the side venv: transformers 4.45.2, torch 2.14.1, torchvision 0.29.1, and the
 official `hpsv3` and `image-reward` packages): score the same files with the official code.
 
-    cd /tmp/raygrpo_oracle && HF_HUB_OFFLINE=1 /work/oraclevenv/bin/python .../reference.py --work .
+    cd /tmp/raygrpo_oracle && HF_HUB_OFFLINE=1 ORACLE_VENV/bin/python .../reference.py --work .
 
 Imports nothing of raygrpo. The official loaders read the files as they are: HPSv3 through
 HPSv3RewardInferencer (its YAML with model_name_or_path -> the tiny base, float32 on CPU),

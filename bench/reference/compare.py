@@ -1,6 +1,6 @@
 """Our algorithm functions against the official code of the five references (on demand, not CI).
 
-    python bench/reference/compare.py [--ref /work/ref] [--out bench/results/reference.json]
+    python bench/reference/compare.py [--ref ~/.cache/raygrpo/ref] [--out bench/results/reference.json]
 
 `--ref` holds checkouts of xingzhejun/GCPO@ea6cc4d, shengjun-zhang/VisualGRPO@ae619bf,
 XueZeyue/DanceGRPO@15cc71d, yifan123/flow_grpo@ac4c86e and Tencent-Hunyuan/MixGRPO@e5cdd6a, as
@@ -372,7 +372,7 @@ def decode_checks(ref: Path, results: list) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--ref", default="/work/ref")
+    p.add_argument("--ref", default=str(Path("~/.cache/raygrpo/ref").expanduser()))
     p.add_argument("--out", default=str(ROOT / "bench/results/reference.json"))
     args = p.parse_args()
     ref = Path(args.ref)

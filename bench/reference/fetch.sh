@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Check out the five reference repositories at the commits bench/reference/compare.py and
-# docs/algorithms.md cite, outside the repo: bash bench/reference/fetch.sh [DIR, default /work/ref]
+# docs/algorithms.md cite, outside the repo: bash bench/reference/fetch.sh [DIR, default ~/.cache/raygrpo/ref]
 set -euo pipefail
-DIR=${1:-/work/ref}
+DIR=${1:-$HOME/.cache/raygrpo/ref}
 mkdir -p "$DIR"
 while read -r name url commit; do
   [ -d "$DIR/$name/.git" ] || git clone -q "$url" "$DIR/$name"
