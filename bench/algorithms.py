@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,10 +41,13 @@ def raygrpo(*args: str) -> str:
     return run([sys.executable, "-m", "orchestrator", *args])
 
 
-def evaluate(checkpoint: str, out: Path, config: str) -> dict:
-    """`raygrpo eval` of a checkpoint (or 'base') on the config's held-out prompts: {scorer: mean}."""
+def evaluate(checkpoint: str, out: Path, config: str, reuse: bool = False) -> dict:
+    """`raygrpo eval` of a checkpoint (or 'base') on the config's held-out prompts: {scorer: mean}
+    (with `reuse`, an evaluation already written to `out` is read instead)."""
     from orchestrator.config import load_config
 
+    if reuse and out.exists():
+        return json.loads(out.read_text())
     prompts = load_config(config).orchestrator.eval_prompts
     raygrpo("eval", "--checkpoint", checkpoint, "--prompts", prompts, "--config", config, "--json", str(out))
     return json.loads(out.read_text())
@@ -70,18 +74,25 @@ def one(algorithm: str, seed: int, args, work: Path, extra: list[str]) -> dict:
     iterations = max(1, round(args.images / per_iter))
     every = max(1, round(args.eval_every / per_iter))
     run_dir = work / f"{algorithm}-seed{seed}"
-    start = time.time()
-    raygrpo("train", "--config", args.config, "--run-dir", str(run_dir), f"algorithm={algorithm}", *extra,
-            f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
-            f"orchestrator.checkpoint_every={every}", "orchestrator.eval_before_after=false", "orchestrator.dashboard=false")
-    wall = time.time() - start
+    done = run_dir / "bench_wall_s.json"  # written once the run finished: --reuse keeps it
+    if args.reuse and done.exists():
+        wall = json.loads(done.read_text())
+    else:
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # a run killed part-way starts over
+        start = time.time()
+        raygrpo("train", "--config", args.config, "--run-dir", str(run_dir), f"algorithm={algorithm}", *extra,
+                f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
+                f"orchestrator.checkpoint_every={every}", "orchestrator.eval_before_after=false",
+                "orchestrator.dashboard=false")
+        wall = time.time() - start
+        done.write_text(json.dumps(wall))
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reward_keys = [k for k in rows[0] if k.startswith("reward/") and k.endswith("/mean")]
     seconds = list(itertools.accumulate(sum(r.get(f"time/{p}", 0.0) for p in TRAIN_PHASES) for r in rows))
     curve = [{"images": 0, "train_seconds": 0.0, **args.base}]
     for ckpt in sorted((run_dir / "checkpoints").glob("iter_*")):
         it = int(ckpt.name.split("_")[1])
-        ev = evaluate(str(ckpt), work / f"{algorithm}-seed{seed}-{it}.json", args.config)
+        ev = evaluate(str(ckpt), work / f"{algorithm}-seed{seed}-{it}.json", args.config, args.reuse)
         curve.append({"images": it * per_iter, "train_seconds": seconds[it - 1], **ev})
     train = [{"iteration": r["iteration"], "images": (r["iteration"] + 1) * per_iter, "seconds": t,
               "elapsed_s": r["elapsed_s"], **{k: r[k] for k in reward_keys}, "clip_fraction": r["learner/clip_fraction"],
@@ -138,6 +149,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--algorithms", nargs="+", default=ALGORITHMS, choices=ALGORITHMS)
     p.add_argument("--quick", action="store_true", help="smoke test: one seed, ~2 small iterations per preset")
+    p.add_argument("--reuse", action="store_true", help="keep the finished runs and evaluations already in the "
+                   "work dir (same --images and --eval-every): resume a comparison that was stopped part-way")
     p.add_argument("--out", default=str(RESULTS / "algorithms.json"))
     args = p.parse_args()
     extra = QUICK if args.quick else []
@@ -150,7 +163,7 @@ def main() -> None:
         args.images, args.eval_every = 16, 8
     work = RESULTS / "tmp" / ("algorithms-quick" if args.quick else "algorithms")
     work.mkdir(parents=True, exist_ok=True)
-    args.base = evaluate("base", work / "base.json", args.config)
+    args.base = evaluate("base", work / "base.json", args.config, args.reuse)
     scorers = [k for k in args.base if k != "seconds"]
     runs = []
     for seed in args.seeds:
