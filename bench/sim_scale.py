@@ -187,7 +187,7 @@ def serialization_check(spec: SimSpec, images: int = 2) -> dict:
     from rollout.trajectory import Trajectory
 
     b, n = images, spec.transitions
-    traj = Trajectory(prompts=["p"] * b, group_ids=torch.zeros(b, dtype=torch.long),
+    traj = Trajectory(prompts=["p"] * b, columns=torch.zeros(b, dtype=torch.long),
                       latents=torch.zeros(b, n + 1, spec.latent_tokens, spec.latent_channels),
                       log_probs=torch.zeros(b, n), sigmas=torch.linspace(1, 0, n + 1),
                       train_steps=torch.zeros(b, 1, dtype=torch.long), train_ends=torch.ones(b, 1, dtype=torch.long),

@@ -119,7 +119,7 @@ class SimRolloutWorker(_Logged):
         dtype = {2: np.uint16, 4: np.float32}[s.latent_bytes]  # uint16 holds bf16 bits: same bytes
         trajectory = {"latents": np.empty((b, s.transitions, s.latent_tokens, s.latent_channels), dtype=dtype),
                       "log_probs": np.zeros((b, s.transitions), dtype=np.float32),
-                      "group_ids": np.repeat([g for g, _ in groups], self.group_size), "policy_version": self.policy_version}
+                      "columns": np.repeat([g for g, _ in groups], self.group_size), "policy_version": self.policy_version}
         self.images_done += b
         self._record("rollout", start, images.nbytes + trajectory["latents"].nbytes)
         info = {"worker": self.index, "samples": b, "seconds": time.time() - start,
