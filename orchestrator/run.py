@@ -37,9 +37,9 @@ class PromptSampler:
         out = []
         while len(out) < n:
             order = self._order()
-            take = order[self.position:self.position + n - len(out)]
-            out += [self.prompts[i] for i in take]
-            self.position += len(take)
+            chosen = order[self.position:self.position + n - len(out)]
+            out += [self.prompts[i] for i in chosen]
+            self.position += len(chosen)
             if self.position >= len(order):
                 self.epoch, self.position = self.epoch + 1, 0
         return out
@@ -63,7 +63,7 @@ def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: lis
     guards.first_copies) and its minibatch schedule, seeded by run seed and iteration (so a
     resumed run draws the same)."""
     lc = cfg.learner
-    groups = [g for b in batches for g in b.group_ids]
+    groups = [g for b in batches for g in b.groups]
     columns = [c for b in batches for c in b.columns]
     adv = iteration_advantages(rewards, groups, columns, guards.first_copies(batches), by=lc.advantage_groups,
                                weights={s.name: s.weight for s in cfg.reward.scorers},
@@ -73,7 +73,8 @@ def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: lis
     for g, c in zip(groups, columns):
         first_column[g] = min(first_column.get(g, c), c)
     minibatches = minibatch_schedule([groups[i] for i in adv.samples], minibatches=lc.minibatches,
-                                     order=lc.minibatch_order, seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
+                                     order=lc.minibatch_order,
+                                     seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
                                      columns=[columns[i] - first_column[groups[i]] for i in adv.samples])
     return Advantages(samples=adv.samples, values=adv.values, minibatches=minibatches,
                       zero_std_ratio=adv.zero_std_ratio, abs_mean=adv.abs_mean)
@@ -155,10 +156,11 @@ class Run:
         data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
         M.write_json_atomic(self.run_dir / "plan.json", data)
 
-    def restore(self, cluster) -> None:
+    def restore(self, cluster, rollouts) -> None:
+        """On resume: the checkpoint into the learner, its weights into the rollout actors."""
         if self.resume_from is not None:
             cluster.load(str(self.resume_from))
-            cluster.sync(self.version)
+            rollouts.sync(self.version)
 
     def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
             batches: list, checksum: str, health: dict | None = None, extra: dict | None = None) -> dict:
@@ -214,7 +216,7 @@ class Run:
         rows = []
         for r in range(batch.info.get("preview_rows", len(batch.prompts) // g)):
             lo, hi = r * g, (r + 1) * g  # the row's samples, in batch order
-            row = {"prompt": batch.prompts[lo], "group": batch.group_ids[lo], "label": batch.prompts[lo],
+            row = {"prompt": batch.prompts[lo], "group": batch.groups[lo], "label": batch.prompts[lo],
                    "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}}
             if windows:  # E-GRPO: a row is one window column of G members
                 start, end = windows[(lo % members) // g]

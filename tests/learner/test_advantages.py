@@ -122,10 +122,12 @@ def test_iteration_advantages_on_plain_arrays():
     assert a.samples == [0, 1, 2] and a.zero_std_ratio == 0.5  # groups 0 and 1; 1 has no spread
     assert a.values == [-1.0, 0.0, 1.0] and abs(a.abs_mean - 2 / 3) < 1e-7
     # per-chunk mixes: weight 1, then weight 2 (advantage mode: 2·z)
-    c = iteration_advantages(rewards, groups, groups, first, chunk_weights=[{"pref": 1.0}, {"pref": 2.0}], **common)
+    mixes = [{"pref": 1.0}, {"pref": 2.0}]
+    c = iteration_advantages(rewards, groups, groups, first, chunk_weights=mixes, **common)
     assert c.values == [[-1.0, -2.0], [0.0, 0.0], [1.0, 2.0]]
     # best-of-2: the bottom and the top member of each group
     assert iteration_advantages(rewards, groups, groups, first, best_of=2, **common).samples == [0, 2]
     # by column: columns 0 | 1 split group 0 into (0, 1) | (2 alone: no spread)
-    cols = iteration_advantages(rewards, groups, [0, 0, 1, 2, 2, 2, 0, 0, 1], first, **{**common, "by": "column"})
+    columns = [0, 0, 1, 2, 2, 2, 0, 0, 1]
+    cols = iteration_advantages(rewards, groups, columns, first, **{**common, "by": "column"})
     assert cols.samples == [0, 1] and [round(v, 4) for v in cols.values] == [-0.7071, 0.7071]

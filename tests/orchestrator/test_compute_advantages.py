@@ -13,7 +13,7 @@ TINY = "deploy/configs/tiny.yaml"
 
 
 def batch(groups, columns=None):
-    return SimpleNamespace(group_ids=list(groups), columns=list(columns if columns is not None else groups),
+    return SimpleNamespace(groups=list(groups), columns=list(columns if columns is not None else groups),
                            info={})  # no "groups" report: every sample is a first copy
 
 

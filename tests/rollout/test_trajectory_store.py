@@ -20,8 +20,8 @@ def trajectory(b=2, n=4, latent=(8, 4)):
 
 
 def assert_same(a: Trajectory, b: Trajectory):
-    for name in ("columns", "latents", "log_probs", "sigmas", "train_steps", "train_ends", "chunk_ids", "initial_seeds",
-                 "noise_seeds"):
+    for name in ("columns", "latents", "log_probs", "sigmas", "train_steps", "train_ends", "chunk_ids",
+                 "initial_seeds", "noise_seeds"):
         x, y = getattr(a, name), getattr(b, name)
         assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and torch.equal(x, y), name
     assert (a.prompts, a.policy_version, a.noise_level, a.sde_kind, a.shared_inputs) == \
