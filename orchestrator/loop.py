@@ -73,8 +73,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
                     run.checkpoint(cluster, iteration, checksum)
             if verdict.stop:
                 break
-            del batches  # the iteration's images and trajectories leave the object store now, not during
-            # the next rollout (which would hold two iterations' payloads at once: bench/sim_scale.py)
+            del batches  # its payloads leave the object store now, not in the next rollout (bench/sim_scale.py)
             rollouts.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(worker_table(rollouts, cluster))
         after = evaluate(cfg, rollouts, cluster, run, "after") if before is not None else None
