@@ -4,10 +4,10 @@
 
 One Ray cluster, rollout workers with `rollout.num_cpus=1, torch_threads=1` (Ray gets
 num_cpus=3: one per rollout worker, one for the learner group that stays idle here).
-The pool is resized live between measurements (1, 2, 1, 2, ... workers: `repeats` times
-each, alternating so background load hits both alike); after each resize one round warms
+The rollout actors are resized live between measurements (1, 2, 1, 2, ... workers: `repeats`
+times each, alternating so background load hits both alike); after each resize one round warms
 the new workers up, then `rounds` rollouts of the same `groups` prompt groups are timed
-through `Cluster.rollout` (split, launch, collect: the system's rollout phase). Writes
+through `Rollouts.rollout` (split, launch, wait: the system's rollout phase). Writes
 bench/results/scaling.json and scaling.md. Ratios are taken within this one run.
 """
 
@@ -20,12 +20,12 @@ import time
 from ray_bench import config, machine, median, start_ray, write
 
 
-def measure(cluster, groups, rounds: int) -> dict:
-    cluster.rollout(groups, 0, False)  # warm-up: first calls of new workers
+def measure(rollouts, groups, rounds: int) -> dict:
+    rollouts.rollout(groups, 0)  # warm-up: first calls of new workers
     start = time.perf_counter()
     images = 0
     for r in range(rounds):
-        batches = cluster.rollout(groups, r + 1, False)
+        batches = rollouts.rollout(groups, r + 1)
         images += sum(len(b.prompts) for b in batches)
     seconds = time.perf_counter() - start
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
@@ -52,8 +52,8 @@ def main() -> None:
     try:
         for rep in range(args.repeats):
             for n in (1, 2):
-                cluster.pool.resize(n)
-                runs[n].append(measure(cluster, groups, args.rounds))
+                cluster.rollouts.resize(n)
+                runs[n].append(measure(cluster.rollouts, groups, args.rounds))
                 print(f"repeat {rep}: {n} worker(s): {runs[n][-1]['images_per_s']:.2f} images/s", flush=True)
     finally:
         cluster.shutdown()

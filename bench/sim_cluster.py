@@ -1,14 +1,17 @@
-"""The real `Cluster` with simulated actors (bench/sim_workers.py), for bench/sim_scale.py.
+"""The real `Cluster` and `Rollouts` with simulated actors (bench/sim_workers.py), for
+bench/sim_scale.py.
 
-Only the three actor factories are replaced; launch / collect / score / update / sync /
-rescale / workers / shutdown and the RolloutPool and WeightSync behind them are the real
-code. The rollout actors outlive one `train()` (a cache, reset between runs), so a sweep
-starts each actor process once. `record` receives, per run, each iteration's launch time
-and driver CPU time, and every worker call's (method, start, end, bytes).
+Only the three actor factories are replaced (Cluster's reward and learner ones, Rollouts'
+`_new_actor`); start / take / score / update / sync / rescale / worker rows / shutdown and the
+weight transport behind them are the real code. The rollout actors outlive one `train()` (a
+cache, reset between runs), so a sweep starts each actor process once. `record` receives, per
+run, each iteration's launch time and driver CPU time, and every worker call's (method, start,
+end, bytes).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -17,27 +20,45 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from bench.sim_workers import SimLearnerWorker, SimRewardWorker, SimRolloutWorker, SimSpec
-from orchestrator.cluster import Cluster, actor_env
+from orchestrator.actors import actor_env
+from orchestrator.cluster import Cluster
+from orchestrator.rollouts import Rollouts
 
 
-class SimCluster(Cluster):
+class SimRollouts(Rollouts):
     cache: list = []  # rollout actors kept between runs of one sweep
 
-    def __init__(self, cfg, plan, run_dir=None, *, spec: SimSpec, record: dict):
+    def __init__(self, *args, spec: SimSpec, record: dict, **kwargs):
         self.spec, self.record = spec, record
-        record.update(launches=[], calls=[])
-        super().__init__(cfg, plan, run_dir)
+        super().__init__(*args, **kwargs)
 
-    # -- the three factories -------------------------------------------------------------------
-    def _rollout_actor(self, index: int):
-        if SimCluster.cache:
-            actor = SimCluster.cache.pop()
+    def _new_actor(self, index: int):
+        if SimRollouts.cache:
+            actor = SimRollouts.cache.pop()
             ray.get(actor.reset.remote(index, self.spec))
             return actor
         r = self.cfg.rollout
         return ray.remote(SimRolloutWorker).options(
             num_cpus=r.num_cpus, runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
         ).remote(self.spec, r.group_size, index)
+
+    def _launch(self, groups, iteration, preview):
+        self.record["launches"].append((iteration, time.time(), time.process_time()))
+        return super()._launch(groups, iteration, preview)
+
+    def shutdown(self) -> None:
+        """Keep the actors for the next run."""
+        SimRollouts.cache += self.actors
+
+
+class SimCluster(Cluster):
+    def __init__(self, cfg, plan, run_dir=None, *, spec: SimSpec, record: dict):
+        self.spec, self.record = spec, record
+        self.rollouts_cls = functools.partial(SimRollouts, spec=spec, record=record)
+        record.update(launches=[], calls=[])
+        super().__init__(cfg, plan, run_dir)
+
+    # -- Cluster's two factories -------------------------------------------------------------------
 
     def _reward_actor(self, scorer):
         return ray.remote(SimRewardWorker).options(
@@ -56,30 +77,27 @@ class SimCluster(Cluster):
         ).remote(self.spec, rank, lc.world_size) for rank in range(lc.world_size)]
 
     # -- recording -------------------------------------------------------------------------------
-    def launch(self, groups, iteration, preview):
-        self.record["launches"].append((iteration, time.time(), time.process_time()))
-        return super().launch(groups, iteration, preview)
-
     def shutdown(self) -> None:
         """Collect every actor's call log; keep the rollout actors for the next run."""
         self.record["launches"].append((None, time.time(), time.process_time()))
-        roles = {"rollout": self.pool.workers, "reward": list(self.reward_workers.values()), "learner": self.learners}
+        roles = {"rollout": self.rollouts.actors, "reward": list(self.reward_actors.values()),
+                 "learner": self.learners}
         for role, actors in roles.items():
             for i, log in enumerate(ray.get([a.calls.remote() for a in actors])):
                 self.record["calls"] += [{"role": role, "actor": f"{role}{i}", "method": m, "start": s, "end": e,
                                           "bytes": b} for m, s, e, b in log]
-        SimCluster.cache += self.pool.workers
-        for a in [*self.reward_workers.values(), *self.learners]:
+        self.rollouts.shutdown()
+        for a in [*self.reward_actors.values(), *self.learners]:
             ray.kill(a)
         if self.control is not None:
             ray.kill(self.control)
         remove_placement_group(self.pg)
 
-    @classmethod
-    def clear(cls) -> None:
-        for a in cls.cache:
+    @staticmethod
+    def clear() -> None:
+        for a in SimRollouts.cache:
             ray.kill(a)
-        cls.cache = []
+        SimRollouts.cache = []
 
 
 class StoreSampler:

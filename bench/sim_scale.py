@@ -2,9 +2,10 @@
 
     python bench/sim_scale.py [--workers 1 2 4 8 16 32 64] [--iterations 6] [--steal K] [--profile] [--quick]
 
-The real driver runs: `orchestrator.loop.train` with its Run, RolloutPipeline, RolloutPool,
-score / advantages / update / sync and logging, on a `SimCluster` — the real `Cluster` whose
-three actor factories make the simulated workers of bench/sim_workers.py (a calibrated wait
+The real driver runs: `orchestrator.loop.train` with its Run, Rollouts (sync / async, work
+units, weight sync), score / advantages / update and logging, on a `SimCluster` — the real
+`Cluster` and `Rollouts` whose three actor factories make the simulated workers of
+bench/sim_workers.py (a calibrated wait
 plus FLUX-size payloads in the object store) instead of models. Per worker count N it runs
 the loop twice, all workers equal and with worker 0 `slow_factor`× slower, and measures per
 iteration (warm-up and last iteration excluded, medians):
@@ -23,7 +24,7 @@ then fits the overhead with O(N) and O(N log N) and extrapolates where it reache
 300 s FLUX iteration. Calibration: the waits keep the phase shares measured on the tiny model
 (bench/results/overhead.json: rollout busy vs learner busy vs score), scaled to
 `--iteration-s`. With `--steal` a second sweep runs `--groups-per-worker` groups per worker in
-`rollout.units_per_worker` units (work stealing, orchestrator/pool.py) against the static split;
+`rollout.units_per_worker` units (work stealing, orchestrator/rollouts.py) against the static split;
 with `--profile` the driver runs once more at the largest N under cProfile (CPU clock).
 Writes bench/results/sim_scale.json, .md and .png.
 """
@@ -187,7 +188,7 @@ def serialization_check(spec: SimSpec, images: int = 2) -> dict:
     from rollout.trajectory import Trajectory
 
     b, n = images, spec.transitions
-    traj = Trajectory(prompts=["p"] * b, group_ids=torch.zeros(b, dtype=torch.long),
+    traj = Trajectory(prompts=["p"] * b, columns=torch.zeros(b, dtype=torch.long),
                       latents=torch.zeros(b, n + 1, spec.latent_tokens, spec.latent_channels),
                       log_probs=torch.zeros(b, n), sigmas=torch.linspace(1, 0, n + 1),
                       train_steps=torch.zeros(b, 1, dtype=torch.long), train_ends=torch.ones(b, 1, dtype=torch.long),

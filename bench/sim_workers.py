@@ -1,7 +1,7 @@
 """Simulated rollout, reward and learner actors for bench/sim_scale.py.
 
 They answer the same actor calls as rollout/worker.py, reward/worker.py and learner/worker.py
-(the calls orchestrator/cluster.py, pool.py and weights.py make), but their model work is a
+(the calls orchestrator/cluster.py, rollouts.py and weights.py make), but their model work is a
 calibrated wait, and what they put in the object store has FLUX's size: per image a
 1024² RGB uint8 image (3 MiB) and a trajectory of 16 transitions of 4096 × 64 latents (bf16
 by default, as the issue specifies; `latent_bytes=4` for the float32 latents the real
@@ -119,7 +119,8 @@ class SimRolloutWorker(_Logged):
         dtype = {2: np.uint16, 4: np.float32}[s.latent_bytes]  # uint16 holds bf16 bits: same bytes
         trajectory = {"latents": np.empty((b, s.transitions, s.latent_tokens, s.latent_channels), dtype=dtype),
                       "log_probs": np.zeros((b, s.transitions), dtype=np.float32),
-                      "group_ids": np.repeat([g for g, _ in groups], self.group_size), "policy_version": self.policy_version}
+                      "columns": np.repeat([g for g, _ in groups], self.group_size),
+                      "policy_version": self.policy_version}
         self.images_done += b
         self._record("rollout", start, images.nbytes + trajectory["latents"].nbytes)
         info = {"worker": self.index, "samples": b, "seconds": time.time() - start,

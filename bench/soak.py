@@ -26,15 +26,17 @@ MiB = 2**20
 
 
 def sampler_cluster():
-    """Cluster that records one memory sample per iteration boundary (where `rescale` runs)."""
+    """Cluster whose rollouts record one memory sample per iteration boundary (where `rescale` runs)."""
     import psutil
     import ray
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
     from orchestrator.cluster import Cluster
+    from orchestrator.rollouts import Rollouts
 
-    class Sampling(Cluster):
+    class SamplingRollouts(Rollouts):
         samples: list = []
+        cluster = None  # set by Sampling: its reward and learner rows
 
         def rescale(self):
             super().rescale()
@@ -43,12 +45,20 @@ def sampler_cluster():
                       "object_store_objects": store.num_local_objects,
                       "driver_rss": psutil.Process().memory_info().rss,
                       "driver_refs": len(ray._private.worker.global_worker.core_worker.get_all_reference_counts())}
-            for w in self.workers():
+            for w in self.worker_rows() + self.cluster.worker_rows():
                 try:
                     sample[f"{w['role']}{w['index']}_rss"] = psutil.Process(w["pid"]).memory_info().rss
                 except (KeyError, psutil.NoSuchProcess):
                     pass
             self.samples.append(sample)
+
+    class Sampling(Cluster):
+        rollouts_cls = SamplingRollouts
+        samples = SamplingRollouts.samples
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rollouts.cluster = self
 
     return Sampling
 

@@ -10,9 +10,15 @@ A group whose rewards are all equal (zero spread, or a single member) carries no
 its advantages are exactly 0 (the references' (r − mean)/1e-8 turns float rounding into a
 large advantage, ALGORITHMS.md §5) and `zero_spread_groups` reports it so the caller can drop
 and count it.
+
+`iteration_advantages` is one iteration's whole computation on plain arrays: the per-scorer
+mix, the zero-spread drop, best-of-N, per-chunk reward mixes (the driver's adapter is
+orchestrator/run.py `compute_advantages`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -123,3 +129,60 @@ def best_of_mask(advantages: torch.Tensor, group_ids: torch.Tensor, k: int) -> t
         keep[order[:bottom]] = True
         keep[order[len(order) - top:]] = True
     return keep
+
+
+@dataclass(frozen=True)
+class TrainedAdvantages:
+    """What one iteration trains on."""
+
+    samples: list[int]  # indices into the iteration's B samples, ascending
+    values: list  # advantage per entry of `samples`: a float, or one per chunk (`chunk_weights`)
+    zero_std_ratio: float  # share of the advantage groups without reward spread (all dropped)
+    abs_mean: float  # mean |A| over the trained samples
+
+
+def iteration_advantages(
+    rewards: dict,
+    groups,
+    columns,
+    first,
+    *,
+    by: str,
+    weights: dict[str, float],
+    chunk_weights: list[dict[str, float]] | None = None,
+    aggregation: str,
+    clip: float,
+    std: str,
+    best_of: int | None = None,
+) -> TrainedAdvantages:
+    """Advantages of one iteration's B samples, from plain per-sample arrays [B]:
+    `rewards` {scorer: r}, `groups` (prompt group), `columns` (advantage column: the group's id,
+    or E-GRPO's branch column) and `first` (False for a second copy of a group a worker returned
+    twice: never normalised with, never trained). Normalised per prompt group or per column
+    (`by` "prompt" | "column", learner.advantage_groups) and mixed over the scorers with
+    `weights` (combined_advantages); samples whose group has no spread are dropped, best-of-N
+    keeps the top and bottom members; with `chunk_weights` each trained sample gets one value per
+    chunk, each mix normalised on its own."""
+    if by not in ("prompt", "column"):
+        raise ValueError(f"advantage groups must be 'prompt' or 'column', got {by!r}")
+    used = torch.nonzero(torch.as_tensor(first, dtype=torch.bool)).flatten()  # [U] sample indices
+    ids = torch.as_tensor(groups if by == "prompt" else columns)[used]  # [U]
+    r = {k: torch.as_tensor(v)[used] for k, v in rewards.items()}
+
+    def mix(w: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        return combined_advantages(r, w, ids, mode=aggregation, clip=clip, std=std)
+
+    adv, zero = mix(weights)  # [U], [U]
+    per_chunk = [mix(w)[0] for w in chunk_weights or []]  # J × [U]
+    keep = ~zero
+    if best_of:
+        keep &= best_of_mask(adv, ids, best_of)
+    values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [U, J] or [U]
+    labels = ids.unique()
+    kept = used[keep].tolist()
+    return TrainedAdvantages(
+        samples=kept,
+        values=values[keep].tolist(),
+        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in labels) / max(len(labels), 1),
+        abs_mean=float(adv[keep].abs().mean()) if kept else 0.0,
+    )

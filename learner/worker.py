@@ -153,7 +153,7 @@ class LearnerWorker(WeightPublisher):
         engine, cfg = self.engine, self.cfg
         units = sample_units(traj.chunk_ids, part.rows) if part.rows else []
         n = traj.num_transitions + 1
-        key = (lambda r, c: (int(traj.group_ids[r]), int(traj.train_steps[r, c]))) if traj.shared_inputs else (
+        key = (lambda r, c: (int(traj.columns[r]), int(traj.train_steps[r, c]))) if traj.shared_inputs else (
             lambda r, c: (r, c))
         passes = pack_units(units, cfg.micro_batch, key) if units else []
         spare = passes[0] if passes else sample_units(traj.chunk_ids, [part.fallback])[:1]
@@ -216,7 +216,7 @@ class LearnerWorker(WeightPublisher):
         sigma, sigma_next = traj.sigmas[t].to(device), traj.sigmas[e].to(device)
         cond_rows = cond.take(rows)
         # E-GRPO: members of a column leave the anchor at the same x_k; evaluate it once.
-        keys = traj.group_ids[rows] * n + t if traj.shared_inputs else None
+        keys = traj.columns[rows] * n + t if traj.shared_inputs else None
         guard = float(traj.sigmas[1])
         velocity = self._velocity(x, sigma, cond_rows, keys)
         step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,

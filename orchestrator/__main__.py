@@ -73,7 +73,7 @@ def disconnect_ray() -> None:
 
 
 def cmd_scale(args) -> int:
-    """Resize the rollout pool of a running job (orchestrator/control.py)."""
+    """Set the number of rollout workers of a running job (orchestrator/control.py)."""
     import ray
 
     from orchestrator.control import CONTROL_NAMESPACE, request_scale

@@ -91,9 +91,9 @@ def first_copies(batches: list) -> list[bool]:
     for b in batches:
         groups = b.info.get("groups")
         if not groups:
-            out += [True] * len(b.group_ids)
+            out += [True] * len(b.groups)
             continue
-        members = len(b.group_ids) // len(groups)
+        members = len(b.groups) // len(groups)
         for g in groups:
             out += [g not in seen] * members
             seen.add(g)

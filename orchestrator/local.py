@@ -1,4 +1,5 @@
-"""LocalCluster: the phases of `Cluster`, run by the same worker classes in this process.
+"""LocalCluster and LocalRollouts: `Cluster` and `Rollouts`, run by the same worker classes in
+this process.
 
 No Ray, no object store: the readable reference the Ray system is tested against (same
 metrics, same weights) and the baseline of bench/overhead.py. One learner rank only; a
@@ -19,10 +20,11 @@ import torch
 from learner.config import chunk_selector
 from learner.engine import free_port
 from learner.worker import LearnerWorker
-from orchestrator.cluster import RolloutBatch, merge_rank_stats, split_groups, worker_row
+from orchestrator.actors import worker_row
+from orchestrator.cluster import merge_rank_stats
 from orchestrator.config import Config
 from orchestrator.errors import ActorFailed
-from orchestrator.pool import apply_report
+from orchestrator.rollouts import RolloutBatch, RolloutSchedule, apply_report, split_groups
 from reward.worker import RewardWorker
 from rollout.plan import RolloutPlan
 from rollout.policy import policy_from_config
@@ -39,6 +41,65 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+class LocalRollouts(RolloutSchedule):
+    """The interface of `Rollouts` over rollout workers in this process ("actors" here too)."""
+
+    def __init__(self, cfg: Config, plan: RolloutPlan, publish, actor_cls=RolloutWorker):
+        super().__init__(cfg)
+        self.plan, self.publish = plan, publish  # publish() -> (the learner's weights, their checksum)
+        self.threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
+        self.actors = [actor_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
+                                 chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
+
+    def _launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
+        g = self.cfg.rollout.group_size
+        batches = []
+        for i, (actor, part) in enumerate(zip(self.actors, split_groups(groups, len(self.actors)))):
+            if part:
+                with self.threads():
+                    images, trajectory, info = actor.rollout(part, iteration, preview and i == 0)
+                batches.append(apply_report(part, images, trajectory, info, self.plan, g, iteration))
+        return batches
+
+    def _collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
+        return batches
+
+    def sample_ode(self, prompts: list[str], seeds: list[int], preview_cols: int) -> tuple[list, bytes]:
+        """As Rollouts.sample_ode, all prompts on actor 0."""
+        with self.threads():
+            images, info = self.actors[0].sample_ode(prompts, seeds, preview_cols)
+        batch = RolloutBatch(images=images, trajectory=None, prompts=tuple(prompts))
+        return [batch], info.get("preview_png", b"")
+
+    def sync(self, version: int) -> str:
+        state, checksum = self.publish()
+        with self.threads():
+            got = [a.load_weights(state, version) for a in self.actors]
+        if any(c != checksum for c in got):
+            raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
+        return checksum
+
+    @property
+    def checksum(self) -> str:
+        return self.actors[0].checksum()
+
+    def probe(self, prompt: str) -> dict:
+        with self.threads():
+            return {i: a.probe(prompt) for i, a in enumerate(self.actors)}
+
+    def rescale(self) -> None:
+        pass
+
+    def health(self) -> dict:
+        return {"rollout_workers": len(self.actors), "recovered_failures": 0}
+
+    def worker_rows(self) -> list[dict]:
+        return [worker_row("rollout", i, a.info()) for i, a in enumerate(self.actors)]
+
+    def shutdown(self) -> None:
+        pass
+
+
 class LocalCluster:
     rollout_cls, reward_cls = RolloutWorker, RewardWorker  # as in Cluster (tests inject faulty ones)
 
@@ -47,39 +108,26 @@ class LocalCluster:
             raise ValueError("LocalCluster runs one learner rank; set learner.world_size: 1")
         self.cfg = cfg
         self.plan = plan
-        self.rollout_threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
         self.learner_threads = functools.partial(torch_threads, cfg.learner.torch_threads)
-        self.rollout_workers = [self.rollout_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
-                                                 chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
-        self.reward_workers = {s.name: self.reward_cls(s) for s in cfg.reward.scorers}
-        self.judge_workers = {s.name: self.reward_cls(s) for s in cfg.reward.heldout}
+        self.rollouts = LocalRollouts(cfg, plan, self.publish, actor_cls=self.rollout_cls)
+        self.reward_actors = {s.name: self.reward_cls(s) for s in cfg.reward.scorers}
+        self.judge_actors = {s.name: self.reward_cls(s) for s in cfg.reward.heldout}
         factory = functools.partial(policy_from_config, cfg.model)  # the learner picks its device
         self.learner = LearnerWorker(factory, cfg.learner, 0, 1)
         self.learner.setup("127.0.0.1", free_port())
 
-    def launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
-        g = self.cfg.rollout.group_size
-        batches = []
-        for i, (worker, part) in enumerate(zip(self.rollout_workers, split_groups(groups, len(self.rollout_workers)))):
-            if part:
-                with self.rollout_threads():
-                    images, traj, info = worker.rollout(part, iteration, preview and i == 0)
-                batches.append(apply_report(RolloutBatch(images, traj, [], groups=part), info, self.plan, g))
-        return batches
+    def publish(self) -> tuple[dict, str]:
+        """The learner's trainable weights and their checksum (LocalRollouts.sync loads them)."""
+        with self.learner_threads():
+            return self.learner.publish()
 
-    def collect(self, batches: list[RolloutBatch]) -> list[RolloutBatch]:
-        return batches
-
-    def rollout(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
-        return self.launch(groups, iteration, preview)
-
-    def score(self, batches) -> dict[str, np.ndarray]:
+    def score(self, batches: list[RolloutBatch], judges: bool = False) -> dict[str, np.ndarray]:
         out = {}
-        for name, w in self.reward_workers.items():
+        for name, actor in {**self.reward_actors, **(self.judge_actors if judges else {})}.items():
             parts = []
             for i, b in enumerate(batches):
                 try:
-                    parts.append(w.score(b.images, b.prompts))
+                    parts.append(actor.score(b.images, list(b.prompts)))
                 except Exception as err:  # as Cluster.score: a scorer error stops the run, named
                     raise ActorFailed(f"reward worker {name!r} failed scoring the {len(b.prompts)} images of rollout "
                                       f"batch {i}: {type(err).__name__}: {err}") from err
@@ -87,39 +135,11 @@ class LocalCluster:
         return out
 
     def update(self, batches, samples, advantages, minibatches) -> dict:
-        trajs = [b.trajectory for b in batches]
+        trajectories = [b.trajectory for b in batches]
         with self.learner_threads():
-            stats = self.learner.update(trajs, [len(b.prompts) for b in batches], samples, advantages, minibatches)
+            stats = self.learner.update(trajectories, [len(b.prompts) for b in batches], samples, advantages,
+                                        minibatches)
         return merge_rank_stats([stats])
-
-    def sync(self, version: int) -> str:
-        with self.learner_threads():
-            state, checksum = self.learner.publish()
-        with self.rollout_threads():
-            got = [w.load_weights(state, version) for w in self.rollout_workers]
-        if any(c != checksum for c in got):
-            raise RuntimeError(f"weight sync v{version}: a rollout worker differs from the learner")
-        return checksum
-
-    def checksum(self) -> str:
-        return self.rollout_workers[0].checksum()
-
-    def probe(self, prompt: str) -> dict:
-        with self.rollout_threads():
-            return {i: w.probe(prompt) for i, w in enumerate(self.rollout_workers)}
-
-    def rescale(self) -> None:
-        pass
-
-    def health(self) -> dict:
-        return {"rollout_workers": len(self.rollout_workers), "recovered_failures": 0}
-
-    def evaluate(self, prompts, seeds, preview_cols: int):
-        with self.rollout_threads():
-            images, info = self.rollout_workers[0].sample_ode(prompts, seeds, preview_cols)
-        scorers = {**self.reward_workers, **self.judge_workers}
-        means = {name: float(np.mean(w.score(images, prompts))) for name, w in scorers.items()}
-        return means, info.get("preview_png", b"")
 
     def save(self, path: str) -> None:
         self.learner.save(path)
@@ -127,10 +147,12 @@ class LocalCluster:
     def load(self, path: str) -> None:
         self.learner.load(path)
 
-    def workers(self) -> list[dict]:
-        rows = [worker_row("rollout", i, w.info()) for i, w in enumerate(self.rollout_workers)]
-        rows += [worker_row("reward", i, w.info()) for i, w in enumerate(self.reward_workers.values())]
-        rows += [worker_row("judge", i, w.info()) for i, w in enumerate(self.judge_workers.values())]
+    def health(self) -> dict:
+        return {"recovered_failures": 0}
+
+    def worker_rows(self) -> list[dict]:
+        rows = [worker_row("reward", i, a.info()) for i, a in enumerate(self.reward_actors.values())]
+        rows += [worker_row("judge", i, a.info()) for i, a in enumerate(self.judge_actors.values())]
         return rows + [worker_row("learner", 0, self.learner.info())]
 
     def shutdown(self) -> None:

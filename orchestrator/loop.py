@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.cluster import Cluster
 from orchestrator.config import Config, build_plan, prompt_path
 from orchestrator.dashboard import start_dashboard
@@ -20,7 +22,7 @@ from orchestrator.guards import (check_advantages, check_rewards, check_update, 
 from orchestrator.inputs import preflight
 from orchestrator.metrics import write_json_atomic
 from orchestrator.monitor import HackingMonitor, Verdict
-from orchestrator.pipeline import RolloutPipeline
+from orchestrator.rollouts import Rollouts
 from orchestrator.run import PhaseTimer, Run, compute_advantages
 from rollout.tiny.world import read_prompts
 
@@ -37,17 +39,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
     dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)  # read-only web page of the run dir
     cluster = None
     try:
-        cluster = cluster_cls(cfg, plan, run.run_dir)
-        rollouts = RolloutPipeline(cfg, run, cluster)  # async mode: the next iteration's rollouts run during this update
-        run.status.update(state="starting", workers=cluster.workers())
-        run.restore(cluster)
-        before = evaluate(cfg, cluster, run, "before") if cfg.orchestrator.eval_before_after and not resume else None
-        checksum = cluster.checksum()
-        monitor = start_monitor(cfg, cluster, run, before)
+        cluster = cluster_cls(cfg, plan, run.run_dir)  # reward, learner and control actors
+        rollouts = cluster.rollouts  # the rollout actors: sync / async rollouts, their weights, scaling
+        run.status.update(state="starting", workers=worker_table(rollouts, cluster))
+        run.restore(cluster, rollouts)
+        before_after = cfg.orchestrator.eval_before_after and not resume
+        before = evaluate(cfg, rollouts, cluster, run, "before") if before_after else None
+        checksum = rollouts.checksum
+        monitor = start_monitor(cfg, rollouts, cluster, run, before)
         for iteration in range(run.start_iteration, cfg.orchestrator.iterations):
             timer = PhaseTimer(run.status)
-            with timer("sample"):
-                rollouts.start(iteration)
+            with timer("sample"):  # async: the next iteration's rollouts start too (run during this update)
+                rollouts.start(iteration, run.prompts, checkpoint=run.due(iteration))
             with timer("rollout"):
                 batches = rollouts.take(iteration)
                 account(run, batches, iteration)
@@ -61,19 +64,19 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
                 stats = cluster.update(batches, adv.samples, adv.values, adv.minibatches)
                 check_update(stats, iteration)
             with timer("sync"):
-                checksum = sync(cluster, run, previous=checksum)
-            verdict = heldout_check(cfg, cluster, run, monitor, iteration, timer)  # every heldout_every iterations
+                checksum = sync(rollouts, run, previous=checksum)
+            verdict = heldout_check(cfg, rollouts, cluster, run, monitor, iteration, timer)  # when due
             with timer("log"):
-                run.log(iteration, rewards, adv, stats, timer, batches, checksum, cluster.health(), extra=verdict.row)
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum, health(rollouts, cluster),
+                        extra=verdict.row)
                 if run.due(iteration) or verdict.stop:
                     run.checkpoint(cluster, iteration, checksum)
             if verdict.stop:
                 break
-            del batches  # the iteration's images and trajectories leave the object store now, not during
-            # the next rollout (which would hold two iterations' payloads at once: bench/sim_scale.py)
-            cluster.rescale()  # `raygrpo scale` requests take effect between iterations
-            run.update_workers(cluster.workers())
-        after = evaluate(cfg, cluster, run, "after") if before is not None else None
+            del batches  # its payloads leave the object store now, not in the next rollout (bench/sim_scale.py)
+            rollouts.rescale()  # `raygrpo scale` requests take effect between iterations
+            run.update_workers(worker_table(rollouts, cluster))
+        after = evaluate(cfg, rollouts, cluster, run, "after") if before is not None else None
         run.close("finished")
         return {"run_dir": str(run.run_dir), "before": before, "after": after, "last": run.last}
     except RunStopped as err:  # worded for the user; the traceback goes to RUN_DIR/error.log
@@ -91,15 +94,29 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
             cluster.shutdown()
 
 
-def sync(cluster, run: Run, previous: str) -> str:
-    """Weights of the next version into every rollout worker; if the learner's weights changed,
-    each worker's output on a fixed probe input must change too (guards.check_weights_changed)."""
+def sync(rollouts: Rollouts, run: Run, previous: str) -> str:
+    """Weights of the next version into every rollout actor; if the learner's weights changed,
+    each actor's output on a fixed probe input must change too (guards.check_weights_changed)."""
     prompt = run.prompts.prompts[0]
-    before = cluster.probe(prompt)
+    before = rollouts.probe(prompt)
     run.version += 1
-    checksum = cluster.sync(run.version)
-    check_weights_changed(before, cluster.probe(prompt), learner_changed=checksum != previous, version=run.version)
+    checksum = rollouts.sync(run.version)
+    check_weights_changed(before, rollouts.probe(prompt), learner_changed=checksum != previous,
+                          version=run.version)
     return checksum
+
+
+def health(rollouts: Rollouts, cluster: Cluster) -> dict:
+    """For the metrics line: how many rollout actors, and the actors (rollout and reward)
+    replaced since the last line."""
+    out = rollouts.health()
+    out["recovered_failures"] += cluster.health()["recovered_failures"]
+    return out
+
+
+def worker_table(rollouts: Rollouts, cluster: Cluster) -> list[dict]:
+    """The worker table (status.json `workers`, the dashboard): rollout, reward, judge, learner rows."""
+    return rollouts.worker_rows() + cluster.worker_rows()
 
 
 def account(run: Run, batches: list, iteration: int) -> None:
@@ -110,29 +127,30 @@ def account(run: Run, batches: list, iteration: int) -> None:
         run.warn(f"iteration {iteration}: {problem}")
 
 
-def evaluate(cfg: Config, cluster: Cluster, run: Run, tag: str | None) -> dict:
-    """Held-out mean rewards (trained scorers and held-out judges) of the current policy;
-    writes samples/eval_<tag>.png when tagged (before / after)."""
+def evaluate(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, tag: str | None) -> dict:
+    """Held-out mean rewards (trained scorers and held-out judges) of the current policy's ODE
+    samples; writes samples/eval_<tag>.png when tagged (before / after)."""
     start = time.perf_counter()
     if tag is not None:
         run.status.update(phase=f"eval_{tag}")
     prompts = read_prompts(prompt_path(cfg.orchestrator.eval_prompts))
     batch, seeds = eval_batch(prompts, cfg.orchestrator.seed, cfg.orchestrator.eval_samples_per_prompt)
-    means, preview = cluster.evaluate(batch, seeds, preview_cols=cfg.orchestrator.eval_samples_per_prompt)
+    batches, preview = rollouts.sample_ode(batch, seeds, cfg.orchestrator.eval_samples_per_prompt)
+    means = {name: float(np.mean(r)) for name, r in cluster.score(batches, judges=True).items()}
     if tag is not None:
         (run.run_dir / "samples" / f"eval_{tag}.png").write_bytes(preview)
     means["seconds"] = time.perf_counter() - start
     return means
 
 
-def heldout_check(cfg: Config, cluster: Cluster, run: Run, monitor: HackingMonitor, iteration: int,
-                  timer: PhaseTimer) -> Verdict:
+def heldout_check(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, monitor: HackingMonitor,
+                  iteration: int, timer: PhaseTimer) -> Verdict:
     """The monitor's held-out evaluation when due (timed as phase `heldout`); a warning goes
     to the CLI and status.json, and with orchestrator.hacking_stop the verdict says stop."""
     if not monitor.due(iteration):
         return Verdict({})
     with timer("heldout"):
-        verdict = monitor.check(iteration, evaluate(cfg, cluster, run, None))
+        verdict = monitor.check(iteration, evaluate(cfg, rollouts, cluster, run, None))
     if verdict.warning:
         run.warn_hacking(verdict.warning)
     if verdict.stop:
@@ -140,7 +158,8 @@ def heldout_check(cfg: Config, cluster: Cluster, run: Run, monitor: HackingMonit
     return verdict
 
 
-def start_monitor(cfg: Config, cluster: Cluster, run: Run, before: dict | None) -> HackingMonitor:
+def start_monitor(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run,
+                  before: dict | None) -> HackingMonitor:
     """The reward-hacking monitor with its baseline: the "before" evaluation, or (on resume, or
     without before/after evaluation) a fresh evaluation of the policy the run starts from."""
     monitor = HackingMonitor(cfg)
@@ -150,6 +169,6 @@ def start_monitor(cfg: Config, cluster: Cluster, run: Run, before: dict | None) 
     if before is None and saved.exists():  # a resumed run keeps the baseline of its start
         monitor.baseline(json.loads(saved.read_text()))
     else:
-        monitor.baseline(before if before is not None else evaluate(cfg, cluster, run, None))
+        monitor.baseline(before if before is not None else evaluate(cfg, rollouts, cluster, run, None))
         write_json_atomic(saved, monitor.base)
     return monitor

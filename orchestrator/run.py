@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learner.advantages import best_of_mask, combined_advantages
+from learner.advantages import iteration_advantages
 from learner.schedule import minibatch_schedule
 from orchestrator import checkpoint, guards, metrics as M, rundir
 from orchestrator.config import Config, chunk_selector, dump_config, dump_sources, prompt_path
@@ -37,9 +37,9 @@ class PromptSampler:
         out = []
         while len(out) < n:
             order = self._order()
-            take = order[self.position:self.position + n - len(out)]
-            out += [self.prompts[i] for i in take]
-            self.position += len(take)
+            chosen = order[self.position:self.position + n - len(out)]
+            out += [self.prompts[i] for i in chosen]
+            self.position += len(chosen)
             if self.position >= len(order):
                 self.epoch, self.position = self.epoch + 1, 0
         return out
@@ -48,7 +48,7 @@ class PromptSampler:
         return {"epoch": self.epoch, "position": self.position}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Advantages:
     samples: list[int]  # global sample indices the learner trains on
     values: list  # advantage per entry of `samples`: a float, or one per chunk
@@ -58,40 +58,26 @@ class Advantages:
 
 
 def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list, iteration: int = 0) -> Advantages:
-    """Group-normalised, reward-aggregated advantages (per chunk when reward.chunk_weights is
-    set); a second copy of a group a worker returned twice is never trained (guards.first_copies);
-    zero-spread groups dropped; best-of-N applied; the iteration's minibatch schedule, seeded by
-    run seed and iteration (so a resumed run draws the same)."""
+    """The iteration's advantages (learner/advantages.py `iteration_advantages`, on the batches'
+    per-sample arrays; a second copy of a group a worker returned twice is never trained:
+    guards.first_copies) and its minibatch schedule, seeded by run seed and iteration (so a
+    resumed run draws the same)."""
     lc = cfg.learner
-    key = "columns" if lc.advantage_groups == "column" else "group_ids"
-    used = torch.nonzero(torch.tensor(guards.first_copies(batches))).flatten()  # [U] global sample indices
-    ids = torch.tensor([g for b in batches for g in getattr(b, key)])[used]
-    r = {k: torch.as_tensor(v)[used] for k, v in rewards.items()}
-    mix = lambda w: combined_advantages(r, w, ids, mode=cfg.reward.aggregation, clip=lc.adv_clip,  # noqa: E731
-                                        std=lc.advantage_std)
-    adv, zero = mix({s.name: s.weight for s in cfg.reward.scorers})  # [U], [U]
-    per_chunk = [mix(w)[0] for w in cfg.reward.chunk_weights or []]  # J × [U]
-    keep = ~zero
-    if lc.best_of:
-        keep &= best_of_mask(adv, ids, lc.best_of)
-    kept = used[keep].tolist()
-    groups = [g for b in batches for g in b.group_ids]
+    groups = [g for b in batches for g in b.groups]
     columns = [c for b in batches for c in b.columns]
+    adv = iteration_advantages(rewards, groups, columns, guards.first_copies(batches), by=lc.advantage_groups,
+                               weights={s.name: s.weight for s in cfg.reward.scorers},
+                               chunk_weights=cfg.reward.chunk_weights, aggregation=cfg.reward.aggregation,
+                               clip=lc.adv_clip, std=lc.advantage_std, best_of=lc.best_of)
     first_column = {}  # prompt group -> its first column label: column index = label − first
     for g, c in zip(groups, columns):
         first_column[g] = min(first_column.get(g, c), c)
-    minibatches = minibatch_schedule([groups[i] for i in kept], minibatches=lc.minibatches, order=lc.minibatch_order,
+    minibatches = minibatch_schedule([groups[i] for i in adv.samples], minibatches=lc.minibatches,
+                                     order=lc.minibatch_order,
                                      seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
-                                     columns=[columns[i] - first_column[groups[i]] for i in kept])
-    values = torch.stack(per_chunk, dim=1) if per_chunk else adv  # [U, J] or [U]
-    labels = ids.unique()
-    return Advantages(
-        samples=kept,
-        values=values[keep].tolist(),
-        minibatches=minibatches,
-        zero_std_ratio=sum(bool(zero[ids == g].all()) for g in labels) / max(len(labels), 1),
-        abs_mean=float(adv[keep].abs().mean()) if kept else 0.0,
-    )
+                                     columns=[columns[i] - first_column[groups[i]] for i in adv.samples])
+    return Advantages(samples=adv.samples, values=adv.values, minibatches=minibatches,
+                      zero_std_ratio=adv.zero_std_ratio, abs_mean=adv.abs_mean)
 
 
 def trajectory_layout(cfg: Config, plan) -> list[int] | None:
@@ -170,10 +156,11 @@ class Run:
         data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
         M.write_json_atomic(self.run_dir / "plan.json", data)
 
-    def restore(self, cluster) -> None:
+    def restore(self, cluster, rollouts) -> None:
+        """On resume: the checkpoint into the learner, its weights into the rollout actors."""
         if self.resume_from is not None:
             cluster.load(str(self.resume_from))
-            cluster.sync(self.version)
+            rollouts.sync(self.version)
 
     def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
             batches: list, checksum: str, health: dict | None = None, extra: dict | None = None) -> dict:
@@ -229,7 +216,7 @@ class Run:
         rows = []
         for r in range(batch.info.get("preview_rows", len(batch.prompts) // g)):
             lo, hi = r * g, (r + 1) * g  # the row's samples, in batch order
-            row = {"prompt": batch.prompts[lo], "group": batch.group_ids[lo], "label": batch.prompts[lo],
+            row = {"prompt": batch.prompts[lo], "group": batch.groups[lo], "label": batch.prompts[lo],
                    "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}}
             if windows:  # E-GRPO: a row is one window column of G members
                 start, end = windows[(lo % members) // g]

@@ -1,12 +1,12 @@
-"""Weight sync, driver side: learner rank 0's trainable weights into every rollout worker, each
-version checked by checksum.
+"""Weight sync, driver side: learner rank 0's trainable weights into every rollout actor, each
+version checked by checksum. Used by orchestrator/rollouts.py alone.
 
     object_store  rank 0 returns its weights once (one object in the store); every worker loads
                   that ref. The CPU path, and the default without GPUs.
-    broadcast     rank 0 and the rollout workers form a collective group (NCCL on GPUs, gloo on
-                  CPU), built once and rebuilt when the pool changes; weights travel in buckets
+    broadcast     rank 0 and the rollout actors form a collective group (NCCL on GPUs, gloo on
+                  CPU), built once and rebuilt when the actors change; weights travel in buckets
                   of `rollout.sync_bucket_mb` (only the trainable ones: LoRA adapters when
-                  training LoRA). The default when rollout workers and learner have GPUs.
+                  training LoRA). The default when rollout actors and learner have GPUs.
 
 A worker that joins between versions (scale-up, or the replacement of a dead one) gets the
 current version through the object store: the held ref, or in broadcast mode one export
@@ -43,30 +43,30 @@ class WeightSync:
         self.learners = learners
         self.version, self.checksum = 0, initial_checksum
         self.ref = None  # object_store: the current version's weights
-        self.members: list = []  # broadcast: the workers the group was built with, in rank order
+        self.members: list = []  # broadcast: the actors the group was built with, in rank order
         self.plan_ref = None
 
     # -- one version into every worker ---------------------------------------------------------
-    def install(self, version: int, workers: list) -> tuple[str, list[int]]:
-        """Publish the learner's weights as `version` and load them into `workers`.
-        Returns (checksum, indices of workers that died on the way; the caller replaces them)."""
+    def install(self, version: int, actors: list) -> tuple[str, list[int]]:
+        """Publish the learner's weights as `version` and load them into `actors`.
+        Returns (checksum, indices of actors that died on the way; the caller replaces them)."""
         if self.mode == "broadcast":
-            return self._install_broadcast(version, workers)
+            return self._install_broadcast(version, actors)
         published = [l.publish.options(num_returns=2).remote() for l in self.learners]
         state_ref, checksum_ref = published[0]
         gather_learners([c for _, c in published], "sync")  # other ranks join the (ZeRO-3) gather
         self.version, self.checksum, self.ref = version, ray.get(checksum_ref), state_ref
-        got = [w.load_weights.remote(state_ref, version) for w in workers]
+        got = [a.load_weights.remote(state_ref, version) for a in actors]
         return self.checksum, self._verify(got, version)
 
-    def _install_broadcast(self, version: int, workers: list) -> tuple[str, list[int]]:
-        if workers != self.members:
-            dead = self._dead([w.info.remote() for w in workers])  # a dead member would stall the group's store
+    def _install_broadcast(self, version: int, actors: list) -> tuple[str, list[int]]:
+        if actors != self.members:
+            dead = self._dead([a.info.remote() for a in actors])  # a dead member would stall the store
             if dead:
                 return self.checksum, dead
-            self._build_group(workers)
+            self._build_group(actors)
         sent = [l.broadcast_weights.remote(self.plan_ref) for l in self.learners]
-        got = [w.receive_weights.remote(self.plan_ref, version) for w in workers]
+        got = [a.receive_weights.remote(self.plan_ref, version) for a in actors]
         dead = self._dead(got)
         if dead:  # the collective lost a member: rebuild without it once the caller replaced it
             self.members = []
@@ -75,30 +75,30 @@ class WeightSync:
         self.version, self.checksum, self.ref = version, gather_learners(sent, "sync")[0], None
         return self.checksum, self._verify(got, version)
 
-    def _build_group(self, workers: list) -> None:
+    def _build_group(self, actors: list) -> None:
         addr, port = ray.get(self.learners[0].rendezvous.remote())
-        world = len(workers) + 1
+        world = len(actors) + 1
         plans = [l.join_weight_group.remote(addr, port, world, self.backend, self.timeout_s, self.bucket_bytes)
                  for l in self.learners]
         joined = [w.join_weight_group.remote(addr, port, rank + 1, world, self.backend, self.timeout_s)
-                  for rank, w in enumerate(workers)]
+                  for rank, w in enumerate(actors)]
         ray.get(joined)
         self.plan_ref = ray.put(gather_learners(plans, "building the weight group")[0])  # rank 0's plan
-        self.members = list(workers)
+        self.members = list(actors)
 
     # -- a worker that joins between versions ----------------------------------------------------
-    def provide(self, worker, survivors: list) -> None:
+    def provide(self, actor, survivors: list) -> None:
         """Give a new worker the current version (see module docstring) and verify it."""
         source = self.ref
         if source is None and self.version > 0:  # broadcast mode: copy a worker that has it
             source = survivors[0].export_weights.remote() if survivors else self._learner_copy()
         if source is not None:
-            got = worker.load_weights.remote(source, self.version)
+            got = actor.load_weights.remote(source, self.version)
         else:  # version 0: the base weights every worker loaded from disk
-            got = worker.checksum.remote()
+            got = actor.checksum.remote()
         if self._verify([got], self.version):
             raise WeightMismatch(f"a new rollout worker died while receiving weights v{self.version}")
-        self.members = []  # broadcast: the group no longer matches the pool
+        self.members = []  # broadcast: the group no longer matches the actors
 
     def _learner_copy(self):
         published = [l.publish.options(num_returns=2).remote() for l in self.learners]
@@ -106,7 +106,7 @@ class WeightSync:
         return published[0][0]
 
     def _verify(self, got: list, version: int) -> list[int]:
-        """Indices of dead workers; raises if a live one holds other weights than the learner."""
+        """Indices of dead actors; raises if a live one holds other weights than the learner."""
         dead, bad = [], []
         for i, ref in enumerate(got):
             try:

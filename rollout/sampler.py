@@ -169,7 +169,7 @@ def all_trainable(latents: torch.Tensor, trainable, seeds) -> tuple[torch.Tensor
 def generate(
     policy: Policy,
     prompts: list[str],
-    group_ids: list[int],
+    columns: list[int],
     plan: RolloutPlan,
     initial_seeds: list[int],
     noise_seeds: list[int],
@@ -181,9 +181,10 @@ def generate(
     """Roll out `plan` for a batch: uint8 images [B, H, W, 3] (x̂0 of each sample's last model
     call) and the Trajectory. Members of a group are consecutive; for window plans (E-GRPO) a
     group is K columns of `group_size` members, all sharing the group's initial seed, and
-    `group_ids` label the columns. `select(latents, trainable, seeds) -> (train_steps [B, S],
-    chunk_ids [B, S])` picks what each sample of a path plan trains (learner.chunking's
-    ChunkSelector, handed in by the orchestrator; default: every trainable transition)."""
+    `columns` label them (RolloutPlan.column_label). `select(latents, trainable, seeds) ->
+    (train_steps [B, S], chunk_ids [B, S])` picks what each sample of a path plan trains
+    (learner.chunking's ChunkSelector, handed in by the orchestrator; default: every trainable
+    transition)."""
     if plan.windows:
         latents, log_probs, x0 = _window_rollout(policy, prompts, plan, initial_seeds, noise_seeds, group_size, micro_batch)
         members = plan.members_per_group(group_size)
@@ -207,7 +208,7 @@ def generate(
     images = policy.decode(x0.to(policy.device))
     traj = Trajectory(
         prompts=list(prompts),
-        group_ids=torch.tensor(group_ids, dtype=torch.long),
+        columns=torch.tensor(columns, dtype=torch.long),
         latents=latents,
         log_probs=log_probs,
         sigmas=torch.tensor(plan.sigmas, dtype=torch.float32),

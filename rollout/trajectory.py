@@ -17,7 +17,8 @@ class Trajectory:
     """Denoising trajectories of B samples.
 
     prompts        list[str]        [B]             prompt of each sample
-    group_ids      int64            [B]             advantage group (prompt group, or E-GRPO column)
+    columns        int64            [B]             advantage column of each sample (its prompt group's
+                                                    id, or under E-GRPO the group's branch column)
     latents        float32          [B, N+1, *latent]  x at every sigma, x[:, 0] the initial noise
     log_probs      float32          [B, N]          old log-prob of each transition (0 where ODE)
     sigmas         float32          [N+1]           schedule the latents follow
@@ -29,7 +30,7 @@ class Trajectory:
     policy_version int                              version of the weights that generated it
     noise_level    float                            η / a of the SDE
     sde_kind       str                              "dance" | "flow"
-    shared_inputs  bool                             E-GRPO: members with one group id share the
+    shared_inputs  bool                             E-GRPO: members of one column share the
                                                     input x of their trained transition exactly
     A train_steps entry of -1 (train end and chunk id -1) pads a sample that trains fewer
     than S transitions. A trained step goes from latents[:, k] at sigmas[k] to latents[:, e]
@@ -38,7 +39,7 @@ class Trajectory:
     """
 
     prompts: list[str]
-    group_ids: torch.Tensor
+    columns: torch.Tensor
     latents: torch.Tensor
     log_probs: torch.Tensor
     sigmas: torch.Tensor
@@ -56,7 +57,7 @@ class Trajectory:
         b, n1 = self.latents.shape[:2]
         n = n1 - 1
         expected = {
-            "group_ids": (b,),
+            "columns": (b,),
             "log_probs": (b, n),
             "sigmas": (n + 1,),
             "initial_seeds": (b,),
@@ -101,8 +102,8 @@ class Trajectory:
     def select(self, index: torch.Tensor | list[int]) -> "Trajectory":
         """The samples at `index` (a sub-batch with the same schedule)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        per_sample = {"group_ids", "latents", "log_probs", "train_steps", "train_ends", "chunk_ids", "initial_seeds",
-                      "noise_seeds"}
+        per_sample = {"columns", "latents", "log_probs", "train_steps", "train_ends", "chunk_ids",
+                      "initial_seeds", "noise_seeds"}
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -133,7 +134,7 @@ class Trajectory:
             raise ValueError(f"Trajectory.cat: batches from several policy versions {sorted(versions)}")
         return Trajectory(
             prompts=[q for p in parts for q in p.prompts],
-            group_ids=torch.cat([p.group_ids for p in parts]),
+            columns=torch.cat([p.columns for p in parts]),
             latents=torch.cat([p.latents for p in parts]),
             log_probs=torch.cat([p.log_probs for p in parts]),
             sigmas=first.sigmas,

@@ -17,6 +17,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.config import build_plan
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
+from orchestrator.rollouts import Rollouts
 
 from .conftest import small_config
 
@@ -68,27 +69,32 @@ def test_async_ray_loop_matches_the_single_process_loop(async_reference, tmp_pat
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
+class KillingRollouts(Rollouts):
+    """Kills rollout actor 0's process (SIGKILL) right after the first start has launched
+    iterations 0 and 1 (async: iteration 0's unit running on it, iteration 1's queued)."""
+
+    def start(self, iteration, prompts, checkpoint):
+        pid = ray.get(self.actors[0].info.remote())["pid"] if iteration == 0 else None
+        super().start(iteration, prompts, checkpoint)
+        if pid is not None:
+            assert sorted(self.started) == [0, 1]
+            os.kill(pid, signal.SIGKILL)
+
+
 class KillingCluster(Cluster):
-    """Kills rollout worker 0's process (SIGKILL) right after the first two launches are
-    submitted (iteration 0's batch running on it, iteration 1's waiting in the pool's queue), and the
-    preference reward worker (ray.kill) as iteration 1 is about to be scored."""
+    """KillingRollouts, and the preference reward actor killed (ray.kill) as iteration 1 is
+    about to be scored."""
+
+    rollouts_cls = KillingRollouts
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.rollout_pid = ray.get(self.pool.workers[0].info.remote())["pid"]
-        self.launches = self.scores = 0
-
-    def launch(self, groups, iteration, preview):
-        batches = super().launch(groups, iteration, preview)
-        self.launches += 1
-        if self.launches == 2:
-            os.kill(self.rollout_pid, signal.SIGKILL)
-        return batches
+        self.scores = 0
 
     def score(self, batches):
         self.scores += 1
         if self.scores == 2:
-            ray.kill(self.reward_workers["preference"])
+            ray.kill(self.reward_actors["preference"])
         return super().score(batches)
 
 
@@ -127,7 +133,7 @@ def test_work_units_change_no_sample(local_ray, tmp_path):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
-class ScalingCluster(Cluster):
+class ScalingRollouts(Rollouts):
     """Between iterations, runs `raygrpo scale` as the test plans it, then lets the job apply it."""
 
     actions: dict = {}  # boundary index -> what the test does there
@@ -142,6 +148,10 @@ class ScalingCluster(Cluster):
         if action:
             action()
         super().rescale()
+
+
+class ScalingCluster(Cluster):
+    rollouts_cls = ScalingRollouts
 
 
 def test_raygrpo_scale_1_2_1_during_a_run(local_ray, tmp_path):
@@ -159,7 +169,7 @@ def test_raygrpo_scale_1_2_1_during_a_run(local_ray, tmp_path):
     def scale_down():
         assert main(["scale", "--workers", "1"]) == 0
 
-    ScalingCluster.actions = {0: scale_up, 2: scale_down}
+    ScalingRollouts.actions = {0: scale_up, 2: scale_down}
     cfg = small_config(rollout__num_workers=1, orchestrator__iterations=5, orchestrator__prompts_per_iter=3)
     train(cfg, run_dir, cluster_cls=ScalingCluster)
 
@@ -174,9 +184,9 @@ def test_raygrpo_scale_1_2_1_during_a_run(local_ray, tmp_path):
     assert main(["scale", "--workers", "2"]) == 2
 
 
-def test_weight_sync_object_store_then_broadcast_bucketed_and_rebuilt_when_the_pool_changes(local_ray):
+def test_weight_sync_object_store_then_broadcast_bucketed_and_rebuilt_when_the_actors_change(local_ray):
     """Both sync paths on one cluster: the object store (CPU default), then the NCCL path with
-    gloo (learner rank 0 + rollout workers in one group, tiny buckets)."""
+    gloo (learner rank 0 + rollout actors in one group, tiny buckets)."""
     import psutil
 
     cfg = small_config(rollout__num_workers=2, rollout__weight_sync="broadcast", rollout__sync_bucket_mb=0.05)
@@ -184,29 +194,32 @@ def test_weight_sync_object_store_then_broadcast_bucketed_and_rebuilt_when_the_p
     try:
         # compute actors run at the driver's niceness (worker_niceness 0), not Ray's worker default of +15
         # (cluster.actor_env); the driver's own, so the suite may run under `nice -n 5`
-        assert {psutil.Process(w["pid"]).nice() for w in cluster.workers()} == {os.nice(0)}
-        workers = cluster.rollout_workers
+        rows = cluster.rollouts.worker_rows() + cluster.worker_rows()
+        assert {psutil.Process(w["pid"]).nice() for w in rows} == {os.nice(0)}
+        rollouts = cluster.rollouts
+        actors = rollouts.actors
         state, learner_sum = ray.get(cluster.learners[0].publish.remote())
-        assert ray.get([w.load_weights.remote(state, 0) for w in workers]) == [learner_sum] * 2  # the object-store path
-        # a worker holding other weights is detected by the same checksum ...
+        # the object-store path
+        assert ray.get([a.load_weights.remote(state, 0) for a in actors]) == [learner_sum] * 2
+        # an actor holding other weights is detected by the same checksum ...
         other = {k: v + (1e-3 if i == 0 else 0) for i, (k, v) in enumerate(state.items())}
-        assert ray.get(workers[1].load_weights.remote(other, 0)) != learner_sum
+        assert ray.get(actors[1].load_weights.remote(other, 0)) != learner_sum
 
-        sync = cluster.pool.weights
+        sync = rollouts.weights
         assert sync.mode == "broadcast" and sync.backend == "gloo"
-        first = cluster.sync(1)  # ... and the next sync restores it
-        assert first == learner_sum
-        assert ray.get([w.checksum.remote() for w in cluster.rollout_workers]) == [first] * 2
+        first = rollouts.sync(1)  # ... and the next sync restores it
+        assert first == learner_sum == rollouts.checksum
+        assert ray.get([a.checksum.remote() for a in rollouts.actors]) == [first] * 2
         assert len(ray.get(sync.plan_ref)) > 10  # ~4 MB of weights in 50 KB buckets
 
-        cluster.pool.resize(3)  # the new worker gets v1 from a surviving worker; the group is stale
-        assert ray.get(cluster.rollout_workers[2].checksum.remote()) == first
+        rollouts.resize(3)  # the new actor gets v1 from a surviving actor; the group is stale
+        assert ray.get(rollouts.actors[2].checksum.remote()) == first
         _train_once(cluster, cfg)
-        second = cluster.sync(2)  # rebuilt with 3 workers
+        second = rollouts.sync(2)  # rebuilt with 3 actors
         assert second != first
-        assert sync.members == cluster.rollout_workers
-        assert ray.get([w.checksum.remote() for w in cluster.rollout_workers]) == [second] * 3
-        assert ray.get([w.info.remote() for w in cluster.rollout_workers])[2]["policy_version"] == 2
+        assert sync.members == rollouts.actors
+        assert ray.get([a.checksum.remote() for a in rollouts.actors]) == [second] * 3
+        assert ray.get([a.info.remote() for a in rollouts.actors])[2]["policy_version"] == 2
     finally:
         cluster.shutdown()
 
@@ -215,7 +228,7 @@ def _train_once(cluster, cfg):
     """One real update, so the learner's weights move."""
     from orchestrator.run import compute_advantages
 
-    batches = cluster.rollout([(0, "a red circle at the top left on a yellow background"),
-                               (1, "a red circle at the top left on a green background")], 0, False)
+    batches = cluster.rollouts.rollout([(0, "a red circle at the top left on a yellow background"),
+                                        (1, "a red circle at the top left on a green background")], 0)
     adv = compute_advantages(cfg, cluster.score(batches), batches)
     cluster.update(batches, adv.samples, adv.values, adv.minibatches)

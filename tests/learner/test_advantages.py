@@ -104,3 +104,30 @@ def test_batch_std_advantages_are_flow_grpos_global_std():
     ids = torch.tensor([0, 0, 1, 1])
     expected = torch.tensor([-1.0, 1.0, -2.0, 2.0]) / (3.5**0.5 + 1e-4)
     torch.testing.assert_close(batch_std_advantages(rewards, ids), expected)
+
+
+def test_iteration_advantages_on_plain_arrays():
+    """One iteration from per-sample arrays: a second copy of group 0 (first=False) is neither
+    normalised with nor trained; group 1 has no spread (dropped, counted); chunk mixes and
+    best-of-N act on what remains."""
+    from learner.advantages import iteration_advantages
+
+    # group 0 (first copy): r = 0, 1, 2 -> mean 1, unbiased std 1 -> z = -1, 0, 1
+    # (with its copy 0, 3, 6 it would be 6 members of mean 2: z = -0.79, -0.40, 0, ...)
+    rewards = {"pref": [0.0, 1.0, 2.0, 5.0, 5.0, 5.0, 0.0, 3.0, 6.0]}
+    groups = [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    first = [True] * 6 + [False] * 3
+    common = dict(by="prompt", weights={"pref": 1.0}, aggregation="advantage", clip=5.0, std="group")
+    a = iteration_advantages(rewards, groups, groups, first, **common)
+    assert a.samples == [0, 1, 2] and a.zero_std_ratio == 0.5  # groups 0 and 1; 1 has no spread
+    assert a.values == [-1.0, 0.0, 1.0] and abs(a.abs_mean - 2 / 3) < 1e-7
+    # per-chunk mixes: weight 1, then weight 2 (advantage mode: 2·z)
+    mixes = [{"pref": 1.0}, {"pref": 2.0}]
+    c = iteration_advantages(rewards, groups, groups, first, chunk_weights=mixes, **common)
+    assert c.values == [[-1.0, -2.0], [0.0, 0.0], [1.0, 2.0]]
+    # best-of-2: the bottom and the top member of each group
+    assert iteration_advantages(rewards, groups, groups, first, best_of=2, **common).samples == [0, 2]
+    # by column: columns 0 | 1 split group 0 into (0, 1) | (2 alone: no spread)
+    columns = [0, 0, 1, 2, 2, 2, 0, 0, 1]
+    cols = iteration_advantages(rewards, groups, columns, first, **{**common, "by": "column"})
+    assert cols.samples == [0, 1] and [round(v, 4) for v in cols.values] == [-0.7071, 0.7071]

@@ -12,8 +12,8 @@ from orchestrator.run import compute_advantages
 TINY = "deploy/configs/tiny.yaml"
 
 
-def batch(group_ids, columns=None):
-    return SimpleNamespace(group_ids=list(group_ids), columns=list(columns if columns is not None else group_ids),
+def batch(groups, columns=None):
+    return SimpleNamespace(groups=list(groups), columns=list(columns if columns is not None else groups),
                            info={})  # no "groups" report: every sample is a first copy
 
 

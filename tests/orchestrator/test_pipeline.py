@@ -1,47 +1,43 @@
-"""Which rollouts the pipeline launches when: sync, async (one ahead), and no run-ahead past a
-checkpoint or the last iteration. A fake cluster records the launches."""
+"""Which rollouts start when (orchestrator/rollouts.py RolloutSchedule, the mode of `Rollouts`
+and `LocalRollouts`): sync, async (one ahead), and no run-ahead past a checkpoint or the last
+iteration. A schedule whose launches are records stands in for the actors."""
 
 import pytest
 
 from orchestrator.config import load_config
 from orchestrator.control import ScaleControl
-from orchestrator.pipeline import RolloutPipeline
+from orchestrator.rollouts import RolloutSchedule
 from orchestrator.run import PromptSampler
 
 
-class FakeRun:
+def due(cfg, iteration):  # as Run.due: a checkpoint after this iteration
+    o = cfg.orchestrator
+    return iteration + 1 == o.iterations or (iteration + 1) % o.checkpoint_every == 0
+
+
+class Recorder(RolloutSchedule):
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.prompts = PromptSampler([f"p{i}" for i in range(50)], seed=0)
-
-    def due(self, iteration):
-        o = self.cfg.orchestrator
-        return iteration + 1 == o.iterations or (iteration + 1) % o.checkpoint_every == 0
-
-
-class FakeCluster:
-    def __init__(self):
+        super().__init__(cfg)
         self.events = []
 
-    def launch(self, groups, iteration, preview):
+    def _launch(self, groups, iteration, preview):
         self.events.append(("launch", iteration))
         return [iteration]
 
-    def collect(self, batches):
-        self.events.append(("collect", batches[0]))
-        return batches
+    def _collect(self, launched):
+        self.events.append(("collect", launched[0]))
+        return launched
 
 
 def events(mode, iterations=5, checkpoint_every=3):
     cfg = load_config("deploy/configs/tiny.yaml", [f"orchestrator.mode={mode}", f"orchestrator.iterations={iterations}",
                                                    f"orchestrator.checkpoint_every={checkpoint_every}"])
-    run, cluster = FakeRun(cfg), FakeCluster()
-    pipeline = RolloutPipeline(cfg, run, cluster)
+    prompts, rollouts = PromptSampler([f"p{i}" for i in range(50)], seed=0), Recorder(cfg)
     for k in range(iterations):
-        pipeline.start(k)
-        assert pipeline.take(k) == [k]
-        cluster.events.append(("checkpoint", k) if run.due(k) else ("end", k))
-    return cluster.events
+        rollouts.start(k, prompts, checkpoint=due(cfg, k))
+        assert rollouts.take(k) == [k]
+        rollouts.events.append(("checkpoint", k) if due(cfg, k) else ("end", k))
+    return rollouts.events
 
 
 def test_sync_launches_each_iteration_inside_it():
@@ -67,17 +63,17 @@ def test_async_launches_one_ahead_but_never_past_a_checkpoint_or_the_end():
 def test_async_draws_the_same_prompts_in_the_same_order_as_sync():
     def drawn(mode):
         cfg = load_config("deploy/configs/tiny.yaml", [f"orchestrator.mode={mode}", "orchestrator.iterations=4"])
-        run, got = FakeRun(cfg), []
+        prompts, got = PromptSampler([f"p{i}" for i in range(50)], seed=0), []
 
-        class Recorder(FakeCluster):
-            def launch(self, groups, iteration, preview):
+        class Drawn(Recorder):
+            def _launch(self, groups, iteration, preview):
                 got.append((iteration, groups))
                 return [iteration]
 
-        pipeline = RolloutPipeline(cfg, run, Recorder())
+        rollouts = Drawn(cfg)
         for k in range(4):
-            pipeline.start(k)
-            pipeline.take(k)
+            rollouts.start(k, prompts, checkpoint=due(cfg, k))
+            rollouts.take(k)
         return sorted(got)
 
     assert drawn("async") == drawn("sync")
@@ -91,13 +87,13 @@ def test_max_staleness_above_1_is_rejected():
 
 
 def test_scale_control_hands_one_request_to_the_driver():
-    control = ScaleControl(workers=1)
-    assert control.take() is None
+    control = ScaleControl(rollout_workers=1)
+    assert control.pop_request() is None
     control.request(3)
     sent = control.request(2)  # the last request wins
-    assert control.take() == {"workers": 2, "id": 2} and control.take() is None
+    assert control.pop_request() == {"rollout_workers": 2, "id": 2} and control.pop_request() is None
     assert control.state()["applied_id"] < sent["id"]
     control.applied(2, sent["id"])
-    assert control.state() == {"workers": 2, "pending": None, "applied_id": 2}
+    assert control.state() == {"rollout_workers": 2, "pending": None, "applied_id": 2}
     with pytest.raises(ValueError, match="at least 1"):
         control.request(0)

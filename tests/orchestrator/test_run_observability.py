@@ -6,9 +6,10 @@ import logging
 import numpy as np
 import pytest
 
-from orchestrator.cluster import RolloutBatch, worker_row
+from orchestrator.actors import worker_row
 from orchestrator.config import load_config
 from orchestrator.dashboard.ray_metrics import RayMetrics
+from orchestrator.rollouts import RolloutBatch
 from orchestrator.run import Run
 
 
@@ -17,8 +18,9 @@ def test_preview_json_holds_each_grid_rows_prompt_and_rewards(tmp_path):
     run = Run(cfg, tmp_path / "run", resume=False)
     prompts = ["p0", "p1", "p2"]
     # worker 0 rolled out groups 5, 6, 7 (4 samples each); its grid shows the first 2 groups
-    batch = RolloutBatch(None, None, [p for p in prompts for _ in range(4)], [g for g in (5, 6, 7) for _ in range(4)],
-                         {"preview_png": b"png", "preview_rows": 2, "policy_version": 3})
+    batch = RolloutBatch(images=None, trajectory=None, prompts=tuple(p for p in prompts for _ in range(4)),
+                         groups=tuple(g for g in (5, 6, 7) for _ in range(4)),
+                         info={"preview_png": b"png", "preview_rows": 2, "policy_version": 3})
     rewards = {"preference": np.arange(16, dtype=np.float32) / 10, "alignment": np.full(16, 0.5, np.float32)}
     run.write_preview(7, batch, rewards)
     run.close()
@@ -34,7 +36,8 @@ def test_preview_json_holds_each_grid_rows_prompt_and_rewards(tmp_path):
 def test_no_preview_no_files(tmp_path):
     cfg = load_config("deploy/configs/tiny.yaml", ["orchestrator.dashboard=false"])
     run = Run(cfg, tmp_path / "run", resume=False)
-    run.write_preview(1, RolloutBatch(None, None, ["p"] * 8, [0] * 8, {}), {"preference": np.zeros(8)})
+    batch = RolloutBatch(images=None, trajectory=None, prompts=("p",) * 8, groups=(0,) * 8)
+    run.write_preview(1, batch, {"preference": np.zeros(8)})
     run.close()
     assert list((tmp_path / "run" / "samples").iterdir()) == []
 
@@ -104,7 +107,8 @@ def test_e_grpo_preview_rows_are_labelled_as_window_columns(tmp_path):
     run = Run(cfg, tmp_path / "run", resume=False)
     run.write_plan(plan)
     members = 2 * k  # one group: K columns of G = 2
-    batch = RolloutBatch(None, None, ["p0"] * members, [0] * members, {"preview_png": b"png", "preview_rows": 2})
+    batch = RolloutBatch(images=None, trajectory=None, prompts=("p0",) * members, groups=(0,) * members,
+                         info={"preview_png": b"png", "preview_rows": 2})
     run.write_preview(0, batch, {"preference": np.arange(members, dtype=np.float32)})
     run.close()
     meta = json.loads((tmp_path / "run" / "samples" / "iter_00000.json").read_text())
