@@ -2,7 +2,7 @@
 reward/, learner/ and orchestrator/ is read from the source (AST), function-level imports
 included, so a cycle hidden inside a function (`import` deferred to dodge a circular import)
 counts too. An edge points at the module a statement loads: `from rollout.tiny import world`
-at rollout/tiny/world.py, `from rollout.policy import Policy` at rollout/policy.py."""
+at rollout/tiny/world.py, `from rollout.models.base import Policy` at rollout/models/base.py."""
 
 import ast
 from pathlib import Path

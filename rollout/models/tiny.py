@@ -19,10 +19,10 @@ import torch
 
 from rollout.config import ModelConfig
 from rollout.models.common import frozen, setup_trainable, text_encoder_or_cache
-from rollout.policy import TINY, Conditioning, Policy
+from rollout.models.base import Conditioning, Policy
 from rollout.tiny import model as tiny_model
 
-KIND = TINY
+KIND = "tiny"  # `model.path: tiny`: the shipped shapes-world model (rollout.policy.TINY)
 
 
 class TinyTextEncoder(torch.nn.Module):
@@ -103,7 +103,7 @@ class TinyPolicy(Policy):
 
 
 TINY_TEXT = "tiny:text"  # `model.path: tiny:text`: the shipped text-world model
-SHIPPED = {TINY: tiny_model.WEIGHTS_DIR, TINY_TEXT: tiny_model.TEXT_WEIGHTS_DIR}
+SHIPPED = {KIND: tiny_model.WEIGHTS_DIR, TINY_TEXT: tiny_model.TEXT_WEIGHTS_DIR}
 
 
 def root_of(path: str) -> Path:
@@ -132,5 +132,5 @@ def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cp
                          "images only; leave model.resolution unset")
     transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="full")
-    text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
+    text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))
     return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

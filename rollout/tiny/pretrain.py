@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rollout.models.tiny import TinyPolicy, TinyTextEncoder
-from rollout.policy import Conditioning, Policy
+from rollout.models.base import Conditioning, Policy
 from rollout.tiny import model as tiny_model
 from rollout.tiny import text_world, world
 
