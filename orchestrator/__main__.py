@@ -108,14 +108,15 @@ def summary(result: dict) -> str:
 def cmd_eval(args) -> int:
     import torch
 
-    from orchestrator.checkpoint import load_policy_weights, resolve
+    from orchestrator.checkpoint import load_policy_weights
     from orchestrator.evaluate import eval_images, score_images
     from orchestrator.inputs import preflight, prompt_arg
+    from orchestrator.rundir import resolve_checkpoint
     from reward.worker import build_scorer
     from rollout.config import schedule_shift
     from rollout.policy import policy_from_config
 
-    ckpt = None if args.checkpoint == "base" else resolve(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
+    ckpt = None if args.checkpoint == "base" else resolve_checkpoint(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
     config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
     cfg = load_config(config, args.overrides)
     preflight(cfg)
