@@ -141,11 +141,10 @@ def cmd_embed(args) -> int:
     and SD3 negative prompt) into --out or model.embeddings, with the model's text encoders."""
     import torch
 
-    from orchestrator.config import prompt_path
     from orchestrator.inputs import preflight, prompt_arg
+    from orchestrator.prompts import prompt_path, read_prompts
     from rollout.embeddings import write_embeddings
     from rollout.policy import text_encoder_from_config
-    from rollout.tiny.world import read_prompts
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or cfg.model.embeddings
