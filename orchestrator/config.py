@@ -190,7 +190,8 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_usable(self):
-        check_config(self, build_plan(self))  # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        check_config(self, build_plan(self))
         return self
 
     @property

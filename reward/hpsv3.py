@@ -183,7 +183,8 @@ class HPSv3Scorer(ModelScorer):
     def __init__(self, path: str, base: str | None = None, device: str = "cpu", dtype: str | None = None,
                  batch_size: int = 16):
         super().__init__(device, dtype, batch_size)
-        self.model, self.processor = load_model(resolve_file(path, CHECKPOINT), base or BASE_MODEL, self.dtype, device)
+        self.model, self.processor = load_model(resolve_file(path, CHECKPOINT), base or BASE_MODEL, self.dtype,
+                                                device)
 
     def inputs(self, images: list, prompts: list[str]):
         """The official prepare_batch: pixel budget, chat template, right padding."""

@@ -103,4 +103,5 @@ def test_the_checker_finds_a_cycle_and_reads_function_level_and_relative_imports
 
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
-    assert not cycles, "import cycles (each a -> b means a imports b):\n" + "\n".join(" -> ".join(c) for c in cycles)
+    listed = "\n".join(" -> ".join(cycle) for cycle in cycles)
+    assert not cycles, f"import cycles (each a -> b means a imports b):\n{listed}"

@@ -115,9 +115,12 @@ class FluxPolicy(Policy):
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """v ≈ eps − x0; x [B, L, 4C] float32, sigma float or [B] -> [B, L, 4C] float32."""
-        guidance = torch.full((x.shape[0],), self.guidance_scale, device=x.device) if self.guidance_embeds else None
+        guidance = None
+        if self.guidance_embeds:
+            guidance = torch.full((x.shape[0],), self.guidance_scale, device=x.device)  # [B]
         txt_ids = torch.zeros(cond["prompt_embeds"].shape[1], 3, device=x.device)  # [T, 3]
-        return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids, guidance)
+        return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids,
+                                    guidance)
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:

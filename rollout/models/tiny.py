@@ -77,7 +77,8 @@ class TinyPolicy(Policy):
         txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(tokens, 3, device=x.device)
         if txt_ids.shape[0] != tokens:
             raise ValueError(f"prompt_embeds has {tokens} tokens but the model's txt_ids (raygrpo_model.json) "
-                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this model")
+                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this "
+                             "model")
         return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids)
 
     @torch.no_grad()
