@@ -87,7 +87,7 @@ def world_figures(name: str, steps: int, out: Path, rng, limit: int | None = Non
         scorers = {"ocr": PPOCRv4Scorer(threads=2), "ocr_heldout": PPOCRv6Scorer(threads=2), "fidelity": FidelityScorer()}
     result = {}
     for split in ("train", "heldout"):
-        prompts = module.read_prompts(module.prompt_file(split))
+        prompts = module.prompts(split)
         prompts = prompts[:TEXT_TRAIN_PROMPTS] if name == "text" and split == "train" else prompts
         prompts = prompts[:limit] if limit else prompts
         stem = "base_model" if name == "shapes" else "base_model_text"
@@ -105,7 +105,7 @@ def fidelity_check(hacked: Path, steps: int, out: Path, limit: int | None = None
     """Held-out shapes fidelity: ground truth, the base model, the hacked checkpoint (ODE, 4 per prompt)."""
     from safetensors.torch import load_file
 
-    prompts = world.read_prompts(world.prompt_file("heldout"))[:limit]
+    prompts = world.prompts("heldout")[:limit]
     fidelity = FidelityScorer()
     policy = load_policy("tiny")
     batch, base = eval_images(policy, prompts, seed=1, num_steps=steps)

@@ -37,12 +37,11 @@ VARIANTS = {
 
 def heldout(cfg, checkpoint: Path | None) -> dict:
     from orchestrator.checkpoint import load_policy_weights
-    from orchestrator.config import prompt_path
     from orchestrator.evaluate import eval_images, score_images
+    from orchestrator.prompts import prompt_path, read_prompts
     from reward.worker import build_scorer
     from rollout.config import schedule_shift
     from rollout.policy import policy_from_config
-    from rollout.tiny.world import read_prompts
 
     policy = policy_from_config(cfg.model)
     if checkpoint is not None:

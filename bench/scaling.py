@@ -40,8 +40,8 @@ def main() -> None:
     args = p.parse_args()
     start_ray(num_cpus=3)
     from orchestrator.cluster import Cluster
-    from orchestrator.config import build_plan, prompt_path
-    from rollout.tiny.world import read_prompts
+    from orchestrator.config import build_plan
+    from orchestrator.prompts import prompt_path, read_prompts
 
     cfg = config(["rollout.num_workers=1", "rollout.num_cpus=1", "rollout.torch_threads=1",
                   "learner.torch_threads=1", *args.overrides])

@@ -108,14 +108,15 @@ def summary(result: dict) -> str:
 def cmd_eval(args) -> int:
     import torch
 
-    from orchestrator.checkpoint import load_policy_weights, resolve
+    from orchestrator.checkpoint import load_policy_weights
     from orchestrator.evaluate import eval_images, score_images
     from orchestrator.inputs import preflight, prompt_arg
+    from orchestrator.rundir import resolve_checkpoint
     from reward.worker import build_scorer
     from rollout.config import schedule_shift
     from rollout.policy import policy_from_config
 
-    ckpt = None if args.checkpoint == "base" else resolve(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
+    ckpt = None if args.checkpoint == "base" else resolve_checkpoint(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
     config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
     cfg = load_config(config, args.overrides)
     preflight(cfg)
@@ -140,11 +141,10 @@ def cmd_embed(args) -> int:
     and SD3 negative prompt) into --out or model.embeddings, with the model's text encoders."""
     import torch
 
-    from orchestrator.config import prompt_path
     from orchestrator.inputs import preflight, prompt_arg
+    from orchestrator.prompts import prompt_path, read_prompts
     from rollout.embeddings import write_embeddings
     from rollout.policy import text_encoder_from_config
-    from rollout.tiny.world import read_prompts
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or cfg.model.embeddings

@@ -169,27 +169,15 @@ def latest(run_dir: Path, warn: bool = False) -> Path | None:
     return path
 
 
-def resolve(arg: str) -> Path:
-    """A checkpoint dir from what a user may name: a checkpoints/iter_NNNNNN dir (verified), or
-    the run dir, its checkpoints dir or checkpoints/latest (each: the newest checkpoint that
-    verifies, so a broken newest one falls back with a warning)."""
-    from orchestrator.errors import UserError
-
-    p = Path(arg).expanduser()
-    run_dir = {"checkpoints": p.parent, "latest": p.parent.parent}.get(p.name, p)
-    if (run_dir / "checkpoints").is_dir() and p in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "latest"):
-        newest = latest(run_dir, warn=True)
-        if newest is None:
-            raise UserError(f"--checkpoint {arg}: no checkpoint of {run_dir} verifies; give a checkpoints/iter_* dir")
-        return newest
-    if not (p / "orchestrator.json").exists() and not (p / "policy.safetensors").exists():
-        raise UserError(f"--checkpoint {arg}: not a checkpoint; give a run dir, its checkpoints/latest or a "
-                        "checkpoints/iter_* dir, or 'base'")
-    problems = verify(p)
-    if problems:
-        raise UserError(f"--checkpoint {arg} is broken: {'; '.join(problems)}; give an earlier checkpoints/iter_* "
-                        "dir, or the run dir to take the newest one that verifies")
-    return p
+def resume_hint(run_dir: Path) -> str:
+    """The end of a stopped run's message: the newest checkpoint that verifies and the --resume
+    command that continues from it, or that none was written yet."""
+    last = latest(run_dir)
+    if last is None:
+        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
+                "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time).")
+    return (f"The last checkpoint is {last}. Resume from it with:\n"
+            f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
 
 
 def read_state(path: Path) -> dict:

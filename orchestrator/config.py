@@ -23,9 +23,9 @@ from learner.config import LearnerConfig, chunk_selector
 from reward.config import RewardConfig
 from orchestrator.errors import ConfigError  # noqa: F401 (re-exported: raised by load_config)
 from orchestrator.inputs import check_config, load_yaml, yaml_value
+from orchestrator.prompts import prompt_path
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.plan import RolloutPlan, entropy_window_plan, sde_plan, sliding_window_plan
-from rollout.tiny import text_world, world
 
 ALGORITHMS = ("dance_grpo", "chunk_grpo", "e_grpo", "flow_grpo", "mix_grpo")
 # The defaults each algorithm gives, as its paper and official code run it; (section, field) ->
@@ -114,10 +114,6 @@ PRESETS: dict[str, dict[tuple[str, ...], tuple[object, str]]] = {
         ("reward", "aggregation"): ("advantage", f"{MIX} finetune_flux_grpo_MixGRPO.sh:62 advantage_aggr"),
     },
 }
-PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout"),
-                  "tiny:text:train": text_world.prompt_file("train"), "tiny:text:heldout": text_world.prompt_file("heldout")}
-
-
 class OrchestratorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -194,7 +190,8 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_usable(self):
-        check_config(self)  # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        # prompt files, paths actors open, learner split (orchestrator/inputs.py)
+        check_config(self, build_plan(self))
         return self
 
     @property
@@ -226,10 +223,6 @@ def apply_preset(data: dict) -> tuple[dict, list[tuple[str, ...]]]:
                 node[path[-1]] = copy.deepcopy(value)
                 filled.append(path)
     return data, filled
-
-
-def prompt_path(value: str) -> Path:
-    return Path(PROMPT_ALIASES.get(value, value)).expanduser()
 
 
 def build_plan(cfg: Config) -> RolloutPlan:

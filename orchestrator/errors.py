@@ -31,7 +31,7 @@ class RunStopped(RuntimeError):
     """The run stopped with a message for the user (see the module docstring)."""
 
     def with_resume_hint(self, run_dir: Path) -> "RunStopped":
-        from orchestrator.faults import resume_hint
+        from orchestrator.checkpoint import resume_hint
 
         return type(self)(f"{self}\n{resume_hint(run_dir)}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rollout.plan import sde_plan
-from rollout.policy import Policy
+from rollout.models.base import Policy
 from rollout.sampler import derive_seed, generate, group_seeds, sample_ode
 
 EVAL_SAMPLES_PER_PROMPT = 4

@@ -10,13 +10,11 @@ says which checkpoint `--resume` continues from.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Hashable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from orchestrator import checkpoint
 from orchestrator.errors import ActorFailed, RunStopped, remote_message
 
 WORKER_DIED = (RayActorError,)  # the actor's process is gone (killed, OOM, node lost, ray.kill)
@@ -71,15 +69,6 @@ def started(actors: dict[str, tuple[ray.actor.ActorHandle, str]]) -> None:
             raise ActorFailed(f"{label} could not start: {remote_message(err)}\nIt loads {actors[label][1]}: make sure "
                               "those files are complete and readable where the actor runs (download or save them "
                               "again), then start the run again") from err
-
-
-def resume_hint(run_dir: Path) -> str:
-    last = checkpoint.latest(run_dir)
-    if last is None:
-        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
-                "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time).")
-    return (f"The last checkpoint is {last}. Resume from it with:\n"
-            f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
 
 
 def gather_learners(refs: list[ray.ObjectRef], phase: str) -> list:

@@ -1,14 +1,16 @@
 """Inputs checked before any actor starts: the YAML itself, the prompt files, the paths actors
 open, and whether the learner can split the batch. Each error names the field and the fix.
 
-    load_yaml(path)     the config mapping; malformed YAML -> file:line:col, a duplicate key ->
-                        the key and both lines
-    check_config(cfg)   prompt files hold prompts every scorer can read; model and scorer paths
-                        exist or are hub ids, and relative ones reach the actors; learner ranks ×
-                        minibatches fit the batch (run by `Config`'s validator, so by load_config)
-    preflight(cfg)      what needs more than the config file: the embedding cache holds every
-                        prompt, and each hub id is in the local Hugging Face cache or on the hub
-                        (the CLI runs it before Ray starts; `train()` again, for API callers)
+    load_yaml(path)           the config mapping; malformed YAML -> file:line:col, a duplicate
+                              key -> the key and both lines
+    check_config(cfg, plan)   prompt files hold prompts every scorer can read; model and scorer
+                              paths exist or are hub ids, and relative ones reach the actors;
+                              learner ranks × minibatches fit the batch (run by `Config`'s
+                              validator, so by load_config)
+    preflight(cfg)            what needs more than the config file: the embedding cache holds
+                              every prompt, and each hub id is in the local Hugging Face cache or
+                              on the hub (the CLI runs it before Ray starts; `train()` again, for
+                              API callers)
 
 Paths (model.path, model.embeddings, reward.scorers[*].path and .base) follow one rule:
 a value is a *local path* when it starts with '/', './', '../' or '~', has more than one '/',
@@ -35,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator.errors import ConfigError
+from orchestrator.prompts import prompt_path, read_prompts
 
 RUNTIME_ENV = Path("deploy/runtime_env.yaml")  # its `excludes` apply to the working-dir upload
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -108,8 +111,6 @@ def yaml_value(item: str, raw: str):
 # -- prompt files -------------------------------------------------------------------------------
 def read_prompt_field(label: str, path: Path) -> list[str]:
     """The prompts of a prompt file, or an error naming its field or flag (`label`) and the fix."""
-    from rollout.tiny.world import read_prompts
-
     try:
         return read_prompts(path)
     except (OSError, UnicodeDecodeError) as err:
@@ -121,8 +122,6 @@ def read_prompt_field(label: str, path: Path) -> list[str]:
 
 def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
     """The prompts of a CLI prompt-file argument (--prompts), checked like the config's."""
-    from orchestrator.config import prompt_path
-
     path = prompt_path(value)
     try:
         if not path.is_file():
@@ -254,9 +253,9 @@ def check_scorer_paths(scorer, index: int) -> None:
 
 
 # -- the whole config ---------------------------------------------------------------------------
-def check_config(cfg) -> None:
-    """Config-time checks (module docstring); raises ValueError naming the field and the fix."""
-    from orchestrator.config import build_plan, prompt_path
+def check_config(cfg, plan) -> None:
+    """Config-time checks (module docstring) of `cfg` and its rollout plan; raises ValueError
+    naming the field and the fix."""
 
     for field in ("train_prompts", "eval_prompts"):
         path, label = prompt_path(getattr(cfg.orchestrator, field)), f"orchestrator.{field}"
@@ -266,7 +265,7 @@ def check_config(cfg) -> None:
         check_visible("model.embeddings", cfg.model.embeddings)
     for i, scorer in enumerate(cfg.reward.scorers):
         check_scorer_paths(scorer, i)
-    check_learner_split(cfg, build_plan(cfg).members_per_group(cfg.rollout.group_size))
+    check_learner_split(cfg, plan.members_per_group(cfg.rollout.group_size))
 
 
 def check_learner_split(cfg, members_per_group: int) -> None:
@@ -330,7 +329,6 @@ def confirm_hub_id(field: str, repo: str) -> None:
 
 def check_embeddings(cfg) -> None:
     """model.embeddings holds a cache `raygrpo embed` wrote, for this model kind, with every prompt."""
-    from orchestrator.config import prompt_path
     from rollout.embeddings import INDEX
 
     if not cfg.model.embeddings:
@@ -350,8 +348,6 @@ def check_embeddings(cfg) -> None:
     if model_kind is not None and kind != model_kind:
         raise ValueError(f"model.embeddings {cfg.model.embeddings!r} holds {kind} embeddings but model.path "
                          f"{cfg.model.path!r} is a {model_kind} model; {write}")
-    from rollout.tiny.world import read_prompts
-
     for field in ("train_prompts", "eval_prompts"):
         prompts = read_prompts(prompt_path(getattr(cfg.orchestrator, field)))
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]

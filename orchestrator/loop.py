@@ -24,7 +24,7 @@ from orchestrator.metrics import write_json_atomic
 from orchestrator.monitor import HackingMonitor, Verdict
 from orchestrator.rollouts import Rollouts
 from orchestrator.run import PhaseTimer, Run, compute_advantages
-from rollout.tiny.world import read_prompts
+from orchestrator.prompts import read_prompts
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,

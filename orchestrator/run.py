@@ -19,7 +19,7 @@ from orchestrator import checkpoint, guards, metrics as M, rundir
 from orchestrator.config import Config, chunk_selector, dump_config, dump_sources, prompt_path
 from orchestrator.dashboard.ray_metrics import RayMetrics
 from rollout.sampler import derive_seed
-from rollout.tiny.world import read_prompts
+from orchestrator.prompts import read_prompts
 
 
 class PromptSampler:

@@ -1,4 +1,5 @@
 """Which run dir a run may write, and what `--resume` may change. Checked before Ray starts.
+`resolve_checkpoint`: the checkpoint a `raygrpo eval --checkpoint` argument names.
 
     fresh run    the dir must hold no run yet (no metrics line, no checkpoint): histories of two
                  runs never mix in one metrics.jsonl. Without --run-dir each run gets its own
@@ -100,3 +101,24 @@ def prepare(cfg, run_dir: Path, resume: bool, allow_config_changes: bool = False
 
 def _show(value) -> str:
     return "(unset)" if value is not None and type(value) is object else repr(value)
+
+
+def resolve_checkpoint(arg: str) -> Path:
+    """A checkpoint dir from what a user may name: a checkpoints/iter_NNNNNN dir (verified), or
+    the run dir, its checkpoints dir or checkpoints/latest (each: the newest checkpoint that
+    verifies, so a broken newest one falls back with a warning)."""
+    p = Path(arg).expanduser()
+    run_dir = {"checkpoints": p.parent, "latest": p.parent.parent}.get(p.name, p)
+    if (run_dir / "checkpoints").is_dir() and p in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "latest"):
+        newest = checkpoint.latest(run_dir, warn=True)
+        if newest is None:
+            raise UserError(f"--checkpoint {arg}: no checkpoint of {run_dir} verifies; give a checkpoints/iter_* dir")
+        return newest
+    if not (p / "orchestrator.json").exists() and not (p / "policy.safetensors").exists():
+        raise UserError(f"--checkpoint {arg}: not a checkpoint; give a run dir, its checkpoints/latest or a "
+                        "checkpoints/iter_* dir, or 'base'")
+    problems = checkpoint.verify(p)
+    if problems:
+        raise UserError(f"--checkpoint {arg} is broken: {'; '.join(problems)}; give an earlier checkpoints/iter_* "
+                        "dir, or the run dir to take the newest one that verifies")
+    return p

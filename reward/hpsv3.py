@@ -24,12 +24,11 @@ OpenAI-CLIP normalisation, 14-pixel patches × 2 frames, 2×2 merged into 256 im
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from reward.loading import pick_dtype, resolve_file
-from reward.preprocess import batches, resize_to_pixel_budget, to_pil
+from reward.loading import ModelScorer, resolve_file
+from reward.preprocess import resize_to_pixel_budget
 
 BASE_MODEL = "Qwen/Qwen2-VL-7B-Instruct"
 CHECKPOINT = "HPSv3.safetensors"
@@ -178,14 +177,14 @@ def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
     return model.eval(), processor
 
 
-class HPSv3Scorer:
+class HPSv3Scorer(ModelScorer):
     name = "hpsv3"
 
     def __init__(self, path: str, base: str | None = None, device: str = "cpu", dtype: str | None = None,
                  batch_size: int = 16):
-        self.device, self.batch_size = device, batch_size
-        self.model, self.processor = load_model(resolve_file(path, CHECKPOINT), base or BASE_MODEL,
-                                                pick_dtype(dtype, device), device)
+        super().__init__(device, dtype, batch_size)
+        self.model, self.processor = load_model(resolve_file(path, CHECKPOINT), base or BASE_MODEL, self.dtype,
+                                                device)
 
     def inputs(self, images: list, prompts: list[str]):
         """The official prepare_batch: pixel budget, chat template, right padding."""
@@ -196,12 +195,7 @@ class HPSv3Scorer:
             for im, p in zip(images, prompts)]
         return self.processor(messages, images)
 
-    @torch.no_grad()
-    def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
-        """uint8 [B, H, W, 3] + B prompts -> μ float32 [B] (module docstring)."""
-        pil = to_pil(images)
-        out = []
-        for sl in batches(len(pil), self.batch_size):
-            inputs = [t.to(self.device) for t in self.inputs(pil[sl], prompts[sl])]
-            out.append(self.model(*inputs)[:, 0].cpu())
-        return torch.cat(out).numpy().astype(np.float32)
+    def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:
+        """b PIL images + b prompts -> μ float32 [b] (module docstring)."""
+        inputs = [t.to(self.device) for t in self.inputs(images, prompts)]
+        return self.model(*inputs)[:, 0]

@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import torch
 from torch import nn
 
-from reward.loading import pick_dtype, resolve_file
-from reward.preprocess import batches, clip_style, to_pil
+from reward.loading import ModelScorer, resolve_file
+from reward.preprocess import clip_style
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
@@ -146,27 +145,21 @@ def load_tokenizer(base: str):
     return tokenizer
 
 
-class ImageRewardScorer:
+class ImageRewardScorer(ModelScorer):
     name = "imagereward"
 
     def __init__(self, path: str, base: str | None = None, device: str = "cpu", dtype: str | None = None,
                  batch_size: int = 16):
-        self.device, self.batch_size = device, batch_size
-        self.dtype = pick_dtype(dtype, device)
+        super().__init__(device, dtype, batch_size)
         model = load_model(resolve_file(path, "ImageReward.pt"), resolve_file(path, "med_config.json"))
         self.model = model.to(device, self.dtype)
         self.model.mlp.float()  # the head runs in float32, as the official .float() features do
         self.tokenizer = load_tokenizer(base or "bert-base-uncased")
 
-    @torch.no_grad()
-    def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
-        """uint8 [B, H, W, 3] + B prompts -> normalised ImageReward float32 [B] (module docstring)."""
-        pil = to_pil(images)
-        out = []
-        for sl in batches(len(pil), self.batch_size):
-            pixels = torch.stack([clip_style(im, IMAGE_SIZE) for im in pil[sl]])  # [b, 3, 224, 224]
-            text = self.tokenizer(prompts[sl], padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
-                                  return_tensors="pt")
-            out.append(self.model(pixels.to(self.device, self.dtype), text.input_ids.to(self.device),
-                                  text.attention_mask.to(self.device)).cpu())
-        return torch.cat(out).numpy().astype(np.float32)
+    def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:
+        """b PIL images + b prompts -> normalised ImageReward float32 [b] (module docstring)."""
+        pixels = torch.stack([clip_style(im, IMAGE_SIZE) for im in images])  # [b, 3, 224, 224]
+        text = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
+                              return_tensors="pt")
+        return self.model(pixels.to(self.device, self.dtype), text.input_ids.to(self.device),
+                          text.attention_mask.to(self.device))

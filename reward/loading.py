@@ -1,10 +1,15 @@
-"""Where reward-model files come from (a file, a directory, or a hub id) and in what dtype."""
+"""What the model scorers (CLIP, ImageReward, HPSv3) share: where their files come from (a
+file, a directory, or a hub id), the dtype they load in, and the batched scoring loop
+(`ModelScorer`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from reward.preprocess import batches, to_pil
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -29,3 +34,26 @@ def pick_dtype(name: str | None, device: str) -> torch.dtype:
     if name is not None:
         return DTYPES[name]
     return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+class ModelScorer:
+    """Base of the model scorers: `device`, `dtype` (pick_dtype) and the scoring loop — images
+    to PIL, `batch_size` at a time through the model's `score_batch`, rewards back on the host.
+    Subclasses load their model in `__init__` (after this one's) and give `score_batch`."""
+
+    name: str
+
+    def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int = 16):
+        self.device, self.batch_size = device, batch_size
+        self.dtype = pick_dtype(dtype, device)
+
+    @torch.no_grad()
+    def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """uint8 [B, H, W, 3] + B prompts -> rewards float32 [B]."""
+        pil = to_pil(images)
+        out = [self.score_batch(pil[sl], prompts[sl]).cpu() for sl in batches(len(pil), self.batch_size)]
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:
+        """b PIL images + b prompts -> rewards [b] (on the model's device)."""
+        raise NotImplementedError

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rollout.plan import RolloutPlan
-from rollout.policy import Conditioning, Policy
+from rollout.models.base import Conditioning, Policy
 from rollout.sde import ode_step, sde_step, sigma_schedule
 from rollout.trajectory import Trajectory
 

@@ -21,7 +21,8 @@ import torch
 from rollout.config import ModelConfig, RolloutConfig, schedule_shift
 from rollout.grid import image_grid
 from rollout.plan import RolloutPlan
-from rollout.policy import DTYPES, Policy, policy_from_config
+from rollout.models.base import Policy
+from rollout.policy import DTYPES, policy_from_config
 from rollout.sampler import generate, group_seeds, noise_from_seeds, sample_ode
 from rollout.weight_sync import WeightGroup
 

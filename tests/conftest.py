@@ -1,6 +1,13 @@
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests/fixtures (model builders for tests and benches, never installed) import as `tests.fixtures`
+# from the repository root; Ray workers get the root too (Ray adds the driver's working directory)
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
 
 import torch  # noqa: E402
 
@@ -22,8 +29,8 @@ def random_tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def flux_dir(tmp_path_factory):
-    """A tiny random FluxPipeline in the diffusers layout (rollout.models.testing)."""
-    from rollout.models.testing import write_flux_pipeline
+    """A tiny random FluxPipeline in the diffusers layout (tests/fixtures/models.py)."""
+    from tests.fixtures.models import write_flux_pipeline
 
     return write_flux_pipeline(tmp_path_factory.mktemp("flux") / "pipeline")
 
@@ -31,7 +38,7 @@ def flux_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sd3_dir(tmp_path_factory):
     """A tiny random StableDiffusion3Pipeline in the diffusers layout."""
-    from rollout.models.testing import write_sd3_pipeline
+    from tests.fixtures.models import write_sd3_pipeline
 
     return write_sd3_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline")
 
@@ -39,7 +46,7 @@ def sd3_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reward_models(tmp_path_factory):
     """Tiny random reward models in their official layouts: {kind: (path, base)}."""
-    from reward.testing import write_clip, write_hpsv3, write_imagereward
+    from tests.fixtures.reward_models import write_clip, write_hpsv3, write_imagereward
 
     root = tmp_path_factory.mktemp("reward_models")
     base, hps = write_hpsv3(root / "qwen2vl_base", root / "hpsv3")

@@ -65,7 +65,7 @@ def test_pure_math_modules_import_only_torch_and_numpy(module):
 
 
 @pytest.mark.parametrize("module", ["reward/hpsv3.py", "reward/clip.py", "reward/imagereward.py",
-                                    "reward/preprocess.py", "reward/testing.py", "reward/worker.py"])
+                                    "reward/preprocess.py", "reward/worker.py", "tests/fixtures/reward_models.py"])
 def test_scorers_never_import_torchvision(module):
     """Preprocessing is PIL + torch; torchvision has no CPU build beside our torch (issue 5).
     (Module-level and function-level imports alike; tests/reward/test_scorers.py also checks

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from reward.hpsv3 import HPSv3Scorer  # noqa: E402
 from reward.imagereward import IMAGE_SIZE, ImageRewardScorer  # noqa: E402
 from reward.preprocess import clip_style  # noqa: E402
-from reward.testing import write_hpsv3, write_imagereward  # noqa: E402
+from tests.fixtures.reward_models import write_hpsv3, write_imagereward  # noqa: E402
 
 # (height, width): square generator sizes, non-square ones, and odd crop margins
 SIZES = [(512, 512), (720, 720), (200, 300), (383, 257), (225, 230), (64, 64)]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from rollout.config import ModelConfig
+from rollout.models.base import Conditioning, Policy
 from rollout.models.common import frozen, setup_trainable, text_encoder_or_cache, vae_decode, vae_scale_factor
-from rollout.policy import Conditioning, Policy
 
 KIND = "flux"
 DEFAULT_GUIDANCE = 3.5
@@ -70,6 +70,29 @@ def latent_image_ids(h: int, w: int) -> torch.Tensor:
     return ids.reshape(-1, 3)
 
 
+def transformer_velocity(transformer, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning,
+                         dtype: torch.dtype, img_ids: torch.Tensor, txt_ids: torch.Tensor,
+                         guidance: torch.Tensor | None = None) -> torch.Tensor:
+    """One `FluxTransformer2DModel` call (FLUX.1 and the tiny models): v ≈ eps − x0.
+
+    x [B, L, D] tokens, sigma float or [B], cond prompt_embeds [B, T, E] and pooled [B, P],
+    img_ids [L, 3], txt_ids [T, 3] -> [B, L, D] float32. The transformer runs in `dtype`
+    (bf16 on GPUs) and multiplies timestep and guidance by 1000 itself; `guidance` [B] only
+    for guidance-distilled models (FLUX.1-dev), else None."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])  # [B]
+    out = transformer(
+        hidden_states=x.to(dtype),
+        encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+        pooled_projections=cond["pooled"].to(dtype),
+        timestep=sigma.to(dtype),
+        guidance=guidance,
+        img_ids=img_ids,
+        txt_ids=txt_ids,
+        return_dict=False,
+    )[0]
+    return out.float()
+
+
 class FluxPolicy(Policy):
     def __init__(self, transformer, vae, text_encoder, resolution: int, guidance_scale: float, dtype,
                  trainable_names=None):
@@ -92,21 +115,12 @@ class FluxPolicy(Policy):
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """v ≈ eps − x0; x [B, L, 4C] float32, sigma float or [B] -> [B, L, 4C] float32."""
-        b = x.shape[0]
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(b)
-        embeds = cond["prompt_embeds"]  # [B, T, D]
-        guidance = torch.full((b,), self.guidance_scale, device=x.device) if self.guidance_embeds else None
-        out = self.transformer(
-            hidden_states=x.to(self.dtype),
-            encoder_hidden_states=embeds.to(self.dtype),
-            pooled_projections=cond["pooled"].to(self.dtype),
-            timestep=sigma.to(self.dtype),
-            guidance=guidance,
-            img_ids=self.img_ids,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device),
-            return_dict=False,
-        )[0]
-        return out.float()
+        guidance = None
+        if self.guidance_embeds:
+            guidance = torch.full((x.shape[0],), self.guidance_scale, device=x.device)  # [B]
+        txt_ids = torch.zeros(cond["prompt_embeds"].shape[1], 3, device=x.device)  # [T, 3]
+        return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids,
+                                    guidance)
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:

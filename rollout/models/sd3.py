@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from rollout.config import ModelConfig
+from rollout.models.base import Conditioning, Policy
 from rollout.models.common import frozen, setup_trainable, text_encoder_or_cache, vae_decode, vae_scale_factor
-from rollout.policy import Conditioning, Policy
 
 KIND = "sd3"
 DEFAULT_GUIDANCE = 4.5

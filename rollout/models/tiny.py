@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from rollout.config import ModelConfig
+from rollout.models.base import Conditioning, Policy
 from rollout.models.common import frozen, setup_trainable, text_encoder_or_cache
-from rollout.policy import TINY, Conditioning, Policy
+from rollout.models.flux import transformer_velocity
 from rollout.tiny import model as tiny_model
 
-KIND = TINY
+KIND = "tiny"  # `model.path: tiny`: the shipped shapes-world model (rollout.policy.TINY)
 
 
 class TinyTextEncoder(torch.nn.Module):
@@ -72,22 +73,13 @@ class TinyPolicy(Policy):
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         """Velocity v ≈ eps − x0 at noise level sigma; x [B, L, D] -> [B, L, D] float32."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(x.shape[0])
-        embeds = cond["prompt_embeds"]
-        txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(embeds.shape[1], 3, device=x.device)
-        if txt_ids.shape[0] != embeds.shape[1]:
-            raise ValueError(f"prompt_embeds has {embeds.shape[1]} tokens but the model's txt_ids (raygrpo_model.json) "
-                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this model")
-        out = self.transformer(
-            hidden_states=x.to(self.dtype),
-            encoder_hidden_states=embeds.to(self.dtype),
-            pooled_projections=cond["pooled"].to(self.dtype),
-            timestep=sigma.to(self.dtype),  # FLUX multiplies by 1000 inside
-            img_ids=self.img_ids,
-            txt_ids=txt_ids,
-            return_dict=False,
-        )[0]
-        return out.float()
+        tokens = cond["prompt_embeds"].shape[1]
+        txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(tokens, 3, device=x.device)
+        if txt_ids.shape[0] != tokens:
+            raise ValueError(f"prompt_embeds has {tokens} tokens but the model's txt_ids (raygrpo_model.json) "
+                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this "
+                             "model")
+        return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids)
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:
@@ -103,7 +95,7 @@ class TinyPolicy(Policy):
 
 
 TINY_TEXT = "tiny:text"  # `model.path: tiny:text`: the shipped text-world model
-SHIPPED = {TINY: tiny_model.WEIGHTS_DIR, TINY_TEXT: tiny_model.TEXT_WEIGHTS_DIR}
+SHIPPED = {KIND: tiny_model.WEIGHTS_DIR, TINY_TEXT: tiny_model.TEXT_WEIGHTS_DIR}
 
 
 def root_of(path: str) -> Path:
@@ -132,5 +124,5 @@ def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cp
                          "images only; leave model.resolution unset")
     transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="full")
-    text = text_encoder_or_cache(options, TINY, lambda: load_text_encoder(path, options, dtype))
+    text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))
     return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

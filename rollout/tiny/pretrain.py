@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from rollout.models.tiny import TinyPolicy, TinyTextEncoder
-from rollout.policy import Conditioning, Policy
+from rollout.models.base import Conditioning, Policy
 from rollout.tiny import model as tiny_model
 from rollout.tiny import text_world, world
 
-# world -> (module with prompt_file / read_prompts, renderer (prompts, rng) -> uint8 [B, H, W, 3])
+# world -> (module with prompts(split), renderer (prompts, rng) -> uint8 [B, H, W, 3])
 WORLDS = {
     "shapes": (world, lambda prompts, rng: world.render([world.parse_prompt(p) for p in prompts], rng)),
     "text": (text_world, text_world.render_prompts),
@@ -93,8 +93,7 @@ def train(args) -> None:
     params = [p for p in policy.parameters() if p.requires_grad]
     ema = copy.deepcopy(policy).requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    train_prompts = module.read_prompts(module.prompt_file("train"))
-    heldout = module.read_prompts(module.prompt_file("heldout"))
+    train_prompts, heldout = module.prompts("train"), module.prompts("heldout")
     val = validation_set(heldout, args.seed + 1, render=render)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

@@ -10,6 +10,7 @@ with the initial noise shared by each prompt's group and each member's own SDE n
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -17,7 +18,16 @@ from rollout.grid import save_grid
 from rollout.plan import sde_plan
 from rollout.policy import load_policy
 from rollout.sampler import derive_seed, generate, group_seeds, sample_ode
-from rollout.tiny.world import read_prompts
+
+
+def read_prompt_file(path: str) -> list[str]:
+    """One prompt a line, blank lines and '#' comments skipped: the prompt-file format that
+    orchestrator/prompts.py reads for training (rollout imports nothing of the orchestrator)."""
+    lines = Path(path).read_text().splitlines()
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompts (one prompt a line expected)")
+    return prompts
 
 
 def main(argv=None) -> None:
@@ -37,7 +47,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     policy = load_policy(args.model)
-    prompts = read_prompts(args.prompts)[: args.max_prompts]
+    prompts = read_prompt_file(args.prompts)[: args.max_prompts]
     g = args.samples
     batch = [q for q in prompts for _ in range(g)]
     if args.mode == "ode":

@@ -36,8 +36,6 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from rollout.tiny.world import read_prompts  # noqa: F401 (re-exported: one prompt-file reader)
-
 HEIGHT, WIDTH = 32, 64
 ALPHABET = "23456789acdehkmnprstuwxy"
 LENGTHS = (3, 4)
@@ -81,10 +79,18 @@ def split_strings() -> tuple[list[str], list[str]]:
 
 
 def prompt_file(split: str) -> Path:
-    """Path of the packaged `text_train.txt` or `text_heldout.txt`."""
+    """Path of the packaged `text_train.txt` or `text_heldout.txt` (`tiny:text:train` /
+    `tiny:text:heldout`, orchestrator/prompts.py)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     return PROMPT_DIR / f"text_{split}.txt"
+
+
+def prompts(split: str) -> list[str]:
+    """The train or held-out prompts, as `prompt_file(split)` holds them (pretraining's data)."""
+    prompt_file(split)  # checks the split's name
+    train, heldout = split_strings()
+    return [prompt_of(text) for text in (heldout if split == "heldout" else train)]
 
 
 @functools.lru_cache(maxsize=None)

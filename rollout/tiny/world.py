@@ -100,20 +100,19 @@ def split_prompts() -> tuple[list[str], list[str]]:
     return [p for p in prompts if p not in heldout], [p for p in prompts if p in heldout]
 
 
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt a line; blank lines and lines starting with '#' are skipped."""
-    lines = Path(path).read_text().splitlines()
-    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if not prompts:
-        raise ValueError(f"prompt file {path} holds no prompts (one prompt a line expected)")
-    return prompts
-
-
 def prompt_file(split: str) -> Path:
-    """Path of the packaged `train.txt` or `heldout.txt`."""
+    """Path of the packaged `train.txt` or `heldout.txt` (`tiny:train` / `tiny:heldout`,
+    orchestrator/prompts.py)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     return PROMPT_DIR / f"{split}.txt"
+
+
+def prompts(split: str) -> list[str]:
+    """The train or held-out prompts, as `prompt_file(split)` holds them (pretraining's data)."""
+    prompt_file(split)  # checks the split's name
+    train, heldout = split_prompts()
+    return heldout if split == "heldout" else train
 
 
 def _shape_masks(shape_idx, area, centre, grid):

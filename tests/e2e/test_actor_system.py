@@ -12,7 +12,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.faults import LearnerFailure
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
-from rollout.policy import Policy
+from rollout.models.base import Policy
 from rollout.trajectory import Trajectory
 
 from .conftest import small_config

@@ -24,9 +24,9 @@ from PIL import Image
 
 from orchestrator.dashboard.data import iteration_seconds
 from orchestrator.metrics import read_metrics
+from orchestrator.prompts import read_prompts
 from orchestrator.run import Run
 from reward.worker import build_scorer
-from rollout.tiny.world import read_prompts
 
 from .browser import Console, full_page_png, open_chromium, wait_for
 from .conftest import small_config

@@ -10,7 +10,7 @@ from orchestrator import checkpoint
 from orchestrator.__main__ import main
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
-from rollout.policy import Policy
+from rollout.models.base import Policy
 
 from .conftest import small_config
 

@@ -17,7 +17,7 @@ from orchestrator.errors import UserError
 from orchestrator.local import LocalCluster
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
-from orchestrator.rundir import default_run_dir, prepare
+from orchestrator.rundir import default_run_dir, prepare, resolve_checkpoint
 
 from .conftest import small_config
 
@@ -81,9 +81,9 @@ def test_corrupt_checkpoint_files_are_named(finished, tmp_path):
     assert any(p.startswith("policy.safetensors does not open") for p in checkpoint.verify(ckpts / "iter_000002"))
     assert checkpoint.latest(run_dir) == ckpts / "iter_000001"
     with pytest.raises(UserError, match=r"--checkpoint .*iter_000003 is broken: orchestrator.json"):
-        checkpoint.resolve(str(ckpts / "iter_000003"))
+        resolve_checkpoint(str(ckpts / "iter_000003"))
     # a run dir, its checkpoints dir or checkpoints/latest (which names the broken iter_000003): the newest that verifies
-    assert [checkpoint.resolve(str(p)) for p in (run_dir, ckpts, ckpts / "latest")] == [ckpts / "iter_000001"] * 3
+    assert [resolve_checkpoint(str(p)) for p in (run_dir, ckpts, ckpts / "latest")] == [ckpts / "iter_000001"] * 3
 
 
 def test_eval_takes_a_run_dir_or_checkpoints_latest(finished, tmp_path, capsys):

@@ -12,6 +12,7 @@ from orchestrator.config import load_config
 from orchestrator.evaluate import eval_images, score_images
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
+from orchestrator.prompts import read_prompts
 from reward.worker import build_scorer
 from rollout.policy import policy_from_config
 from rollout.tiny import text_world
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_path):
     eval_prompts = tmp_path / "eval.txt"
-    eval_prompts.write_text("\n".join(text_world.read_prompts(text_world.prompt_file("heldout"))[:2]) + "\n")
+    eval_prompts.write_text("\n".join(read_prompts(text_world.prompt_file("heldout"))[:2]) + "\n")
     cfg = load_config("deploy/configs/tiny_text.yaml", [
         "rollout.num_steps=5", "rollout.group_size=4", "rollout.num_workers=1", "learner.chunks.sizes=[2, 2]",
         "learner.micro_batch=8", "orchestrator.prompts_per_iter=2", "orchestrator.iterations=2",
@@ -48,7 +49,7 @@ def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_pa
     with torch.no_grad():
         torch.set_num_threads(1)
         try:
-            batch, images = eval_images(policy, text_world.read_prompts(eval_prompts), seed=cfg.orchestrator.seed,
+            batch, images = eval_images(policy, read_prompts(eval_prompts), seed=cfg.orchestrator.seed,
                                         samples_per_prompt=2, num_steps=5)
         finally:
             torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""The learner's GPU path, checked without a GPU (learner/testing.py): the policy on the meta
+"""The learner's GPU path, checked without a GPU (tests/fixtures/meta.py): the policy on the meta
 device, which refuses CPU operands as CUDA does, and a 'meta:gloo' default process group, which
 refuses CPU tensors in collectives as NCCL does. Each of the three tests below failed on main
 @ 02bd87f with the crash a GPU run would have had:
@@ -24,12 +24,12 @@ from learner.chunking import ChunkSelector
 from learner.config import LearnerConfig
 from learner.engine import free_port
 from learner.schedule import pack_units, sample_units
-from learner.testing import MetaHost, MetaRank, PlainEngine
 from learner.worker import LearnerWorker, Minibatch
 from rollout.config import ModelConfig
 from rollout.plan import sde_plan
 from rollout.policy import policy_from_config
 from rollout.sampler import generate
+from tests.fixtures.meta import MetaHost, MetaRank, PlainEngine
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

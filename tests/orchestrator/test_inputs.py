@@ -307,8 +307,7 @@ def test_embedding_cache_without_the_prompts_is_refused_before_ray(tmp_path, cap
 
 
 def test_embedding_cache_that_is_unreadable_incomplete_or_lacks_the_negative_prompt(tmp_path, capsys, no_ray):
-    from orchestrator.config import prompt_path
-    from rollout.tiny.world import read_prompts
+    from orchestrator.prompts import prompt_path, read_prompts
 
     train, held = (read_prompts(prompt_path(a)) for a in ("tiny:train", "tiny:heldout"))
     emb = tmp_path / "emb"

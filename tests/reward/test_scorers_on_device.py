@@ -1,13 +1,13 @@
-"""The model scorers with their model on a device (the meta device, learner/testing.py): every
+"""The model scorers with their model on a device (the meta device, tests/fixtures/meta.py): every
 input reaches the model's device and the rewards come back to the host, [B] float32. Values are
 checked on the CPU by tests/reward/test_scorers.py."""
 
 import numpy as np
 import pytest
 
-from learner.testing import MetaHost
 from reward.config import ScorerConfig
 from reward.worker import SCORERS
+from tests.fixtures.meta import MetaHost
 
 pytestmark = pytest.mark.slow
 

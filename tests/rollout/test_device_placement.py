@@ -1,17 +1,17 @@
 """The rollout side as it runs on a GPU, checked without one: the sampler with the policy on the
-meta device (learner/testing.py: cross-device operands fail as on CUDA; host reads of computed
+meta device (tests/fixtures/meta.py: cross-device operands fail as on CUDA; host reads of computed
 values are zeros), the prompt cache kept on the host, the VAE decoded in bounded batches."""
 
 import numpy as np
 import pytest
 import torch
 
-from learner.testing import MetaHost
 from rollout.config import ModelConfig
 from rollout.models import common
 from rollout.plan import entropy_window_plan, sde_plan
 from rollout.policy import policy_from_config
 from rollout.sampler import generate, sample_ode
+from tests.fixtures.meta import MetaHost
 
 pytestmark = pytest.mark.slow
 

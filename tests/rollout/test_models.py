@@ -96,7 +96,7 @@ def test_sd3_true_cfg_is_the_velocity(sd3_dir):
 
 
 def test_sd3_without_t5(tmp_path):
-    from rollout.models.testing import write_sd3_pipeline
+    from tests.fixtures.models import write_sd3_pipeline
 
     path = write_sd3_pipeline(tmp_path / "no_t5", with_t5=False)
     policy = policy_of(path)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from orchestrator.prompts import read_prompts
 from rollout.policy import load_policy
 from rollout.tiny import model as tiny_model
 from rollout.tiny import text_world as tw
@@ -10,8 +11,10 @@ from rollout.tiny import text_world as tw
 def test_split_is_fixed_disjoint_and_matches_the_committed_files():
     train, heldout = tw.split_strings()
     assert len(train) == 4000 and len(heldout) == 64 and not set(train) & set(heldout)
-    assert tw.read_prompts(tw.prompt_file("train")) == [tw.prompt_of(t) for t in train]
-    assert tw.read_prompts(tw.prompt_file("heldout")) == [tw.prompt_of(t) for t in heldout]
+    assert read_prompts(tw.prompt_file("train")) == [tw.prompt_of(t) for t in train]
+    assert read_prompts(tw.prompt_file("heldout")) == [tw.prompt_of(t) for t in heldout]
+    assert (tw.prompts("train"), tw.prompts("heldout")) == ([tw.prompt_of(t) for t in train],
+                                                           [tw.prompt_of(t) for t in heldout])
     # every character of a held-out string is seen in training: only the string is new
     assert set("".join(heldout)) <= set("".join(train)) == set(tw.ALPHABET)
 

@@ -151,10 +151,10 @@ def test_a_received_bucket_is_freed_once_copied():
 
 
 def test_sync_with_both_policies_on_a_device(flux_dir):
-    """The broadcast path with sender and receiver weights on the meta device (learner/testing.py):
+    """The broadcast path with sender and receiver weights on the meta device (tests/fixtures/meta.py):
     packed on the device, moved to the group's device (CPU for gloo), copied into the receiver's
     device tensors; both checksums are computed where the weights live."""
-    from learner.testing import MetaHost
+    from tests.fixtures.meta import MetaHost
     from rollout.config import ModelConfig
     from rollout.policy import policy_from_config
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from orchestrator.prompts import read_prompts
 from rollout.tiny import world
 
 
@@ -8,8 +9,8 @@ def test_split_is_fixed_disjoint_and_matches_the_committed_files():
     train, heldout = world.split_prompts()
     assert len(train) == 405 and len(heldout) == 45
     assert not set(train) & set(heldout)
-    assert world.read_prompts(world.prompt_file("train")) == train
-    assert world.read_prompts(world.prompt_file("heldout")) == heldout
+    assert read_prompts(world.prompt_file("train")) == train == world.prompts("train")
+    assert read_prompts(world.prompt_file("heldout")) == heldout == world.prompts("heldout")
     # every word of a held-out prompt is seen in training: only the combination is new
     for attr in ("colour", "shape", "position", "background"):
         seen = {getattr(world.parse_prompt(p), attr) for p in train}
