@@ -59,7 +59,14 @@ def pinned_knobs(config: str) -> list[str]:
     from orchestrator.config import PRESETS, load_config
 
     sources = load_config(config).sources
-    return sorted({".".join(p) for preset in PRESETS.values() for p in preset if sources[".".join(p)].startswith("file")})
+    return sorted(
+        {
+            ".".join(p)
+            for preset in PRESETS.values()
+            for p in preset
+            if sources[".".join(p)].startswith("file")
+        }
+    )
 
 
 def images_per_iteration(config: str, algorithm: str, extra: list[str]) -> int:
@@ -80,10 +87,20 @@ def one(algorithm: str, seed: int, args, work: Path, extra: list[str]) -> dict:
     else:
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # a run killed part-way starts over
         start = time.time()
-        raygrpo("train", "--config", args.config, "--run-dir", str(run_dir), f"algorithm={algorithm}", *extra,
-                f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
-                f"orchestrator.checkpoint_every={every}", "orchestrator.eval_before_after=false",
-                "orchestrator.dashboard=false")
+        raygrpo(
+            "train",
+            "--config",
+            args.config,
+            "--run-dir",
+            str(run_dir),
+            f"algorithm={algorithm}",
+            *extra,
+            f"orchestrator.seed={seed}",
+            f"orchestrator.iterations={iterations}",
+            f"orchestrator.checkpoint_every={every}",
+            "orchestrator.eval_before_after=false",
+            "orchestrator.dashboard=false",
+        )
         wall = time.time() - start
         done.write_text(json.dumps(wall))
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -94,11 +111,28 @@ def one(algorithm: str, seed: int, args, work: Path, extra: list[str]) -> dict:
         it = int(ckpt.name.split("_")[1])
         ev = evaluate(str(ckpt), work / f"{algorithm}-seed{seed}-{it}.json", args.config, args.reuse)
         curve.append({"images": it * per_iter, "train_seconds": seconds[it - 1], **ev})
-    train = [{"iteration": r["iteration"], "images": (r["iteration"] + 1) * per_iter, "seconds": t,
-              "elapsed_s": r["elapsed_s"], **{k: r[k] for k in reward_keys}, "clip_fraction": r["learner/clip_fraction"],
-              "ratio_dev_later": r["learner/ratio_dev_later"]} for r, t in zip(rows, seconds)]
-    return {"algorithm": algorithm, "seed": seed, "iterations": iterations, "images_per_iteration": per_iter,
-            "wall_seconds": round(wall, 1), "curve": curve, "train_curve": train, "final": curve[-1]}
+    train = [
+        {
+            "iteration": r["iteration"],
+            "images": (r["iteration"] + 1) * per_iter,
+            "seconds": t,
+            "elapsed_s": r["elapsed_s"],
+            **{k: r[k] for k in reward_keys},
+            "clip_fraction": r["learner/clip_fraction"],
+            "ratio_dev_later": r["learner/ratio_dev_later"],
+        }
+        for r, t in zip(rows, seconds)
+    ]
+    return {
+        "algorithm": algorithm,
+        "seed": seed,
+        "iterations": iterations,
+        "images_per_iteration": per_iter,
+        "wall_seconds": round(wall, 1),
+        "curve": curve,
+        "train_curve": train,
+        "final": curve[-1],
+    }
 
 
 def at_time(curve: list[dict], seconds: float) -> dict:
@@ -112,8 +146,12 @@ def summarise(runs: list[dict], scorers: list[str], budget_s: float) -> dict:
         mine = [r for r in runs if r["algorithm"] == name]
         stat = lambda xs: {"mean": statistics.mean(xs), "std": statistics.pstdev(xs)}  # noqa: E731
         out[name] = {
-            "at_image_budget": {k: stat([r["final"][k] for r in mine]) for k in scorers + ["train_seconds", "images"]},
-            "at_wall_clock": {k: stat([at_time(r["curve"], budget_s)[k] for r in mine]) for k in scorers + ["images"]},
+            "at_image_budget": {
+                k: stat([r["final"][k] for r in mine]) for k in scorers + ["train_seconds", "images"]
+            },
+            "at_wall_clock": {
+                k: stat([at_time(r["curve"], budget_s)[k] for r in mine]) for k in scorers + ["images"]
+            },
         }
     return out
 
@@ -129,8 +167,14 @@ def plot(runs: list[dict], scorers: list[str], path: Path) -> None:
     for r in runs:
         for j, key in enumerate(scorers):
             for i, x in enumerate(("images", "train_seconds")):
-                axes[i][j].plot([c[x] for c in r["curve"]], [c[key] for c in r["curve"]], marker="o", alpha=0.7,
-                                color=colours[r["algorithm"]], label=r["algorithm"] if r["seed"] == runs[0]["seed"] else None)
+                axes[i][j].plot(
+                    [c[x] for c in r["curve"]],
+                    [c[key] for c in r["curve"]],
+                    marker="o",
+                    alpha=0.7,
+                    color=colours[r["algorithm"]],
+                    label=r["algorithm"] if r["seed"] == runs[0]["seed"] else None,
+                )
                 axes[i][j].set_xlabel("images generated" if x == "images" else "training seconds")
                 axes[i][j].set_ylabel(f"held-out {key}")
                 axes[i][j].grid(alpha=0.3)
@@ -143,21 +187,35 @@ def plot(runs: list[dict], scorers: list[str], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default=CONFIG)
-    p.add_argument("--images", type=int, default=1920, help="images generated per run (the equal image budget)")
+    p.add_argument(
+        "--images", type=int, default=1920, help="images generated per run (the equal image budget)"
+    )
     p.add_argument("--eval-every", type=int, default=384, help="images between held-out evaluations")
-    p.add_argument("--seconds", type=float, help="the equal wall-clock budget (default: the shortest run's training time)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        help="the equal wall-clock budget (default: the shortest run's training time)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--algorithms", nargs="+", default=ALGORITHMS, choices=ALGORITHMS)
-    p.add_argument("--quick", action="store_true", help="smoke test: one seed, ~2 small iterations per preset")
-    p.add_argument("--reuse", action="store_true", help="keep the finished runs and evaluations already in the "
-                   "work dir (same --images and --eval-every): resume a comparison that was stopped part-way")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: one seed, ~2 small iterations per preset"
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the finished runs and evaluations already in the "
+        "work dir (same --images and --eval-every): resume a comparison that was stopped part-way",
+    )
     p.add_argument("--out", default=str(RESULTS / "algorithms.json"))
     args = p.parse_args()
     extra = QUICK if args.quick else []
     pinned = pinned_knobs(args.config)
     if pinned:
-        p.error(f"{args.config} pins {', '.join(pinned)}, which the presets set: every preset would run with the "
-                "file's value. Remove them from the file (or compare with a copy that leaves them out).")
+        p.error(
+            f"{args.config} pins {', '.join(pinned)}, which the presets set: every preset would run with the "
+            "file's value. Remove them from the file (or compare with a copy that leaves them out)."
+        )
     if args.quick:
         args.seeds = args.seeds[:1]
         args.images, args.eval_every = 16, 8
@@ -171,23 +229,49 @@ def main() -> None:
             runs.append(one(name, seed, args, work, extra))
             print(name, seed, json.dumps(runs[-1]["final"]), flush=True)
     budget = args.seconds or min(r["final"]["train_seconds"] for r in runs)
-    result = {"base": args.base, "wall_clock_budget_s": budget, "summary": summarise(runs, scorers, budget), "runs": runs,
-              "setup": {"command": "python bench/algorithms.py " + " ".join(sys.argv[1:]), "config": args.config,
-                        "images": args.images, "eval_every": args.eval_every, "seeds": args.seeds,
-                        "overrides": extra, "machine": machine()}}
+    result = {
+        "base": args.base,
+        "wall_clock_budget_s": budget,
+        "summary": summarise(runs, scorers, budget),
+        "runs": runs,
+        "setup": {
+            "command": "python bench/algorithms.py " + " ".join(sys.argv[1:]),
+            "config": args.config,
+            "images": args.images,
+            "eval_every": args.eval_every,
+            "seeds": args.seeds,
+            "overrides": extra,
+            "machine": machine(),
+        },
+    }
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(runs, scorers, out.with_suffix(".png"))
-    head = " | ".join(f"{k} @ images" for k in scorers) + " | " + " | ".join(f"{k} @ {budget:.0f} s" for k in scorers)
-    lines = [f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, and after "
-             f"{budget:.0f} s of training (the shortest run). Base: " + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers)
-             + ".", "", f"| algorithm | {head} | train s @ images | images @ {budget:.0f} s |",
-             "|---|" + "---|" * (2 * len(scorers) + 2)]
+    head = (
+        " | ".join(f"{k} @ images" for k in scorers)
+        + " | "
+        + " | ".join(f"{k} @ {budget:.0f} s" for k in scorers)
+    )
+    lines = [
+        f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, and after "
+        f"{budget:.0f} s of training (the shortest run). Base: "
+        + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers)
+        + ".",
+        "",
+        f"| algorithm | {head} | train s @ images | images @ {budget:.0f} s |",
+        "|---|" + "---|" * (2 * len(scorers) + 2),
+    ]
     for name, s in result["summary"].items():
-        cells = [f"{s['at_image_budget'][k]['mean']:.3f} ± {s['at_image_budget'][k]['std']:.3f}" for k in scorers]
-        cells += [f"{s['at_wall_clock'][k]['mean']:.3f} ± {s['at_wall_clock'][k]['std']:.3f}" for k in scorers]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['at_image_budget']['train_seconds']['mean']:.0f} | "
-                     f"{s['at_wall_clock']['images']['mean']:.0f} |")
+        cells = [
+            f"{s['at_image_budget'][k]['mean']:.3f} ± {s['at_image_budget'][k]['std']:.3f}" for k in scorers
+        ]
+        cells += [
+            f"{s['at_wall_clock'][k]['mean']:.3f} ± {s['at_wall_clock'][k]['std']:.3f}" for k in scorers
+        ]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {s['at_image_budget']['train_seconds']['mean']:.0f} | "
+            f"{s['at_wall_clock']['images']['mean']:.0f} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -34,17 +34,27 @@ def run(mode: str, iterations: int, overrides: list[str], work: Path) -> list[di
     from orchestrator.loop import train
     from orchestrator.metrics import read_metrics
 
-    cfg = config([f"orchestrator.mode={mode}", f"orchestrator.iterations={iterations}",
-                  f"orchestrator.checkpoint_every={iterations + 1}", f"orchestrator.sample_every={iterations + 1}",
-                  "rollout.num_workers=1", "rollout.num_cpus=1", "rollout.torch_threads=1",
-                  "learner.num_cpus=1", "learner.torch_threads=1", *overrides])
+    cfg = config(
+        [
+            f"orchestrator.mode={mode}",
+            f"orchestrator.iterations={iterations}",
+            f"orchestrator.checkpoint_every={iterations + 1}",
+            f"orchestrator.sample_every={iterations + 1}",
+            "rollout.num_workers=1",
+            "rollout.num_cpus=1",
+            "rollout.torch_threads=1",
+            "learner.num_cpus=1",
+            "learner.torch_threads=1",
+            *overrides,
+        ]
+    )
     run_dir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=work))
     train(cfg, run_dir)
     return read_metrics(run_dir)
 
 
 def iteration_walls(rows: list[dict], warmup: int) -> list[float]:
-    return [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(rows, rows[1:])][max(warmup - 1, 0):]
+    return [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(rows, rows[1:])][max(warmup - 1, 0) :]
 
 
 def main() -> None:
@@ -62,27 +72,41 @@ def main() -> None:
         for mode in ("sync", "async"):
             rows[mode] += [run(mode, args.iterations, args.overrides, work)]
     walls = {m: median([w for rs in rows[m] for w in iteration_walls(rs, args.warmup)]) for m in rows}
-    steady = [r for rs in rows["sync"] for r in rs[args.warmup:]]
+    steady = [r for rs in rows["sync"] for r in rs[args.warmup :]]
     phase = lambda names: median([sum(r[f"time/{n}"] for n in names) for r in steady])
     r, l, o = phase(("rollout",)), phase(OVERLAPPED), phase(NOT_OVERLAPPED)
     ideal, ideal_o = max(r, l) / (r + l), (max(r, l) + o) / (r + l + o)
     measured = walls["async"] / walls["sync"]
     result = {
-        "measured_async_over_sync": measured, "ideal": ideal, "ideal_with_overhead": ideal_o,
-        "relative_gap_to_ideal": measured / ideal - 1, "target": "within 10 % of ideal",
+        "measured_async_over_sync": measured,
+        "ideal": ideal,
+        "ideal_with_overhead": ideal_o,
+        "relative_gap_to_ideal": measured / ideal - 1,
+        "target": "within 10 % of ideal",
         "meets_target": abs(measured / ideal - 1) <= 0.10,
         "sync_phases_median_s": {"rollout r": r, "score+advantages+update l": l, "sample+sync o": o},
         "iteration_wall_median_s": walls,
         "staleness_async": sorted({row["staleness"] for rs in rows["async"] for row in rs}),
-        "setup": {"command": "python bench/async_mode.py " + " ".join(sys.argv[1:]), **machine(),
-                  "ray_num_cpus": 2, "resources": "1 rollout worker, 1 learner rank; num_cpus=1, torch_threads=1 each",
-                  "iterations": args.iterations, "warmup": args.warmup, "repeats": args.repeats},
+        "setup": {
+            "command": "python bench/async_mode.py " + " ".join(sys.argv[1:]),
+            **machine(),
+            "ray_num_cpus": 2,
+            "resources": "1 rollout worker, 1 learner rank; num_cpus=1, torch_threads=1 each",
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+        },
     }
-    table = ["| | seconds / iteration |", "|---|---|",
-             f"| sync | {walls['sync']:.2f} (r {r:.2f} + l {l:.2f} + o {o:.2f}) |",
-             f"| async | {walls['async']:.2f} |",
-             "", "| async ÷ sync | ideal max(r,l)/(r+l) | gap | ideal incl. o |", "|---|---|---|---|",
-             f"| {measured:.3f} | {ideal:.3f} | {100 * (measured / ideal - 1):+.1f} % (target ±10 %) | {ideal_o:.3f} |"]
+    table = [
+        "| | seconds / iteration |",
+        "|---|---|",
+        f"| sync | {walls['sync']:.2f} (r {r:.2f} + l {l:.2f} + o {o:.2f}) |",
+        f"| async | {walls['async']:.2f} |",
+        "",
+        "| async ÷ sync | ideal max(r,l)/(r+l) | gap | ideal incl. o |",
+        "|---|---|---|---|",
+        f"| {measured:.3f} | {ideal:.3f} | {100 * (measured / ideal - 1):+.1f} % (target ±10 %) | {ideal_o:.3f} |",
+    ]
     write("async", result, table)
 
 

@@ -30,7 +30,10 @@ from common import CONFIG, RESULTS, machine  # noqa: E402
 
 VARIANTS = {
     "adaptive": ["learner.chunks.mode=adaptive"],
-    "fixed_scaled": ["learner.chunks.mode=fixed", "learner.chunks.sizes=[1, 2, 3, 5]"],  # = the preset's mode scaled
+    "fixed_scaled": [
+        "learner.chunks.mode=fixed",
+        "learner.chunks.sizes=[1, 2, 3, 5]",
+    ],  # = the preset's mode scaled
     "dynamics": ["learner.chunks.mode=fixed", "learner.chunks.sizes=[5, 3, 2, 1]"],
 }
 
@@ -46,21 +49,41 @@ def heldout(cfg, checkpoint: Path | None) -> dict:
     policy = policy_from_config(cfg.model)
     if checkpoint is not None:
         policy.load_trainable_state(load_policy_weights(checkpoint))
-    batch, images = eval_images(policy, read_prompts(prompt_path("tiny:heldout")), seed=0,
-                                num_steps=cfg.rollout.num_steps, shift=schedule_shift(cfg.model, cfg.rollout))
+    batch, images = eval_images(
+        policy,
+        read_prompts(prompt_path("tiny:heldout")),
+        seed=0,
+        num_steps=cfg.rollout.num_steps,
+        shift=schedule_shift(cfg.model, cfg.rollout),
+    )
     return score_images({s.name: build_scorer(s) for s in cfg.reward.scorers}, batch, images)
 
 
-def one(name: str, seed: int, iterations: int, eval_every: int, work: Path, quick: bool, prompts: int = 8) -> dict:
+def one(
+    name: str, seed: int, iterations: int, eval_every: int, work: Path, quick: bool, prompts: int = 8
+) -> dict:
     from orchestrator.config import load_config
     from orchestrator.local import LocalCluster
     from orchestrator.loop import train
 
-    small = ["rollout.num_workers=1", "orchestrator.prompts_per_iter=2", "rollout.group_size=4"] if quick else []
-    cfg = load_config(CONFIG, ["algorithm=chunk_grpo", *VARIANTS[name], f"orchestrator.seed={seed}",
-                               f"orchestrator.iterations={iterations}", f"orchestrator.checkpoint_every={eval_every}",
-                               "orchestrator.eval_before_after=false", "orchestrator.dashboard=false",
-                               "rollout.num_workers=1", f"orchestrator.prompts_per_iter={prompts}", *small])
+    small = (
+        ["rollout.num_workers=1", "orchestrator.prompts_per_iter=2", "rollout.group_size=4"] if quick else []
+    )
+    cfg = load_config(
+        CONFIG,
+        [
+            "algorithm=chunk_grpo",
+            *VARIANTS[name],
+            f"orchestrator.seed={seed}",
+            f"orchestrator.iterations={iterations}",
+            f"orchestrator.checkpoint_every={eval_every}",
+            "orchestrator.eval_before_after=false",
+            "orchestrator.dashboard=false",
+            "rollout.num_workers=1",
+            f"orchestrator.prompts_per_iter={prompts}",
+            *small,
+        ],
+    )
     run_dir = work / f"{name}-seed{seed}"
     start = time.time()
     train(cfg, run_dir, cluster_cls=LocalCluster)
@@ -68,10 +91,18 @@ def one(name: str, seed: int, iterations: int, eval_every: int, work: Path, quic
     curve = []
     for ckpt in sorted((run_dir / "checkpoints").glob("iter_*")):
         it = int(ckpt.name.split("_")[1])
-        curve.append({"iteration": it, "train_reward": rows[it - 1]["reward/preference/mean"], **heldout(cfg, ckpt)})
-    return {"variant": name, "seed": seed, "seconds": round(time.time() - start, 1), "curve": curve,
-            "images_per_iteration": cfg.batch_size,
-            "config_chunks": cfg.learner.chunks.model_dump(), "clip_fraction": [r["learner/clip_fraction"] for r in rows]}
+        curve.append(
+            {"iteration": it, "train_reward": rows[it - 1]["reward/preference/mean"], **heldout(cfg, ckpt)}
+        )
+    return {
+        "variant": name,
+        "seed": seed,
+        "seconds": round(time.time() - start, 1),
+        "curve": curve,
+        "images_per_iteration": cfg.batch_size,
+        "config_chunks": cfg.learner.chunks.model_dump(),
+        "clip_fraction": [r["learner/clip_fraction"] for r in rows],
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -84,11 +115,15 @@ def summarise(runs: list[dict]) -> dict:
         for c in mine[0]["curve"]:
             it = c["iteration"]
             vals = [next(x for x in r["curve"] if x["iteration"] == it) for r in mine]
-            points[it] = {k: {"mean": statistics.mean(v[k] for v in vals), "std": statistics.pstdev(v[k] for v in vals)}
-                          for k in ("preference", "alignment")}
+            points[it] = {
+                k: {"mean": statistics.mean(v[k] for v in vals), "std": statistics.pstdev(v[k] for v in vals)}
+                for k in ("preference", "alignment")
+            }
         area = [statistics.mean(x["preference"] for x in r["curve"]) for r in mine]
-        out[name] = {"points": points, "preference_mean_over_evals": {"mean": statistics.mean(area),
-                                                                       "std": statistics.pstdev(area)}}
+        out[name] = {
+            "points": points,
+            "preference_mean_over_evals": {"mean": statistics.mean(area), "std": statistics.pstdev(area)},
+        }
     return out
 
 
@@ -115,12 +150,29 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         for name in args.variants:
-            runs.append(one(name, seed, args.iterations, args.eval_every, work / ("quick" if args.quick else "full"), args.quick,
-                            args.prompts))
+            runs.append(
+                one(
+                    name,
+                    seed,
+                    args.iterations,
+                    args.eval_every,
+                    work / ("quick" if args.quick else "full"),
+                    args.quick,
+                    args.prompts,
+                )
+            )
             print(name, seed, json.dumps(runs[-1]["curve"][-1]), flush=True)
-    result = {"base": base, "summary": summarise(runs), "runs": runs,
-              "setup": {"command": "python bench/chunking.py " + " ".join(sys.argv[1:]), "config": CONFIG,
-                        "variants": {k: VARIANTS[k] for k in args.variants}, "machine": machine()}}
+    result = {
+        "base": base,
+        "summary": summarise(runs),
+        "runs": runs,
+        "setup": {
+            "command": "python bench/chunking.py " + " ".join(sys.argv[1:]),
+            "config": CONFIG,
+            "variants": {k: VARIANTS[k] for k in args.variants},
+            "machine": machine(),
+        },
+    }
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(render(result))
@@ -134,26 +186,43 @@ def render(result: dict) -> str:
     seeds = sorted({r["seed"] for r in runs})
     its = sorted({c["iteration"] for r in runs for c in r["curve"]})
     per_it = runs[0]["images_per_iteration"]
-    lines = [f"chunk_grpo on the shapes task, held-out preference (ODE) after k iterations of {per_it} images, mean ± std over "
-             f"seeds {seeds} (base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).", "",
-             "| chunks | " + " | ".join(f"it {i}" for i in its) + " | mean over evals | alignment, last |",
-             "|---|" + "---|" * (len(its) + 2)]
+    lines = [
+        f"chunk_grpo on the shapes task, held-out preference (ODE) after k iterations of {per_it} images, mean ± std over "
+        f"seeds {seeds} (base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).",
+        "",
+        "| chunks | " + " | ".join(f"it {i}" for i in its) + " | mean over evals | alignment, last |",
+        "|---|" + "---|" * (len(its) + 2),
+    ]
     for name, s in result["summary"].items():
         points = {int(k): v for k, v in s["points"].items()}  # int keys in memory, str in JSON
         cells = [f"{points[i]['preference']['mean']:.3f} ± {points[i]['preference']['std']:.3f}" for i in its]
         m = s["preference_mean_over_evals"]
         last = points[its[-1]]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['mean']:.3f} ± {m['std']:.3f} | "
-                     f"{last['alignment']['mean']:.3f} ± {last['alignment']['std']:.3f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {m['mean']:.3f} ± {m['std']:.3f} | "
+            f"{last['alignment']['mean']:.3f} ± {last['alignment']['std']:.3f} |"
+        )
     names = list(result["summary"])
-    lines += ["", f"Held-out preference at iteration {its[-1]}, per seed:", "", "| seed | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        f"Held-out preference at iteration {its[-1]}, per seed:",
+        "",
+        "| seed | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for seed in seeds:
         last = {r["variant"]: r["curve"][-1]["preference"] for r in runs if r["seed"] == seed}
-        lines.append(f"| {seed} | " + " | ".join(f"{last[n]:.3f}" if n in last else "–" for n in names) + " |")
-    lines += ["", f"`{setup['command']}` on {setup['machine']}; variants (overrides of `algorithm=chunk_grpo` on "
-              f"{setup['config']}): " + "; ".join(f"{k} `{' '.join(v) or '(none)'}`" for k, v in setup["variants"].items())
-              + (f". {setup['note']}" if setup.get("note") else "") + "."]
+        lines.append(
+            f"| {seed} | " + " | ".join(f"{last[n]:.3f}" if n in last else "–" for n in names) + " |"
+        )
+    lines += [
+        "",
+        f"`{setup['command']}` on {setup['machine']}; variants (overrides of `algorithm=chunk_grpo` on "
+        f"{setup['config']}): "
+        + "; ".join(f"{k} `{' '.join(v) or '(none)'}`" for k, v in setup["variants"].items())
+        + (f". {setup['note']}" if setup.get("note") else "")
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -23,8 +23,20 @@ def run(cmd: list[str]) -> str:
 
 def evaluate(checkpoint: str, out: Path, config: str = CONFIG) -> dict:
     """`raygrpo eval` on the held-out prompts: {reward name: mean}."""
-    run(["raygrpo", "eval", "--checkpoint", checkpoint, "--prompts", "tiny:heldout", "--config", config,
-         "--json", str(out)])
+    run(
+        [
+            "raygrpo",
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--prompts",
+            "tiny:heldout",
+            "--config",
+            config,
+            "--json",
+            str(out),
+        ]
+    )
     return json.loads(out.read_text())
 
 

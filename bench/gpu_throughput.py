@@ -65,17 +65,59 @@ from rollout.sampler import generate  # noqa: E402
 from rollout.sde import flux_resolution_shift  # noqa: E402
 from rollout.weight_sync import Checksum, pack, plan_buckets, state_checksum, tensor_specs, unpack  # noqa: E402
 
-TINY_FLUX = dict(FLUX_DEV, num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
-                 joint_attention_dim=32, pooled_projection_dim=32, in_channels=16, axes_dims_rope=(4, 6, 6))
-TINY_VAE = dict(FLUX_VAE, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1,
-                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-TINY_QWEN = dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
-                           rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
-                 vision=dict(depth=2, embed_dim=32, mlp_ratio=2, num_heads=2, hidden_size=64, patch_size=14,
-                             spatial_merge_size=2, temporal_patch_size=2))
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
-             "B200": 2250e12}  # dense bf16 tensor-core FLOP/s (vendor datasheets)
+TINY_FLUX = dict(
+    FLUX_DEV,
+    num_layers=1,
+    num_single_layers=2,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    in_channels=16,
+    axes_dims_rope=(4, 6, 6),
+)
+TINY_VAE = dict(
+    FLUX_VAE,
+    latent_channels=4,
+    block_out_channels=(8, 16),
+    norm_num_groups=4,
+    layers_per_block=1,
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+)
+TINY_QWEN = dict(
+    text=dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+    ),
+    vision=dict(
+        depth=2,
+        embed_dim=32,
+        mlp_ratio=2,
+        num_heads=2,
+        hidden_size=64,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    ),
+)
+PEAK_BF16 = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "H800": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "B200": 2250e12,
+}  # dense bf16 tensor-core FLOP/s (vendor datasheets)
 
 
 def flux_forward_flops(cfg: dict, image_tokens: int, text_tokens: int) -> int:
@@ -86,7 +128,9 @@ def flux_forward_flops(cfg: dict, image_tokens: int, text_tokens: int) -> int:
     double = 24 * d * d * length + attention + 2 * 2 * 6 * d * d
     single = 24 * d * d * length + attention + 2 * 3 * d * d
     c_in, c_out = cfg["in_channels"], cfg.get("out_channels") or cfg["in_channels"]
-    embed = 2 * (c_in * d * image_tokens + cfg["joint_attention_dim"] * d * text_tokens + c_out * d * image_tokens)
+    embed = 2 * (
+        c_in * d * image_tokens + cfg["joint_attention_dim"] * d * text_tokens + c_out * d * image_tokens
+    )
     embed += 2 * ((256 + d) * d * (1 + int(cfg["guidance_embeds"])) + (cfg["pooled_projection_dim"] + d) * d)
     embed += 2 * 2 * d * d  # norm_out's AdaLN
     return cfg["num_layers"] * double + cfg["num_single_layers"] * single + embed
@@ -100,8 +144,10 @@ class RandomText:
 
     def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(len(prompts))
-        return {"prompt_embeds": torch.randn(len(prompts), self.seq, self.width, generator=g).bfloat16(),
-                "pooled": torch.randn(len(prompts), self.pooled, generator=g).bfloat16()}
+        return {
+            "prompt_embeds": torch.randn(len(prompts), self.seq, self.width, generator=g).bfloat16(),
+            "pooled": torch.randn(len(prompts), self.pooled, generator=g).bfloat16(),
+        }
 
 
 def build(tiny: bool, device: str):
@@ -110,8 +156,11 @@ def build(tiny: bool, device: str):
     cfg = TINY_FLUX if tiny else FLUX_DEV
     transformer = build_transformer("flux", cfg, device=device)
     vae = build_vae(TINY_VAE if tiny else FLUX_VAE, device=device).requires_grad_(False)
-    options = ModelConfig(finetune="lora", lora=LoraConfig(rank=4 if tiny else 64, alpha=8 if tiny else 128),
-                          gradient_checkpointing=True)
+    options = ModelConfig(
+        finetune="lora",
+        lora=LoraConfig(rank=4 if tiny else 64, alpha=8 if tiny else 128),
+        gradient_checkpointing=True,
+    )
     names = setup_trainable(transformer, options, default="lora")
     text = RandomText(32 if tiny else 512, cfg["joint_attention_dim"], cfg["pooled_projection_dim"])
     return cfg, transformer, vae, text, names
@@ -129,34 +178,49 @@ def synchronize(device: str) -> None:
 
 def peak_memory(device: str) -> dict:
     if device == "cuda":
-        return {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
-                "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9}
+        return {
+            "peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9,
+        }
     return {"process_rss_high_water_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
 
 
 def rollout_phase(parts, resolution: int, args, device: str) -> tuple[dict, object]:
     policy = policy_at(parts, resolution, device)
-    plan = sde_plan(args.steps, shift=flux_resolution_shift(policy.latent_shape[0]), noise_level=0.7, sde_kind="flow",
-                    train_last=True)
+    plan = sde_plan(
+        args.steps,
+        shift=flux_resolution_shift(policy.latent_shape[0]),
+        noise_level=0.7,
+        sde_kind="flow",
+        train_last=True,
+    )
     n, micro = args.batch, args.micro_batch
     prompts = [f"prompt {i // 4}" for i in range(n)]
     groups, seeds = [i // 4 for i in range(n)], list(range(100, 100 + n))
     with torch.no_grad():
-        generate(policy, prompts[:micro], groups[:micro], plan, groups[:micro], seeds[:micro], 0, micro)  # warm-up
+        generate(
+            policy, prompts[:micro], groups[:micro], plan, groups[:micro], seeds[:micro], 0, micro
+        )  # warm-up
         synchronize(device)
         start = time.perf_counter()
         images, traj = generate(policy, prompts, groups, plan, groups, seeds, 0, micro_batch=micro)
         synchronize(device)
     seconds = time.perf_counter() - start
-    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "latent_tokens": policy.latent_shape[0],
-            "image_shape": list(images.shape[1:])}, traj
+    return {
+        "images_per_s": n / seconds,
+        "seconds": seconds,
+        "images": n,
+        "latent_tokens": policy.latent_shape[0],
+        "image_shape": list(images.shape[1:]),
+    }, traj
 
 
 def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict, LearnerWorker]:
     cfg_model = parts[0]
     policy = policy_at(parts, resolution, device)
-    cfg = LearnerConfig(micro_batch=args.learner_micro_batch, num_gpus=1 if device == "cuda" else 0, torch_threads=2,
-                        lr=1e-6)
+    cfg = LearnerConfig(
+        micro_batch=args.learner_micro_batch, num_gpus=1 if device == "cuda" else 0, torch_threads=2, lr=1e-6
+    )
     learner = LearnerWorker(lambda device=None: policy, cfg, 0, 1)
     learner.setup("127.0.0.1", free_port())
     n = min(args.learner_samples, len(traj))
@@ -173,13 +237,23 @@ def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict
     seconds = time.perf_counter() - start
     transitions = n * batch.train_steps.shape[1]
     flops = 2 * transitions * flux_forward_flops(cfg_model, policy.latent_shape[0], parts[3].seq)
-    peak = next((v for k, v in PEAK_BF16.items() if device == "cuda" and k in torch.cuda.get_device_name()), None)
+    peak = next(
+        (v for k, v in PEAK_BF16.items() if device == "cuda" and k in torch.cuda.get_device_name()), None
+    )
     log_ratio = max(abs(math.log(stats["ratio_min"])), abs(math.log(stats["ratio_max"])))
-    return {"step_s": seconds, "samples": n, "transitions": transitions, "model_tflops": flops / 1e12,
-            "achieved_tflops_per_s": flops / seconds / 1e12, "mfu": flops / seconds / peak if peak else None,
-            "max_abs_log_ratio_first_minibatch": log_ratio, "clip_range": cfg.clip_range,
-            "rollout_micro_batch": args.micro_batch, "learner_micro_batch": args.learner_micro_batch,
-            **peak_memory(device)}, learner
+    return {
+        "step_s": seconds,
+        "samples": n,
+        "transitions": transitions,
+        "model_tflops": flops / 1e12,
+        "achieved_tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak if peak else None,
+        "max_abs_log_ratio_first_minibatch": log_ratio,
+        "clip_range": cfg.clip_range,
+        "rollout_micro_batch": args.micro_batch,
+        "learner_micro_batch": args.learner_micro_batch,
+        **peak_memory(device),
+    }, learner
 
 
 def sync_phase(learner: LearnerWorker, bucket_mb: float, device: str) -> dict:
@@ -210,9 +284,16 @@ def sync_phase(learner: LearnerWorker, bucket_mb: float, device: str) -> dict:
     start = time.perf_counter()
     state, _ = learner.publish()
     publish_s = time.perf_counter() - start
-    return {"megabytes": sum(t.numel() * t.element_size() for t in params.values()) / 2**20, "tensors": len(params),
-            "buckets": len(plan), "sender_pack_checksum_s": send_s, "receiver_copy_checksum_s": receive_s,
-            "checksums_equal": same, "publish_to_cpu_s": publish_s, "wire": "not measured (one GPU, no peer)"}
+    return {
+        "megabytes": sum(t.numel() * t.element_size() for t in params.values()) / 2**20,
+        "tensors": len(params),
+        "buckets": len(plan),
+        "sender_pack_checksum_s": send_s,
+        "receiver_copy_checksum_s": receive_s,
+        "checksums_equal": same,
+        "publish_to_cpu_s": publish_s,
+        "wire": "not measured (one GPU, no peer)",
+    }
 
 
 def scorer_phase(tiny: bool, device: str, batch: int = 16, repeats: int = 3) -> dict:
@@ -221,17 +302,25 @@ def scorer_phase(tiny: bool, device: str, batch: int = 16, repeats: int = 3) -> 
     from reward.hpsv3 import HPSv3Model
 
     spec = TINY_QWEN if tiny else QWEN2VL_7B
-    cfg = Qwen2VLConfig(text_config=spec["text"], vision_config=spec["vision"], image_token_id=spec["text"]["vocab_size"] - 2)
+    cfg = Qwen2VLConfig(
+        text_config=spec["text"], vision_config=spec["vision"], image_token_id=spec["text"]["vocab_size"] - 2
+    )
     width = spec["text"]["hidden_size"]
     with torch.device(device), default_dtype(torch.bfloat16):
         vlm = Qwen2VLForConditionalGeneration(cfg)
-        head = torch.nn.Sequential(torch.nn.Linear(width, 1024), torch.nn.ReLU(), torch.nn.Dropout(0.0),
-                                   torch.nn.Linear(1024, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)).float()
+        head = torch.nn.Sequential(
+            torch.nn.Linear(width, 1024),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.0),
+            torch.nn.Linear(1024, 16),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 2),
+        ).float()
     model = HPSv3Model(vlm, head, reward_token_id=spec["text"]["vocab_size"] - 1).eval()
     grid = 4 if tiny else 32  # 32 × 32 patches of 14 px: 448², HPSv3's pixel budget -> 256 merged tokens
     image_tokens, text_tokens = grid * grid // 4, 32 if tiny else 600
     ids = torch.randint(0, spec["text"]["vocab_size"] - 2, (batch, image_tokens + text_tokens), device=device)
-    ids[:, 10:10 + image_tokens] = cfg.image_token_id
+    ids[:, 10 : 10 + image_tokens] = cfg.image_token_id
     ids[:, -1] = model.reward_token_id
     mask = torch.ones_like(ids)
     pixels = torch.randn(batch * grid * grid, 3 * 2 * 14 * 14, device=device)
@@ -244,15 +333,23 @@ def scorer_phase(tiny: bool, device: str, batch: int = 16, repeats: int = 3) -> 
             out = model(ids, mask, pixels, thw)
         synchronize(device)
     seconds = time.perf_counter() - start
-    return {"images_per_s": batch * repeats / seconds, "batch": batch, "sequence": image_tokens + text_tokens,
-            "parameters_b": sum(p.numel() for p in model.parameters()) / 1e9, "output_shape": list(out.shape),
-            **peak_memory(device)}
+    return {
+        "images_per_s": batch * repeats / seconds,
+        "batch": batch,
+        "sequence": image_tokens + text_tokens,
+        "parameters_b": sum(p.numel() for p in model.parameters()) / 1e9,
+        "output_shape": list(out.shape),
+        **peak_memory(device),
+    }
 
 
 def save(result: dict, out: Path) -> None:
     """Atomic: a reader (or a crash) sees the previous complete file or the new one (JSON and table)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out, json.dumps(result, indent=2) + "\n"), (out.with_suffix(".md"), markdown(result))):
+    for path, text in (
+        (out, json.dumps(result, indent=2) + "\n"),
+        (out.with_suffix(".md"), markdown(result)),
+    ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -260,13 +357,29 @@ def save(result: dict, out: Path) -> None:
 
 def markdown(result: dict) -> str:
     lines = ["| phase | result | peak memory GB | seconds |", "|---|---|---|---|"]
-    keys = ("images_per_s", "step_s", "mfu", "achieved_tflops_per_s", "max_abs_log_ratio_first_minibatch",
-            "sender_pack_checksum_s", "receiver_copy_checksum_s", "publish_to_cpu_s", "megabytes", "error", "skipped")
+    keys = (
+        "images_per_s",
+        "step_s",
+        "mfu",
+        "achieved_tflops_per_s",
+        "max_abs_log_ratio_first_minibatch",
+        "sender_pack_checksum_s",
+        "receiver_copy_checksum_s",
+        "publish_to_cpu_s",
+        "megabytes",
+        "error",
+        "skipped",
+    )
     for name, v in result["phases"].items():
-        shown = ", ".join(f"{k} {v[k]:.4g}" if isinstance(v[k], float) else f"{k} {v[k]}"
-                          for k in keys if v.get(k) is not None)
+        shown = ", ".join(
+            f"{k} {v[k]:.4g}" if isinstance(v[k], float) else f"{k} {v[k]}"
+            for k in keys
+            if v.get(k) is not None
+        )
         peak = v.get("peak_allocated_gb") or (v.get("peak") or {}).get("peak_allocated_gb")
-        lines.append(f"| {name} | {shown} | {'' if peak is None else f'{peak:.1f}'} | {v.get('phase_s', 0):.1f} |")
+        lines.append(
+            f"| {name} | {shown} | {'' if peak is None else f'{peak:.1f}'} | {v.get('phase_s', 0):.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -283,7 +396,10 @@ def run_phase(result: dict, name: str, fn, start: float, budget_s: float, device
             result["phases"][name] = {**value, "phase_s": time.perf_counter() - t0}
             result["phases"][name].setdefault("peak", peak_memory(device))
         except Exception as err:  # keep going: what was measured stays measured
-            result["phases"][name] = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
+            result["phases"][name] = {
+                "error": f"{type(err).__name__}: {err}",
+                "trace": traceback.format_exc()[-2000:],
+            }
     result["elapsed_s"] = time.perf_counter() - start
     save(result, out)
     print(f"{name}: {json.dumps(result['phases'][name], default=str)[:300]}", flush=True)
@@ -300,17 +416,26 @@ def main() -> int:
     p.add_argument("--learner-micro-batch", type=int, default=2)
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 720])
     p.add_argument("--sync-bucket-mb", type=float, default=256)
-    p.add_argument("--budget-s", type=float, default=420, help="skip phases that would start after this (8 min total)")
+    p.add_argument(
+        "--budget-s", type=float, default=420, help="skip phases that would start after this (8 min total)"
+    )
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if not args.tiny and device != "cuda":
         sys.exit("gpu_throughput.py needs a GPU for the FLUX-size run; use --tiny for a CPU smoke run")
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if device == "cpu" else "cuda")
     out, start = Path(args.out), time.perf_counter()
-    result = {"setup": {"command": "python bench/gpu_throughput.py " + " ".join(sys.argv[1:]),
-                        "machine": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})",
-                        "torch": torch.__version__, "dtype": "bfloat16", "tiny": args.tiny, "steps": args.steps},
-              "phases": {}}
+    result = {
+        "setup": {
+            "command": "python bench/gpu_throughput.py " + " ".join(sys.argv[1:]),
+            "machine": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})",
+            "torch": torch.__version__,
+            "dtype": "bfloat16",
+            "tiny": args.tiny,
+            "steps": args.steps,
+        },
+        "phases": {},
+    }
     save(result, out)
     state = {}
 
@@ -320,17 +445,23 @@ def main() -> int:
     def build_models():
         state["parts"] = build(args.tiny, device)
         return {"transformer_parameters_b": sum(p.numel() for p in state["parts"][1].parameters()) / 1e9}
+
     phase("build", build_models)
     for res in args.resolutions:
+
         def roll(res=res):
             value, state["traj"] = rollout_phase(state["parts"], res, args, device)
             state["resolution"] = res  # the learner trains on the last batch that was rolled out
             return value
+
         phase(f"rollout_{res}", roll)
 
     def learn():
-        value, state["learner"] = learner_phase(state["parts"], state["traj"], state["resolution"], args, device)
+        value, state["learner"] = learner_phase(
+            state["parts"], state["traj"], state["resolution"], args, device
+        )
         return value
+
     phase("learner", learn)
     phase("sync", lambda: sync_phase(state["learner"], args.sync_bucket_mb, device))
     state.clear()  # the FLUX weights go before the reward model comes

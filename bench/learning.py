@@ -39,9 +39,21 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = work / f"{variant}-seed{seed}"
             start = time.time()
-            run(["raygrpo", "train", "--config", CONFIG, "--run-dir", str(run_dir), f"orchestrator.seed={seed}",
-                 f"orchestrator.iterations={args.iterations}", f"orchestrator.checkpoint_every={args.checkpoint_every}",
-                 "orchestrator.eval_before_after=false", *extra])
+            run(
+                [
+                    "raygrpo",
+                    "train",
+                    "--config",
+                    CONFIG,
+                    "--run-dir",
+                    str(run_dir),
+                    f"orchestrator.seed={seed}",
+                    f"orchestrator.iterations={args.iterations}",
+                    f"orchestrator.checkpoint_every={args.checkpoint_every}",
+                    "orchestrator.eval_before_after=false",
+                    *extra,
+                ]
+            )
             wall = time.time() - start
             rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
             curve = []
@@ -50,16 +62,27 @@ def main() -> None:
                 ev = evaluate(str(ckpt), work / f"{variant}-seed{seed}-{it}.json")
                 curve.append({"iteration": it, "train_seconds": rows[it - 1]["elapsed_s"], **ev})
             after = curve[-1]
-            result["runs"].append({
-                "variant": variant, "seed": seed, "iterations": args.iterations, "wall_seconds": round(wall, 1),
-                "train_seconds": round(after["train_seconds"], 1),
-                "preference_before": base["preference"], "preference_after": after["preference"],
-                "alignment_before": base["alignment"], "alignment_after": after["alignment"],
-                "gap_closed": (after["preference"] - base["preference"]) / (1 - base["preference"]),
-                "alignment_change": after["alignment"] - base["alignment"],
-                "heldout_curve": curve,
-                "train_reward_curve": [{k: r[k] for k in r if k.startswith("reward/") and k.endswith("/mean")} | {"iteration": r["iteration"]} for r in rows],
-            })
+            result["runs"].append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "iterations": args.iterations,
+                    "wall_seconds": round(wall, 1),
+                    "train_seconds": round(after["train_seconds"], 1),
+                    "preference_before": base["preference"],
+                    "preference_after": after["preference"],
+                    "alignment_before": base["alignment"],
+                    "alignment_after": after["alignment"],
+                    "gap_closed": (after["preference"] - base["preference"]) / (1 - base["preference"]),
+                    "alignment_change": after["alignment"] - base["alignment"],
+                    "heldout_curve": curve,
+                    "train_reward_curve": [
+                        {k: r[k] for k in r if k.startswith("reward/") and k.endswith("/mean")}
+                        | {"iteration": r["iteration"]}
+                        for r in rows
+                    ],
+                }
+            )
             print(json.dumps({k: v for k, v in result["runs"][-1].items() if "curve" not in k}), flush=True)
     result["setup"] = {
         "command": "python bench/learning.py " + " ".join(sys.argv[1:]),
@@ -75,18 +98,25 @@ def main() -> None:
 
 def markdown(result: dict) -> list[str]:
     """One row per run: held-out preference / alignment at the first checkpoint and at the end."""
-    lines = ["| variant | seed | first eval: iteration (train s) | preference | gap closed | alignment | "
-             "end: iteration (train s) | preference | gap closed | alignment |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seed | first eval: iteration (train s) | preference | gap closed | alignment | "
+        "end: iteration (train s) | preference | gap closed | alignment |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         cells = []
         for c in (r["heldout_curve"][0], r["heldout_curve"][-1]):
             gap = (c["preference"] - r["preference_before"]) / (1 - r["preference_before"])
-            cells.append(f"{c['iteration']} ({c['train_seconds']:.0f} s) | {c['preference']:.3f} | {100 * gap:.0f} % | "
-                         f"{c['alignment']:.3f} ({c['alignment'] - r['alignment_before']:+.3f})")
+            cells.append(
+                f"{c['iteration']} ({c['train_seconds']:.0f} s) | {c['preference']:.3f} | {100 * gap:.0f} % | "
+                f"{c['alignment']:.3f} ({c['alignment'] - r['alignment_before']:+.3f})"
+            )
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + " |")
     base = result["base"]
-    lines.append(f"\nBase model (before): preference {base['preference']:.3f}, alignment {base['alignment']:.3f}. "
-                 "train s counts from the run's start, actor start-up included.")
+    lines.append(
+        f"\nBase model (before): preference {base['preference']:.3f}, alignment {base['alignment']:.3f}. "
+        "train s counts from the run's start, actor start-up included."
+    )
     return lines
 
 

@@ -46,8 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learner.engine import BUCKET_ELEMENTS  # noqa: E402
-from memory_model import (ARCHS, GB, QWEN2VL_7B, TEXT_TOKENS, build_transformer, build_vae, peak_bytes,  # noqa: E402
-                          reward_parameters, transformer_inputs)
+from memory_model import (
+    ARCHS,
+    GB,
+    QWEN2VL_7B,
+    TEXT_TOKENS,
+    build_transformer,
+    build_vae,
+    peak_bytes,  # noqa: E402
+    reward_parameters,
+    transformer_inputs,
+)
 from learner.config import chunk_selector  # noqa: E402
 from orchestrator.config import build_plan, load_config  # noqa: E402
 from rollout.models.common import decode_batch  # noqa: E402
@@ -58,8 +67,11 @@ USABLE = 0.95
 OVERHEAD = 2.0
 # reward model activations: (sequence length, width D, MLP width I); HPSv3: 256 image tokens + the
 # instruction and prompt (~600 tokens); CLIP / ImageReward: their vision towers at 224 px
-SCORER_SHAPES = {"hpsv3": (856, QWEN2VL_7B["text"]["hidden_size"], QWEN2VL_7B["text"]["intermediate_size"]),
-                 "clip": (257, 1024, 4096), "imagereward": (197, 1024, 4096)}
+SCORER_SHAPES = {
+    "hpsv3": (856, QWEN2VL_7B["text"]["hidden_size"], QWEN2VL_7B["text"]["intermediate_size"]),
+    "clip": (257, 1024, 4096),
+    "imagereward": (197, 1024, 4096),
+}
 _measured: dict = {}
 
 
@@ -90,7 +102,16 @@ def activations(cfg, rows: int, train: bool) -> float:
     res = cfg.model.resolution or 1024
     finetune = cfg.model.finetune or "lora"
     checkpointing = cfg.model.gradient_checkpointing and train
-    key = (cfg.model.path, res, text, train, finetune, checkpointing, cfg.model.lora.rank, tuple(cfg.model.lora.targets))
+    key = (
+        cfg.model.path,
+        res,
+        text,
+        train,
+        finetune,
+        checkpointing,
+        cfg.model.lora.rank,
+        tuple(cfg.model.lora.targets),
+    )
 
     def measure(n: int) -> float:
         _, _, module = transformer_for(cfg, train)
@@ -108,7 +129,9 @@ def vae_peak(cfg) -> tuple[float, int, float]:
     batch = decode_batch(vae, res, res)
     key = ("vae", cfg.model.path, res, batch)
     if key not in _measured:
-        z = torch.randn(batch, vae_cfg["latent_channels"], res // 8, res // 8, device="meta", dtype=torch.bfloat16)
+        z = torch.randn(
+            batch, vae_cfg["latent_channels"], res // 8, res // 8, device="meta", dtype=torch.bfloat16
+        )
         _measured[key] = peak_bytes(_Decoder(vae), {"z": z}, train=False)
     return sum(p.numel() for p in vae.parameters()) * 2 / GB, batch, _measured[key] / GB
 
@@ -156,10 +179,14 @@ def _cfg_doubles(cfg) -> bool:
 def counts(cfg) -> dict:
     """Transformer parameters, trainable parameters, and the largest block's parameters."""
     _, _, module = transformer_for(cfg, train=True)
-    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks") for b in getattr(module, name, [])]
-    return {"params": sum(p.numel() for p in module.parameters()),
-            "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
-            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks)}
+    blocks = [
+        b for name in ("transformer_blocks", "single_transformer_blocks") for b in getattr(module, name, [])
+    ]
+    return {
+        "params": sum(p.numel() for p in module.parameters()),
+        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks),
+    }
 
 
 def learner_rank(cfg, plan, n: dict) -> dict:
@@ -169,35 +196,66 @@ def learner_rank(cfg, plan, n: dict) -> dict:
     weights = (0 if lc.offload_params else p / ranks) if zero3 else p
     weights = weights * bytes_ + (2 * n["largest_block"] * bytes_ if zero3 else 0)
     rows = learner_rows(cfg, plan)
-    out = {"weights": weights / GB,
-           "grads": ((0 if lc.offload_optimizer else 4 * t / ranks) + 2 * 2 * BUCKET_ELEMENTS) / GB,
-           "optimizer": 0.0 if lc.offload_optimizer else 12 * t / ranks / GB,
-           "reference": p * bytes_ / GB if (lc.kl_coef > 0 and (cfg.model.finetune or "lora") == "full") else 0.0,
-           "activations": activations(cfg, rows, train=True),
-           "overhead": OVERHEAD}
+    out = {
+        "weights": weights / GB,
+        "grads": ((0 if lc.offload_optimizer else 4 * t / ranks) + 2 * 2 * BUCKET_ELEMENTS) / GB,
+        "optimizer": 0.0 if lc.offload_optimizer else 12 * t / ranks / GB,
+        "reference": p * bytes_ / GB
+        if (lc.kl_coef > 0 and (cfg.model.finetune or "lora") == "full")
+        else 0.0,
+        "activations": activations(cfg, rows, train=True),
+        "overhead": OVERHEAD,
+    }
     cpu = (16 * t / ranks if lc.offload_optimizer else 0) + (p * bytes_ / ranks if lc.offload_params else 0)
-    return {"role": "learner", "count": ranks, "gpus": lc.num_gpus, "rows_per_forward": rows,
-            "breakdown": out, "total": sum(out.values()), "host_ram_gb": cpu / GB}
+    return {
+        "role": "learner",
+        "count": ranks,
+        "gpus": lc.num_gpus,
+        "rows_per_forward": rows,
+        "breakdown": out,
+        "total": sum(out.values()),
+        "host_ram_gb": cpu / GB,
+    }
 
 
 def rollout_worker(cfg, plan, n: dict) -> dict:
     vae_weights, batch, decode = vae_peak(cfg)
     rows = rollout_rows(cfg, plan)
-    out = {"weights": n["params"] * 2 / GB + vae_weights, "activations": activations(cfg, rows, train=False),
-           "vae_decode": decode, "overhead": OVERHEAD}
+    out = {
+        "weights": n["params"] * 2 / GB + vae_weights,
+        "activations": activations(cfg, rows, train=False),
+        "vae_decode": decode,
+        "overhead": OVERHEAD,
+    }
     # activations and the decode never overlap: the larger of the two is what the worker needs
     out["total_note"] = "weights + max(activations, vae_decode) + overhead"
     total = out["weights"] + max(out["activations"], out["vae_decode"]) + out["overhead"]
-    return {"role": "rollout", "count": cfg.rollout.num_workers, "gpus": cfg.rollout.num_gpus, "rows_per_forward": rows,
-            "decode_batch": batch, "breakdown": out, "total": total}
+    return {
+        "role": "rollout",
+        "count": cfg.rollout.num_workers,
+        "gpus": cfg.rollout.num_gpus,
+        "rows_per_forward": rows,
+        "decode_batch": batch,
+        "breakdown": out,
+        "total": total,
+    }
 
 
 def scorer_worker(s) -> dict:
     params = reward_parameters(s.kind) if s.kind in SCORER_SHAPES else 0
     seq, width, mlp = SCORER_SHAPES.get(s.kind, (0, 0, 0))
-    out = {"weights": params * 2 / GB, "activations": s.batch_size * seq * (3 * mlp + 6 * width) * 2 / GB,
-           "overhead": OVERHEAD if params else 0.0}
-    return {"role": f"reward:{s.name}", "count": 1, "gpus": s.num_gpus, "breakdown": out, "total": sum(out.values())}
+    out = {
+        "weights": params * 2 / GB,
+        "activations": s.batch_size * seq * (3 * mlp + 6 * width) * 2 / GB,
+        "overhead": OVERHEAD if params else 0.0,
+    }
+    return {
+        "role": f"reward:{s.name}",
+        "count": 1,
+        "gpus": s.num_gpus,
+        "breakdown": out,
+        "total": sum(out.values()),
+    }
 
 
 def pack(actors: list[dict]) -> list[dict]:
@@ -223,30 +281,50 @@ def pack(actors: list[dict]) -> list[dict]:
 def analyse(name: str, cfg) -> dict:
     plan = build_plan(cfg)
     n = counts(cfg)
-    actors = [rollout_worker(cfg, plan, n), *(scorer_worker(s) for s in cfg.reward.scorers), learner_rank(cfg, plan, n)]
+    actors = [
+        rollout_worker(cfg, plan, n),
+        *(scorer_worker(s) for s in cfg.reward.scorers),
+        learner_rank(cfg, plan, n),
+    ]
     gpus = pack(actors)
     lc = cfg.learner
-    return {"config": name, "model": cfg.model.path, "finetune": cfg.model.finetune or "lora",
-            "resolution": cfg.model.resolution or 1024, "params": n["params"], "trainable": n["trainable"],
-            "learner": {"world_size": lc.world_size, "zero_stage": lc.zero_stage, "micro_batch": lc.micro_batch,
-                        "offload_optimizer": lc.offload_optimizer, "offload_params": lc.offload_params,
-                        "gradient_checkpointing": cfg.model.gradient_checkpointing},
-            "actors": actors, "gpus": gpus,
-            "fits": {cap: all(g["fits"][cap] for g in gpus) for cap in CAPACITIES}}
+    return {
+        "config": name,
+        "model": cfg.model.path,
+        "finetune": cfg.model.finetune or "lora",
+        "resolution": cfg.model.resolution or 1024,
+        "params": n["params"],
+        "trainable": n["trainable"],
+        "learner": {
+            "world_size": lc.world_size,
+            "zero_stage": lc.zero_stage,
+            "micro_batch": lc.micro_batch,
+            "offload_optimizer": lc.offload_optimizer,
+            "offload_params": lc.offload_params,
+            "gradient_checkpointing": cfg.model.gradient_checkpointing,
+        },
+        "actors": actors,
+        "gpus": gpus,
+        "fits": {cap: all(g["fits"][cap] for g in gpus) for cap in CAPACITIES},
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| config | actor | × | rows | weights | grads | optimizer | reference | activations | VAE decode | total GB | fits 80 / 141 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | actor | × | rows | weights | grads | optimizer | reference | activations | VAE decode | total GB | fits 80 / 141 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for a in r["actors"]:
             b = a["breakdown"]
             fit = [all(g["fits"][c] for g in r["gpus"] if a["role"] in g["actors"]) for c in CAPACITIES]
             cell = lambda k: f"{b[k]:.1f}" if k in b else ""  # noqa: E731
-            lines.append(f"| {r['config']} | {a['role']} | {a['count']} | {a.get('rows_per_forward', '')} | "
-                         f"{cell('weights')} | {cell('grads')} | {cell('optimizer')} | {cell('reference')} | "
-                         f"{cell('activations')} | {cell('vae_decode')} | {a['total']:.1f} | "
-                         f"{'/'.join('yes' if f else 'NO' for f in fit)} |")
+            lines.append(
+                f"| {r['config']} | {a['role']} | {a['count']} | {a.get('rows_per_forward', '')} | "
+                f"{cell('weights')} | {cell('grads')} | {cell('optimizer')} | {cell('reference')} | "
+                f"{cell('activations')} | {cell('vae_decode')} | {a['total']:.1f} | "
+                f"{'/'.join('yes' if f else 'NO' for f in fit)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +341,9 @@ def gpu_configs(paths: list[str], overrides: list[str]) -> list[tuple[str, objec
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", help="deploy config(s) (default: every deploy/configs/*.yaml)")
+    p.add_argument(
+        "--config", action="append", help="deploy config(s) (default: every deploy/configs/*.yaml)"
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every config")
     p.add_argument("--out", default="bench/results/memory")
     p.add_argument("--validate", action="store_true", help="check the tracker against a real CPU run")
@@ -274,12 +354,21 @@ def main() -> None:
     results = []
     for name, cfg in gpu_configs(paths, args.overrides):
         results.append(analyse(name, cfg))
-        print(f"{name}: fits 80 GB {results[-1]['fits']['80GB']}, 141 GB {results[-1]['fits']['141GB']} "
-              f"({time.time() - start:.0f} s)", flush=True)
-    out = {"setup": {"command": "python bench/memory.py " + " ".join(sys.argv[1:]),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores (meta device: no GPU needed)",
-                     "torch": torch.__version__, "usable_fraction": USABLE, "overhead_gb": OVERHEAD},
-           "configs": results}
+        print(
+            f"{name}: fits 80 GB {results[-1]['fits']['80GB']}, 141 GB {results[-1]['fits']['141GB']} "
+            f"({time.time() - start:.0f} s)",
+            flush=True,
+        )
+    out = {
+        "setup": {
+            "command": "python bench/memory.py " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores (meta device: no GPU needed)",
+            "torch": torch.__version__,
+            "usable_fraction": USABLE,
+            "overhead_gb": OVERHEAD,
+        },
+        "configs": results,
+    }
     if args.validate:
         from memory_validate import validate
 
@@ -289,8 +378,10 @@ def main() -> None:
     md = table(results)
     if "validation" in out:
         v = out["validation"]
-        md += (f"\nTracker check (scaled-down FLUX, {v['model']}): meta {v['meta_mb']:.1f} MB, real CPU "
-               f"{v['cpu_mb']:.1f} MB (same tracker), process RSS growth {v['rss_mb']:.1f} MB.\n")
+        md += (
+            f"\nTracker check (scaled-down FLUX, {v['model']}): meta {v['meta_mb']:.1f} MB, real CPU "
+            f"{v['cpu_mb']:.1f} MB (same tracker), process RSS growth {v['rss_mb']:.1f} MB.\n"
+        )
     Path(args.out + ".md").write_text(md)
     print(md)
 

@@ -13,9 +13,18 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SMALL = dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=128,
-             num_attention_heads=4, joint_attention_dim=1024, pooled_projection_dim=768, guidance_embeds=True,
-             axes_dims_rope=(16, 56, 56))
+SMALL = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=2,
+    num_single_layers=4,
+    attention_head_dim=128,
+    num_attention_heads=4,
+    joint_attention_dim=1024,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
 RESOLUTION, TEXT, ROWS = 512, 128, 2
 SCRIPT = f"""
 import json, os, sys, threading, time, torch
@@ -57,6 +66,10 @@ def run(device: str) -> dict:
 
 def validate() -> dict:
     meta, cpu = run("meta"), run("cpu")
-    return {"model": f"FLUX width 512, 2 + 4 blocks, {RESOLUTION}² ({(RESOLUTION // 16) ** 2} image + {TEXT} text "
-                     f"tokens), {ROWS} rows, bf16, LoRA r16, checkpointing",
-            "meta_mb": meta["peak"] / 1e6, "cpu_mb": cpu["peak"] / 1e6, "rss_mb": cpu["rss"] / 1e6}
+    return {
+        "model": f"FLUX width 512, 2 + 4 blocks, {RESOLUTION}² ({(RESOLUTION // 16) ** 2} image + {TEXT} text "
+        f"tokens), {ROWS} rows, bf16, LoRA r16, checkpointing",
+        "meta_mb": meta["peak"] / 1e6,
+        "cpu_mb": cpu["peak"] / 1e6,
+        "rss_mb": cpu["rss"] / 1e6,
+    }

@@ -36,9 +36,12 @@ def machine() -> dict:
     import ray
     import torch
 
-    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "torch": torch.__version__, "ray": ray.__version__,
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def write(name: str, data: dict, table: list[str]) -> None:

@@ -20,20 +20,34 @@ SECTIONS = (
     ("base_model", "Base model", "the shipped tiny model before any RL (held-out, ODE and SDE sampling)"),
     ("learning", "Learning", "does the default run learn, and does preference alone hack alignment?"),
     ("algorithms", "Algorithms", "the five presets at the same image budget and the same training time"),
-    ("chunking", "Chunk-GRPO chunking", "which chunks the chunk_grpo preset defaults to: adaptive, GCPO's list scaled, "
-     "or the base model's dynamics profile"),
+    (
+        "chunking",
+        "Chunk-GRPO chunking",
+        "which chunks the chunk_grpo preset defaults to: adaptive, GCPO's list scaled, "
+        "or the base model's dynamics profile",
+    ),
     ("reference", "Reference code", "our algorithm functions against the five references' own code"),
     ("overhead", "Ray overhead", "the same iterations through the actor system and a single-process loop"),
-    ("overhead_threads1", "Ray overhead at 1 thread per worker",
-     "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending on 2 fully used cores"),
+    (
+        "overhead_threads1",
+        "Ray overhead at 1 thread per worker",
+        "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending on 2 fully used cores",
+    ),
     ("async", "Async mode", "async ÷ sync wall time against the ideal overlap"),
     ("scaling", "Rollout scaling", "rollout images/s, 2 workers ÷ 1, one core each"),
-    ("sim_scale", "Orchestration at 1…64 workers, simulated",
-     "the real driver, pool, scoring and weight sync with waiting workers and FLUX-size payloads (see below the tables)"),
+    (
+        "sim_scale",
+        "Orchestration at 1…64 workers, simulated",
+        "the real driver, pool, scoring and weight sync with waiting workers and FLUX-size payloads (see below the tables)",
+    ),
     ("soak", "Soak", "object store and process memory over 200 iterations"),
     ("oracle", "Oracle", "our HPSv3 / ImageReward against the official packages"),
     ("gpu", "GPU throughput", "FLUX.1-size rollout and learner on a GPU"),
-    ("memory", "GPU memory per actor", "does every deploy config fit 80 GB / 141 GB GPUs (real model sizes, meta device)?"),
+    (
+        "memory",
+        "GPU memory per actor",
+        "does every deploy config fit 80 GB / 141 GB GPUs (real model sizes, meta device)?",
+    ),
     ("sync", "Weight sync", "time and extra memory per version, LoRA and full size (CPU + gloo proxy)"),
 )
 
@@ -49,7 +63,9 @@ def section(name: str, heading: str, question: str) -> list[str]:
     if command or machine:
         lines.append(f"`{command or name}`" + (f" on {machine}" if machine else "") + ".")
     lines.append("")
-    lines += table.read_text().strip().splitlines() if table.exists() else [f"(see `bench/results/{name}.json`)"]
+    lines += (
+        table.read_text().strip().splitlines() if table.exists() else [f"(see `bench/results/{name}.json`)"]
+    )
     return lines + [""]
 
 

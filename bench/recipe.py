@@ -29,7 +29,12 @@ from common import RESULTS, machine, run  # noqa: E402
 
 WORLDS = {  # config, target judge, its goal (gap closed), extra overrides
     "text": ("deploy/configs/tiny_text.yaml", "ocr_heldout", 0.5, []),
-    "shapes": ("deploy/configs/tiny.yaml", "preference", 0.8, ["reward.heldout=[{name: fidelity, kind: fidelity}]"]),
+    "shapes": (
+        "deploy/configs/tiny.yaml",
+        "preference",
+        0.8,
+        ["reward.heldout=[{name: fidelity, kind: fidelity}]"],
+    ),
 }
 # The levers of issue 14: KL to the base (β; Flow-GRPO's SD3 default is 0.04, config/grpo.py), SDE
 # noise level, learning rate, LoRA vs full fine-tuning, reward mix.
@@ -43,8 +48,12 @@ VARIANTS = {
     "lora1e-4": ["model.finetune=lora", "learner.lr=1e-4"],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
-    "shapes": {"pref0.5": ["reward.scorers=[{name: preference, kind: preference, weight: 0.5}, "
-                           "{name: alignment, kind: alignment, weight: 1.0}]"]},
+    "shapes": {
+        "pref0.5": [
+            "reward.scorers=[{name: preference, kind: preference, weight: 0.5}, "
+            "{name: alignment, kind: alignment, weight: 1.0}]"
+        ]
+    },
 }
 FIDELITY_KEPT = 0.9
 BUDGET_S = {"text": 600, "shapes": None}  # issue 14: text within 10 min of training; shapes has no time
@@ -55,19 +64,36 @@ def summarise(run_dir: Path, judge: str, goal: float, budget: float | None) -> d
     """Base, curve and end of the monitor's held-out evaluations; pass/fail against the targets."""
     base = json.loads((run_dir / "heldout_baseline.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [{"iteration": r["iteration"], "elapsed_s": round(r["elapsed_s"], 1),
-              **{k.removeprefix("heldout/").removesuffix("/mean"): round(v, 4) for k, v in r.items()
-                 if k.startswith("heldout/")}} for r in rows if "heldout/hacking" in r]
+    curve = [
+        {
+            "iteration": r["iteration"],
+            "elapsed_s": round(r["elapsed_s"], 1),
+            **{
+                k.removeprefix("heldout/").removesuffix("/mean"): round(v, 4)
+                for k, v in r.items()
+                if k.startswith("heldout/")
+            },
+        }
+        for r in rows
+        if "heldout/hacking" in r
+    ]
     end = curve[-1]
     gap = (end[judge] - base[judge]) / max(1 - base[judge], 1e-9)
     kept = end["fidelity"] / base["fidelity"]
     in_budget = [c for c in curve if budget is None or c["elapsed_s"] <= budget]
     best = max(((c[judge] - base[judge]) / max(1 - base[judge], 1e-9) for c in in_budget), default=None)
-    return {"base": base, "end": end, "gap_closed": round(gap, 4), "fidelity_kept": round(kept, 4),
-            "gap_closed_within_budget": None if best is None else round(best, 4),
-            "hacking_flags": sum(c["hacking"] for c in curve),
-            "meets_target": bool(gap >= goal and kept >= FIDELITY_KEPT and (budget is None or end["elapsed_s"] <= budget)),
-            "curve": curve}
+    return {
+        "base": base,
+        "end": end,
+        "gap_closed": round(gap, 4),
+        "fidelity_kept": round(kept, 4),
+        "gap_closed_within_budget": None if best is None else round(best, 4),
+        "hacking_flags": sum(c["hacking"] for c in curve),
+        "meets_target": bool(
+            gap >= goal and kept >= FIDELITY_KEPT and (budget is None or end["elapsed_s"] <= budget)
+        ),
+        "curve": curve,
+    }
 
 
 def main() -> None:
@@ -75,14 +101,22 @@ def main() -> None:
     p.add_argument("--world", choices=tuple(WORLDS), default="text")
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--heldout-every", type=int, default=5)
-    p.add_argument("--eval-samples", type=int, default=2, help="held-out ODE samples per prompt in each evaluation")
+    p.add_argument(
+        "--eval-samples", type=int, default=2, help="held-out ODE samples per prompt in each evaluation"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", help="names from VARIANTS / REWARD_MIX (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 iterations, default and kl0.04")
     p.add_argument("--out", help="result stem (default bench/results/recipe_<world>)")
-    p.add_argument("--no-ray", action="store_true", help="`raygrpo train --no-ray`: the same loop in one process "
-                   "(for exploring on an overloaded machine, where Ray's 30 s start-up deadline fails)")
-    p.add_argument("--append", action="store_true", help="keep the rows already in --out (replacing same variant+seed)")
+    p.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="`raygrpo train --no-ray`: the same loop in one process "
+        "(for exploring on an overloaded machine, where Ray's 30 s start-up deadline fails)",
+    )
+    p.add_argument(
+        "--append", action="store_true", help="keep the rows already in --out (replacing same variant+seed)"
+    )
     args = p.parse_args()
     config, judge, goal, extra = WORLDS[args.world]
     variants = {**VARIANTS, **REWARD_MIX.get(args.world, {})}
@@ -98,21 +132,51 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = work / f"{name}-seed{seed}"
             start = time.time()
-            run(["raygrpo", "train", *(["--no-ray"] if args.no_ray else []), "--config", config, "--run-dir", str(run_dir), *extra, *variants[name],
-                 f"orchestrator.seed={seed}", f"orchestrator.iterations={iterations}",
-                 f"orchestrator.heldout_every={every}",  # before/after kept: the grids, and "before" is the baseline
-                 f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
-                 "orchestrator.dashboard=false", f"orchestrator.checkpoint_every={iterations}"])
-            row = {"variant": name, "overrides": variants[name], "seed": seed, "iterations": iterations, "ray": not args.no_ray,
-                   "command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "machine": machine(),
-                   "wall_s": round(time.time() - start, 1),
-                   **summarise(run_dir, judge, goal, BUDGET_S[args.world])}
+            run(
+                [
+                    "raygrpo",
+                    "train",
+                    *(["--no-ray"] if args.no_ray else []),
+                    "--config",
+                    config,
+                    "--run-dir",
+                    str(run_dir),
+                    *extra,
+                    *variants[name],
+                    f"orchestrator.seed={seed}",
+                    f"orchestrator.iterations={iterations}",
+                    f"orchestrator.heldout_every={every}",  # before/after kept: the grids, and "before" is the baseline
+                    f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
+                    "orchestrator.dashboard=false",
+                    f"orchestrator.checkpoint_every={iterations}",
+                ]
+            )
+            row = {
+                "variant": name,
+                "overrides": variants[name],
+                "seed": seed,
+                "iterations": iterations,
+                "ray": not args.no_ray,
+                "command": "python bench/recipe.py " + " ".join(sys.argv[1:]),
+                "machine": machine(),
+                "wall_s": round(time.time() - start, 1),
+                **summarise(run_dir, judge, goal, BUDGET_S[args.world]),
+            }
             result["runs"] = [r for r in result["runs"] if (r["variant"], r["seed"]) != (name, seed)] + [row]
             print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "base")}), flush=True)
-    result["setup"] = {"command": "python bench/recipe.py " + " ".join(sys.argv[1:]), "config": config,
-                       "judge": judge, "goal_gap_closed": goal, "fidelity_kept": FIDELITY_KEPT, "budget_s": BUDGET_S[args.world],
-                       "iterations": iterations, "heldout_every": every, "eval_samples_per_prompt": args.eval_samples,
-                       "machine": machine(), "note": result.pop("note", None)}
+    result["setup"] = {
+        "command": "python bench/recipe.py " + " ".join(sys.argv[1:]),
+        "config": config,
+        "judge": judge,
+        "goal_gap_closed": goal,
+        "fidelity_kept": FIDELITY_KEPT,
+        "budget_s": BUDGET_S[args.world],
+        "iterations": iterations,
+        "heldout_every": every,
+        "eval_samples_per_prompt": args.eval_samples,
+        "machine": machine(),
+        "note": result.pop("note", None),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result) + "\n")
@@ -123,24 +187,36 @@ def markdown(result: dict) -> str:
     s = result["setup"]
     j = s["judge"]
     budget = "best" if s["budget_s"] is None else f"≤ {s['budget_s']} s"
-    lines = [f"| variant | seed | {j} base → end | gap closed ({budget}) | fidelity base → end (kept) | "
-             "hacking flags | end: iteration, s | target met |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| variant | seed | {j} base → end | gap closed ({budget}) | fidelity base → end (kept) | "
+        "hacking flags | end: iteration, s | target met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         b, e = r["base"], r["end"]
-        within = "–" if r["gap_closed_within_budget"] is None else f"{100 * r['gap_closed_within_budget']:.0f} %"
-        lines.append(f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | {100 * r['gap_closed']:.0f} % ({within}) | "
-                     f"{b['fidelity']:.3f} → {e['fidelity']:.3f} ({100 * r['fidelity_kept']:.0f} %) | "
-                     f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | {'yes' if r['meets_target'] else 'no'} |")
+        within = (
+            "–" if r["gap_closed_within_budget"] is None else f"{100 * r['gap_closed_within_budget']:.0f} %"
+        )
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | {100 * r['gap_closed']:.0f} % ({within}) | "
+            f"{b['fidelity']:.3f} → {e['fidelity']:.3f} ({100 * r['fidelity_kept']:.0f} %) | "
+            f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | {'yes' if r['meets_target'] else 'no'} |"
+        )
     commands = sorted({r["command"] for r in result["runs"] if "command" in r})
-    lines.append("\nCommands (one per row group; each row's own command and machine are in the .json): "
-                 + "; ".join(f"`{c}`" for c in commands) + f". Machine: {s['machine']}.")
+    lines.append(
+        "\nCommands (one per row group; each row's own command and machine are in the .json): "
+        + "; ".join(f"`{c}`" for c in commands)
+        + f". Machine: {s['machine']}."
+    )
     if s.get("note"):
         lines.append(f"\n{s['note']}")
-    lines.append(f"\nTarget: {j} gap closed ≥ {100 * s['goal_gap_closed']:.0f} % with fidelity ≥ "
-                 f"{100 * s['fidelity_kept']:.0f} % of base at the run's end"
-                 + ("" if s["budget_s"] is None else f", by {s['budget_s']} s of training")
-                 + " (elapsed_s counts from the run's start, actor start-up included). Overrides per variant: "
-                 "bench/recipe.py VARIANTS.")
+    lines.append(
+        f"\nTarget: {j} gap closed ≥ {100 * s['goal_gap_closed']:.0f} % with fidelity ≥ "
+        f"{100 * s['fidelity_kept']:.0f} % of base at the run's end"
+        + ("" if s["budget_s"] is None else f", by {s['budget_s']} s of training")
+        + " (elapsed_s counts from the run's start, actor start-up included). Overrides per variant: "
+        "bench/recipe.py VARIANTS."
+    )
     return "\n".join(lines)
 
 

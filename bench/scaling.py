@@ -43,8 +43,15 @@ def main() -> None:
     from orchestrator.config import build_plan
     from orchestrator.prompts import prompt_path, read_prompts
 
-    cfg = config(["rollout.num_workers=1", "rollout.num_cpus=1", "rollout.torch_threads=1",
-                  "learner.torch_threads=1", *args.overrides])
+    cfg = config(
+        [
+            "rollout.num_workers=1",
+            "rollout.num_cpus=1",
+            "rollout.torch_threads=1",
+            "learner.torch_threads=1",
+            *args.overrides,
+        ]
+    )
     prompts = read_prompts(prompt_path("tiny:train"))[: args.groups]
     groups = list(enumerate(prompts))
     cluster = Cluster(cfg, build_plan(cfg))
@@ -60,16 +67,27 @@ def main() -> None:
     ips = {n: median([r["images_per_s"] for r in runs[n]]) for n in runs}
     ratio = ips[2] / ips[1]
     result = {
-        "speedup_2_over_1": ratio, "target": 1.9, "meets_target": ratio >= 1.9,
-        "images_per_s_median": ips, "per_repeat_ratio": [b["images_per_s"] / a["images_per_s"] for a, b in zip(runs[1], runs[2])],
+        "speedup_2_over_1": ratio,
+        "target": 1.9,
+        "meets_target": ratio >= 1.9,
+        "images_per_s_median": ips,
+        "per_repeat_ratio": [b["images_per_s"] / a["images_per_s"] for a, b in zip(runs[1], runs[2])],
         "runs": runs,
-        "setup": {"command": "python bench/scaling.py " + " ".join(sys.argv[1:]), **machine(),
-                  "ray_num_cpus": 3, "per_worker": "rollout.num_cpus=1, rollout.torch_threads=1",
-                  "workload": f"{args.groups} groups x {cfg.rollout.group_size} images, {cfg.rollout.num_steps} steps, "
-                              f"{args.rounds} timed rollouts per measurement, {args.repeats} measurements per count"},
+        "setup": {
+            "command": "python bench/scaling.py " + " ".join(sys.argv[1:]),
+            **machine(),
+            "ray_num_cpus": 3,
+            "per_worker": "rollout.num_cpus=1, rollout.torch_threads=1",
+            "workload": f"{args.groups} groups x {cfg.rollout.group_size} images, {cfg.rollout.num_steps} steps, "
+            f"{args.rounds} timed rollouts per measurement, {args.repeats} measurements per count",
+        },
     }
-    table = ["| rollout workers | images/s (median) | speedup |", "|---|---|---|",
-             f"| 1 | {ips[1]:.2f} | 1.00 |", f"| 2 | {ips[2]:.2f} | {ratio:.2f} (target ≥ 1.9) |"]
+    table = [
+        "| rollout workers | images/s (median) | speedup |",
+        "|---|---|---|",
+        f"| 1 | {ips[1]:.2f} | 1.00 |",
+        f"| 2 | {ips[2]:.2f} | {ratio:.2f} (target ≥ 1.9) |",
+    ]
     write("scaling", result, table)
 
 

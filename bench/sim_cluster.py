@@ -38,9 +38,14 @@ class SimRollouts(Rollouts):
             ray.get(actor.reset.remote(index, self.spec))
             return actor
         r = self.cfg.rollout
-        return ray.remote(SimRolloutWorker).options(
-            num_cpus=r.num_cpus, runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
-        ).remote(self.spec, r.group_size, index)
+        return (
+            ray.remote(SimRolloutWorker)
+            .options(
+                num_cpus=r.num_cpus,
+                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
+            )
+            .remote(self.spec, r.group_size, index)
+        )
 
     def _launch(self, groups, iteration, preview):
         self.record["launches"].append((iteration, time.time(), time.process_time()))
@@ -61,9 +66,14 @@ class SimCluster(Cluster):
     # -- Cluster's two factories -------------------------------------------------------------------
 
     def _reward_actor(self, scorer):
-        return ray.remote(SimRewardWorker).options(
-            num_cpus=scorer.num_cpus, runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
-        ).remote(self.spec, scorer.name)
+        return (
+            ray.remote(SimRewardWorker)
+            .options(
+                num_cpus=scorer.num_cpus,
+                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
+            )
+            .remote(self.spec, scorer.name)
+        )
 
     def _learner_group(self) -> None:
         """Sets self.pg and self.learners, as Cluster's does (its __init__ then sets them up)."""
@@ -71,21 +81,32 @@ class SimCluster(Cluster):
         bundle = {"CPU": max(lc.num_cpus, 0.001)}
         self.pg = pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
         ray.get(pg.ready())
-        self.learners = [ray.remote(SimLearnerWorker).options(
-            num_cpus=bundle["CPU"], runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-        ).remote(self.spec, rank, lc.world_size) for rank in range(lc.world_size)]
+        self.learners = [
+            ray.remote(SimLearnerWorker)
+            .options(
+                num_cpus=bundle["CPU"],
+                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            )
+            .remote(self.spec, rank, lc.world_size)
+            for rank in range(lc.world_size)
+        ]
 
     # -- recording -------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Collect every actor's call log; keep the rollout actors for the next run."""
         self.record["launches"].append((None, time.time(), time.process_time()))
-        roles = {"rollout": self.rollouts.actors, "reward": list(self.reward_actors.values()),
-                 "learner": self.learners}
+        roles = {
+            "rollout": self.rollouts.actors,
+            "reward": list(self.reward_actors.values()),
+            "learner": self.learners,
+        }
         for role, actors in roles.items():
             for i, log in enumerate(ray.get([a.calls.remote() for a in actors])):
-                self.record["calls"] += [{"role": role, "actor": f"{role}{i}", "method": m, "start": s, "end": e,
-                                          "bytes": b} for m, s, e, b in log]
+                self.record["calls"] += [
+                    {"role": role, "actor": f"{role}{i}", "method": m, "start": s, "end": e, "bytes": b}
+                    for m, s, e, b in log
+                ]
         self.rollouts.shutdown()
         for a in [*self.reward_actors.values(), *self.learners]:
             ray.kill(a)
@@ -116,8 +137,14 @@ class StoreSampler:
         def poll():
             while not self._stop.is_set():
                 s = get_memory_info_reply(state).store_stats
-                self.samples.append((time.time(), s.object_store_bytes_used, s.cumulative_created_bytes,
-                                     s.spilled_bytes_total))
+                self.samples.append(
+                    (
+                        time.time(),
+                        s.object_store_bytes_used,
+                        s.cumulative_created_bytes,
+                        s.spilled_bytes_total,
+                    )
+                )
                 self._stop.wait(self.period)
 
         self._thread = threading.Thread(target=poll, daemon=True)

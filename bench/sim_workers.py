@@ -89,8 +89,14 @@ class SimRolloutWorker(_Logged):
         return index
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "policy_version": self.policy_version,
-                "images": self.images_done, "seconds": self.seconds, "index": self.index}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "policy_version": self.policy_version,
+            "images": self.images_done,
+            "seconds": self.seconds,
+            "index": self.index,
+        }
 
     def checksum(self) -> str:
         return self.weights_checksum
@@ -117,14 +123,21 @@ class SimRolloutWorker(_Logged):
         b = len(groups) * self.group_size
         images = np.empty((b, s.image_side, s.image_side, 3), dtype=np.uint8)
         dtype = {2: np.uint16, 4: np.float32}[s.latent_bytes]  # uint16 holds bf16 bits: same bytes
-        trajectory = {"latents": np.empty((b, s.transitions, s.latent_tokens, s.latent_channels), dtype=dtype),
-                      "log_probs": np.zeros((b, s.transitions), dtype=np.float32),
-                      "columns": np.repeat([g for g, _ in groups], self.group_size),
-                      "policy_version": self.policy_version}
+        trajectory = {
+            "latents": np.empty((b, s.transitions, s.latent_tokens, s.latent_channels), dtype=dtype),
+            "log_probs": np.zeros((b, s.transitions), dtype=np.float32),
+            "columns": np.repeat([g for g, _ in groups], self.group_size),
+            "policy_version": self.policy_version,
+        }
         self.images_done += b
         self._record("rollout", start, images.nbytes + trajectory["latents"].nbytes)
-        info = {"worker": self.index, "samples": b, "seconds": time.time() - start,
-                "policy_version": self.policy_version, "groups": [g for g, _ in groups]}
+        info = {
+            "worker": self.index,
+            "samples": b,
+            "seconds": time.time() - start,
+            "policy_version": self.policy_version,
+            "groups": [g for g, _ in groups],
+        }
         return images, trajectory, info
 
 
@@ -137,8 +150,13 @@ class SimRewardWorker(_Logged):
         self.rng = np.random.default_rng(zlib.crc32(name.encode()))
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "scorer": self.name,
-                "images": self.images_done, "seconds": self.seconds}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "scorer": self.name,
+            "images": self.images_done,
+            "seconds": self.seconds,
+        }
 
     def score(self, images: np.ndarray, prompts: list) -> np.ndarray:
         start = time.time()
@@ -163,13 +181,14 @@ class SimLearnerWorker(_Logged):
     def setup(self, master_addr: str, master_port: int) -> dict:
         return {"rank": self.rank, "pid": os.getpid()}
 
-    def update(self, batch_refs: list, batch_sizes: list, samples: list, advantages: list,
-               minibatches: list) -> dict:
+    def update(
+        self, batch_refs: list, batch_sizes: list, samples: list, advantages: list, minibatches: list
+    ) -> dict:
         """Fetch this rank's batches (as the real rank does: only those its shard lives in),
         wait, change the weights."""
         start = time.time()
         n = len(samples)
-        mine = samples[self.rank * n // self.world_size:(self.rank + 1) * n // self.world_size]
+        mine = samples[self.rank * n // self.world_size : (self.rank + 1) * n // self.world_size]
         offsets = np.cumsum([0, *batch_sizes])
         wanted = sorted({int(np.searchsorted(offsets, g, side="right")) - 1 for g in mine})
         fetched = ray.get([batch_refs[b] for b in wanted])
@@ -180,11 +199,27 @@ class SimLearnerWorker(_Logged):
         self.updates += 1
         self.state["w"][self.updates % len(self.state["w"])] += 1.0  # new weights: a new checksum
         self._record("update", start, nbytes)
-        stats = dict.fromkeys(("loss", "clip_fraction", "ratio_mean", "approx_kl", "kl", "ratio_dev_later"), 0.0)
-        chunks = max(1, len(mine))  # the stats LearnerWorker.update reports (learner/worker.py), neutral values
-        return {**stats, "ratio_mean_first": 1.0, "ratio_min": 1.0, "ratio_max": 1.0, "grad_norm": 0.0,
-                "chunks": chunks, "first_chunks": chunks, "later_chunks": 0, "optimizer_steps": len(minibatches),
-                "nonfinite_loss": 0, "nonfinite_grad": 0, "learner_s": time.time() - start, "learner_fetch_s": fetch_s}
+        stats = dict.fromkeys(
+            ("loss", "clip_fraction", "ratio_mean", "approx_kl", "kl", "ratio_dev_later"), 0.0
+        )
+        chunks = max(
+            1, len(mine)
+        )  # the stats LearnerWorker.update reports (learner/worker.py), neutral values
+        return {
+            **stats,
+            "ratio_mean_first": 1.0,
+            "ratio_min": 1.0,
+            "ratio_max": 1.0,
+            "grad_norm": 0.0,
+            "chunks": chunks,
+            "first_chunks": chunks,
+            "later_chunks": 0,
+            "optimizer_steps": len(minibatches),
+            "nonfinite_loss": 0,
+            "nonfinite_grad": 0,
+            "learner_s": time.time() - start,
+            "learner_fetch_s": fetch_s,
+        }
 
     def publish(self):
         start = time.time()
@@ -200,5 +235,11 @@ class SimLearnerWorker(_Logged):
         pass
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates,
-                "images": 0, "seconds": self.seconds}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "rank": self.rank,
+            "updates": self.updates,
+            "images": 0,
+            "seconds": self.seconds,
+        }

@@ -40,11 +40,16 @@ def sampler_cluster():
 
         def rescale(self):
             super().rescale()
-            store = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address)).store_stats
-            sample = {"t": time.time(), "object_store_bytes": store.object_store_bytes_used,
-                      "object_store_objects": store.num_local_objects,
-                      "driver_rss": psutil.Process().memory_info().rss,
-                      "driver_refs": len(ray._private.worker.global_worker.core_worker.get_all_reference_counts())}
+            store = get_memory_info_reply(
+                get_state_from_address(ray.get_runtime_context().gcs_address)
+            ).store_stats
+            sample = {
+                "t": time.time(),
+                "object_store_bytes": store.object_store_bytes_used,
+                "object_store_objects": store.num_local_objects,
+                "driver_rss": psutil.Process().memory_info().rss,
+                "driver_refs": len(ray._private.worker.global_worker.core_worker.get_all_reference_counts()),
+            }
             for w in self.worker_rows() + self.cluster.worker_rows():
                 try:
                     sample[f"{w['role']}{w['index']}_rss"] = psutil.Process(w["pid"]).memory_info().rss
@@ -94,11 +99,21 @@ def main() -> None:
     start_ray(num_cpus=2)
     from orchestrator.loop import train
 
-    cfg = config([f"orchestrator.iterations={args.iterations}", f"orchestrator.mode={args.mode}",
-                  "orchestrator.checkpoint_every=50", "orchestrator.sample_every=10",
-                  "rollout.num_workers=2", "rollout.num_steps=5", "rollout.group_size=4",
-                  "learner.chunks.sizes=[2, 2]", "learner.micro_batch=8", "orchestrator.prompts_per_iter=2",
-                  *args.overrides])
+    cfg = config(
+        [
+            f"orchestrator.iterations={args.iterations}",
+            f"orchestrator.mode={args.mode}",
+            "orchestrator.checkpoint_every=50",
+            "orchestrator.sample_every=10",
+            "rollout.num_workers=2",
+            "rollout.num_steps=5",
+            "rollout.group_size=4",
+            "learner.chunks.sizes=[2, 2]",
+            "learner.micro_batch=8",
+            "orchestrator.prompts_per_iter=2",
+            *args.overrides,
+        ]
+    )
     work = Path(__file__).resolve().parent / "results" / "tmp" / "soak"
     work.mkdir(parents=True, exist_ok=True)
     cluster_cls = sampler_cluster()
@@ -107,18 +122,27 @@ def main() -> None:
     samples = cluster_cls.samples
     verdict = flatness(samples, args.warmup)
     result = {
-        "flat": all(v["flat"] for v in verdict.values()), "checks": verdict, "wall_s": time.time() - start,
+        "flat": all(v["flat"] for v in verdict.values()),
+        "checks": verdict,
+        "wall_s": time.time() - start,
         "samples": samples,
-        "setup": {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), **machine(), "mode": args.mode,
-                  "iterations": args.iterations, "warmup": args.warmup,
-                  "criterion": "late fifth mean - early fifth mean (after warm-up) < max(5 %, 16 MiB) per process; "
-                               "object store < 16 MiB; counts < max(5 %, 10)"},
+        "setup": {
+            "command": "python bench/soak.py " + " ".join(sys.argv[1:]),
+            **machine(),
+            "mode": args.mode,
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "criterion": "late fifth mean - early fifth mean (after warm-up) < max(5 %, 16 MiB) per process; "
+            "object store < 16 MiB; counts < max(5 %, 10)",
+        },
     }
     table = ["| what | after warm-up | at the end | growth | flat |", "|---|---|---|---|---|"]
     for k, v in verdict.items():
         scale, unit = (MiB, " MiB") if k.endswith(("_rss", "_bytes")) else (1, "")
-        table.append(f"| {k} | {v['early_mean'] / scale:.1f}{unit} | {v['late_mean'] / scale:.1f}{unit} | "
-                     f"{v['growth'] / scale:+.1f}{unit} | {'yes' if v['flat'] else 'NO'} |")
+        table.append(
+            f"| {k} | {v['early_mean'] / scale:.1f}{unit} | {v['late_mean'] / scale:.1f}{unit} | "
+            f"{v['growth'] / scale:+.1f}{unit} | {'yes' if v['flat'] else 'NO'} |"
+        )
     write("soak", result, table)
 
 

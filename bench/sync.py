@@ -74,7 +74,9 @@ def weight_set(shapes, gigabytes: float | None, seed: int = 0) -> dict[str, torc
 
 def _side(rank: int, port: int, shapes, gigabytes, bucket_bytes: int, baseline: bool, out) -> None:
     torch.set_num_threads(1)
-    state = weight_set(shapes, gigabytes, seed=0 if rank == 0 else 1)  # the receiver starts from other weights
+    state = weight_set(
+        shapes, gigabytes, seed=0 if rank == 0 else 1
+    )  # the receiver starts from other weights
     plan = plan_buckets(tensor_specs(state), bucket_bytes)
     group = WeightGroup("127.0.0.1", port, rank, 2, "gloo", timeout_s=600)
     # once per process, not per version: a dispatch mode's first use imports torch._dynamo (seconds)
@@ -96,8 +98,15 @@ def _side(rank: int, port: int, shapes, gigabytes, bucket_bytes: int, baseline: 
             digest = state_checksum(state)
     seconds = time.perf_counter() - start
     group.close()
-    result = {"rank": rank, "seconds": seconds, "peak_extra_mb": tracker.peak / 1e6, "checksum": digest,
-              "gb": sum(t.numel() * 2 for t in state.values()) / 1e9, "tensors": len(state), "buckets": len(plan)}
+    result = {
+        "rank": rank,
+        "seconds": seconds,
+        "peak_extra_mb": tracker.peak / 1e6,
+        "checksum": digest,
+        "gb": sum(t.numel() * 2 for t in state.values()) / 1e9,
+        "tensors": len(state),
+        "buckets": len(plan),
+    }
     if baseline:  # the replaced path: a CPU clone of every weight + blake2b over its bytes
         tracker = LiveBytes(ignore=list(state.values()))
         start = time.perf_counter()
@@ -114,7 +123,10 @@ def _side(rank: int, port: int, shapes, gigabytes, bucket_bytes: int, baseline: 
 def measure(shapes, gigabytes, bucket_bytes: int, baseline: bool) -> dict:
     ctx = mp.get_context("spawn")
     out, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_side, args=(r, port, shapes, gigabytes, bucket_bytes, baseline, out)) for r in (0, 1)]
+    procs = [
+        ctx.Process(target=_side, args=(r, port, shapes, gigabytes, bucket_bytes, baseline, out))
+        for r in (0, 1)
+    ]
     for p in procs:
         p.start()
     sides = sorted([out.get(timeout=1800) for _ in procs], key=lambda r: r["rank"])
@@ -123,9 +135,17 @@ def measure(shapes, gigabytes, bucket_bytes: int, baseline: bool) -> dict:
     sender, receiver = sides
     if sender["checksum"] != receiver["checksum"]:
         raise RuntimeError("the receiver's checksum differs from the sender's")
-    return {"gb": sender["gb"], "tensors": sender["tensors"], "buckets": sender["buckets"],
-            "sender": {k: v for k, v in sender.items() if k not in ("rank", "checksum", "gb", "tensors", "buckets")},
-            "receiver": {k: v for k, v in receiver.items() if k not in ("rank", "checksum", "gb", "tensors", "buckets")}}
+    return {
+        "gb": sender["gb"],
+        "tensors": sender["tensors"],
+        "buckets": sender["buckets"],
+        "sender": {
+            k: v for k, v in sender.items() if k not in ("rank", "checksum", "gb", "tensors", "buckets")
+        },
+        "receiver": {
+            k: v for k, v in receiver.items() if k not in ("rank", "checksum", "gb", "tensors", "buckets")
+        },
+    }
 
 
 def slope(rows: list[dict], side: str, key: str = "seconds") -> tuple[float, float]:
@@ -146,21 +166,34 @@ def main() -> None:
     bucket = int(args.bucket_mb * 2**20)
     baseline = not args.no_baseline
     lora = measure(flux_shapes(lora=True), None, bucket, baseline)
-    print(f"LoRA {lora['gb']:.3f} GB: send {lora['sender']['seconds']:.2f} s, receive {lora['receiver']['seconds']:.2f} s",
-          flush=True)
+    print(
+        f"LoRA {lora['gb']:.3f} GB: send {lora['sender']['seconds']:.2f} s, receive {lora['receiver']['seconds']:.2f} s",
+        flush=True,
+    )
     full_shapes = flux_shapes(lora=False)
     full = []
     for gb in args.sizes_gb:
         full.append(measure(full_shapes, gb, bucket, baseline))
-        print(f"full-size prefix {full[-1]['gb']:.2f} GB: send {full[-1]['sender']['seconds']:.2f} s, "
-              f"receive {full[-1]['receiver']['seconds']:.2f} s", flush=True)
+        print(
+            f"full-size prefix {full[-1]['gb']:.2f} GB: send {full[-1]['sender']['seconds']:.2f} s, "
+            f"receive {full[-1]['receiver']['seconds']:.2f} s",
+            flush=True,
+        )
     fit = {side: dict(zip(("intercept_s", "s_per_gb"), slope(full, side))) for side in ("sender", "receiver")}
     for side in fit:
         fit[side]["extrapolated_full_s"] = fit[side]["intercept_s"] + fit[side]["s_per_gb"] * FULL_GB
-    result = {"setup": {"command": "python bench/sync.py " + " ".join(sys.argv[1:]),
-                        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU + gloo proxy (no GPU)",
-                        "torch": torch.__version__, "bucket_mb": args.bucket_mb},
-              "lora": lora, "full_prefixes": full, "full_fit": fit, "full_gb": FULL_GB}
+    result = {
+        "setup": {
+            "command": "python bench/sync.py " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU + gloo proxy (no GPU)",
+            "torch": torch.__version__,
+            "bucket_mb": args.bucket_mb,
+        },
+        "lora": lora,
+        "full_prefixes": full,
+        "full_fit": fit,
+        "full_gb": FULL_GB,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
     md = table(result)
@@ -169,17 +202,28 @@ def main() -> None:
 
 
 def table(r: dict) -> str:
-    lines = ["| weight set | GB | buckets | sender s | receiver s | sender peak extra MB | receiver peak extra MB "
-             "| clone + blake2b s (one side) | its extra MB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| weight set | GB | buckets | sender s | receiver s | sender peak extra MB | receiver peak extra MB "
+        "| clone + blake2b s (one side) | its extra MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, row in [("FLUX LoRA r64", r["lora"])] + [("FLUX prefix", x) for x in r["full_prefixes"]]:
         s, v = row["sender"], row["receiver"]
-        base = (f"{s['baseline_seconds']:.2f} | {s['baseline_peak_extra_mb']:.0f}" if "baseline_seconds" in s else " | ")
-        lines.append(f"| {name} | {row['gb']:.2f} | {row['buckets']} | {s['seconds']:.2f} | {v['seconds']:.2f} | "
-                     f"{s['peak_extra_mb']:.0f} | {v['peak_extra_mb']:.0f} | {base} |")
+        base = (
+            f"{s['baseline_seconds']:.2f} | {s['baseline_peak_extra_mb']:.0f}"
+            if "baseline_seconds" in s
+            else " | "
+        )
+        lines.append(
+            f"| {name} | {row['gb']:.2f} | {row['buckets']} | {s['seconds']:.2f} | {v['seconds']:.2f} | "
+            f"{s['peak_extra_mb']:.0f} | {v['peak_extra_mb']:.0f} | {base} |"
+        )
     f = r["full_fit"]
-    lines.append(f"\nFull FLUX.1-dev ({r['full_gb']} GB bf16), extrapolated: sender {f['sender']['s_per_gb']:.2f} s/GB "
-                 f"→ {f['sender']['extrapolated_full_s']:.1f} s, receiver {f['receiver']['s_per_gb']:.2f} s/GB → "
-                 f"{f['receiver']['extrapolated_full_s']:.1f} s (CPU + gloo; a GPU + NCCL path is far faster).")
+    lines.append(
+        f"\nFull FLUX.1-dev ({r['full_gb']} GB bf16), extrapolated: sender {f['sender']['s_per_gb']:.2f} s/GB "
+        f"→ {f['sender']['extrapolated_full_s']:.1f} s, receiver {f['receiver']['s_per_gb']:.2f} s/GB → "
+        f"{f['receiver']['extrapolated_full_s']:.1f} s (CPU + gloo; a GPU + NCCL path is far faster)."
+    )
     return "\n".join(lines) + "\n"
 
 

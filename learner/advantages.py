@@ -37,10 +37,14 @@ def zero_spread_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.
     return (hi == lo)[index]
 
 
-def _centred(rewards: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _centred(
+    rewards: torch.Tensor, group_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(r − mean_g [B], unbiased std_g per sample [B], zero-spread mask [B]), float64."""
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
-        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]")
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]"
+        )
     index, num_groups = _group_index(group_ids)
     r = rewards.double()  # [B]
     count = torch.zeros(num_groups, dtype=r.dtype).index_add_(0, index, torch.ones_like(r))  # [G]
@@ -63,7 +67,9 @@ def granular_advantages(
     A [B] float32 = clamp(Σ_g z_g, ±clip), z_g the per-group z-score of row g (0 without spread)."""
     rows = rewards[None] if rewards.ndim == 1 else rewards
     if rows.ndim != 2 or rows.shape[1:] != group_ids.shape:
-        raise ValueError(f"rewards {tuple(rewards.shape)} must be [Gr, B] or [B] for group_ids {tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)} must be [Gr, B] or [B] for group_ids {tuple(group_ids.shape)}"
+        )
     total = sum(_zscores(row, group_ids, eps) for row in rows)
     return total.clamp(-clip, clip).float()
 
@@ -73,7 +79,9 @@ def group_advantages(
 ) -> torch.Tensor:
     """Per-group z-scores of rewards [B] -> advantages [B] float32 (module docstring)."""
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
-        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]")
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must both be [B]"
+        )
     return granular_advantages(rewards, group_ids, eps=eps, clip=clip)
 
 
@@ -106,8 +114,11 @@ def combined_advantages(
     """
     if std not in ("group", "batch"):
         raise ValueError(f"advantage std must be 'group' or 'batch', got {std!r}")
-    normalise = (lambda r: group_advantages(r, group_ids, eps=eps, clip=clip)) if std == "group" else (
-        lambda r: batch_std_advantages(r, group_ids, clip=clip))
+    normalise = (
+        (lambda r: group_advantages(r, group_ids, eps=eps, clip=clip))
+        if std == "group"
+        else (lambda r: batch_std_advantages(r, group_ids, clip=clip))
+    )
     if mode == "advantage":
         adv = sum(w * normalise(rewards[m]) for m, w in weights.items())
         zero = torch.stack([zero_spread_groups(rewards[m], group_ids) for m in weights]).all(dim=0)
@@ -127,7 +138,7 @@ def best_of_mask(advantages: torch.Tensor, group_ids: torch.Tensor, k: int) -> t
         order = members[torch.argsort(advantages[members], stable=True)]  # ascending
         top, bottom = k // 2, k - k // 2
         keep[order[:bottom]] = True
-        keep[order[len(order) - top:]] = True
+        keep[order[len(order) - top :]] = True
     return keep
 
 

@@ -29,7 +29,9 @@ WEIGHTINGS = ("uniform", "normalized", "softmax")
 def uniform_chunks(num_transitions: int, size: int) -> list[int]:
     """⌊n/c⌋ chunks of `size`, then one chunk of the remainder, last (16, 5 -> [5, 5, 5, 1])."""
     if size < 1 or num_transitions < 1:
-        raise ValueError(f"uniform_chunks needs num_transitions >= 1 and size >= 1, got {num_transitions}, {size}")
+        raise ValueError(
+            f"uniform_chunks needs num_transitions >= 1 and size >= 1, got {num_transitions}, {size}"
+        )
     sizes = [size] * (num_transitions // size)
     rest = num_transitions - sum(sizes)
     return sizes + [rest] if rest else sizes
@@ -41,7 +43,9 @@ def scaled_chunks(sizes, num_transitions: int) -> list[int]:
     would be empty are dropped. [2, 3, 4, 7] on 11: boundaries 1.375, 3.44, 6.19 -> [1, 2, 3, 5]."""
     total = sum(sizes)
     if total < 1 or num_transitions < 1 or any(s < 1 for s in sizes):
-        raise ValueError(f"scaled_chunks needs sizes >= 1 and num_transitions >= 1, got {list(sizes)}, {num_transitions}")
+        raise ValueError(
+            f"scaled_chunks needs sizes >= 1 and num_transitions >= 1, got {list(sizes)}, {num_transitions}"
+        )
     bounds, acc = [0], 0
     for s in sizes:
         acc += s
@@ -129,7 +133,9 @@ def chunk_sampling_probs(l1_rel, sizes, method: str = "normalized") -> torch.Ten
     out = torch.zeros(values.shape[0], width)
     for b, row_sizes in enumerate(per_row):
         if sum(row_sizes) != values.shape[1]:
-            raise ValueError(f"chunk sizes {row_sizes} sum to {sum(row_sizes)}, not the {values.shape[1]} transitions of l1_rel")
+            raise ValueError(
+                f"chunk sizes {row_sizes} sum to {sum(row_sizes)}, not the {values.shape[1]} transitions of l1_rel"
+            )
         w = torch.stack([part.mean() for part in torch.split(values[b], row_sizes)]) + 1e-8  # [J_b]
         out[b, : len(w)] = w / w.sum() if method == "normalized" else torch.softmax(w, dim=0)
     return out
@@ -168,7 +174,9 @@ class ChunkSelector:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES or self.weighting not in WEIGHTINGS:
-            raise ValueError(f"ChunkSelector mode {self.mode!r} / weighting {self.weighting!r}; modes {MODES}, weightings {WEIGHTINGS}")
+            raise ValueError(
+                f"ChunkSelector mode {self.mode!r} / weighting {self.weighting!r}; modes {MODES}, weightings {WEIGHTINGS}"
+            )
 
     def layouts(self, l1_rel: torch.Tensor) -> list[list[int]]:
         """Chunk sizes of each trajectory over its n trainable transitions (l1_rel [B, n])."""
@@ -184,8 +192,10 @@ class ChunkSelector:
         else:
             sizes = list(self.sizes)
         if sum(sizes) != n:
-            raise ValueError(f"chunk sizes {sizes} sum to {sum(sizes)} but the plan trains {n} transitions; set "
-                             f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: scaled / adaptive / uniform")
+            raise ValueError(
+                f"chunk sizes {sizes} sum to {sum(sizes)} but the plan trains {n} transitions; set "
+                f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: scaled / adaptive / uniform"
+            )
         return [sizes] * b
 
     def choose(self, sizes: list[int], l1_rel: torch.Tensor, generator: torch.Generator) -> list[int]:

@@ -18,7 +18,9 @@ import torch
 
 from learner.config import LearnerConfig
 
-BUCKET_ELEMENTS = int(5e7)  # elements per gradient-reduce / all-gather / ZeRO-3 prefetch bucket (100 MB in bf16)
+BUCKET_ELEMENTS = int(
+    5e7
+)  # elements per gradient-reduce / all-gather / ZeRO-3 prefetch bucket (100 MB in bf16)
 
 
 def free_port() -> int:
@@ -58,8 +60,11 @@ def actor_device(num_gpus: float) -> str:
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
-    warnings.warn(f"learner.num_gpus is {num_gpus} but this actor sees no CUDA device (a CPU-only torch, or "
-                  "CUDA_VISIBLE_DEVICES empty); it runs on the CPU", stacklevel=2)
+    warnings.warn(
+        f"learner.num_gpus is {num_gpus} but this actor sees no CUDA device (a CPU-only torch, or "
+        "CUDA_VISIBLE_DEVICES empty); it runs on the CPU",
+        stacklevel=2,
+    )
     return "cpu"
 
 
@@ -68,8 +73,13 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     import deepspeed
 
     clear_stale_build_locks()
-    os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK="0",
+    )
     deepspeed.init_distributed(
         dist_backend=backend,
         auto_mpi_discovery=False,
@@ -95,23 +105,36 @@ def check_engine_device(engine, device: torch.device) -> None:
     """DeepSpeed moves the module to its accelerator's device: it must be the policy's."""
     got = getattr(engine, "device", None)
     if got is not None and torch.device(got).type != torch.device(device).type:
-        raise RuntimeError(f"DeepSpeed put the transformer on {got} but the policy is on {device}; the learner's "
-                           f"device and DS_ACCELERATOR must agree (set learner.num_gpus to match the actor's GPUs)")
+        raise RuntimeError(
+            f"DeepSpeed put the transformer on {got} but the policy is on {device}; the learner's "
+            f"device and DS_ACCELERATOR must agree (set learner.num_gpus to match the actor's GPUs)"
+        )
 
 
 def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict:
     """ZeRO stage, optional CPU offload, bucket sizes. Buckets are explicit: DeepSpeed's default
     reduce / prefetch buckets of 5·10^8 elements would add GBs of buffers on a 12 B model."""
-    zero: dict = {"stage": cfg.zero_stage, "overlap_comm": False, "contiguous_gradients": True,
-                  "reduce_bucket_size": BUCKET_ELEMENTS, "allgather_bucket_size": BUCKET_ELEMENTS}
+    zero: dict = {
+        "stage": cfg.zero_stage,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": BUCKET_ELEMENTS,
+        "allgather_bucket_size": BUCKET_ELEMENTS,
+    }
     if cfg.zero_stage == 3:
         # memory_efficient_linear off: ZeRO-3 would swap F.linear for matmul + a separate bias add,
         # which rounds differently in bf16 than the rollout's F.linear (measured: first-minibatch
         # ratios 1 ± 6e-5, against clip_range 1e-4); with it off they agree exactly
-        zero.update(stage3_prefetch_bucket_size=BUCKET_ELEMENTS, stage3_param_persistence_threshold=1e5,
-                    stage3_max_live_parameters=int(1e9), stage3_max_reuse_distance=int(1e9),
-                    memory_efficient_linear=False)
-    if cfg.offload_optimizer:  # ZeRO-Offload: fp32 master weights + Adam moments in CPU memory, step on the CPU
+        zero.update(
+            stage3_prefetch_bucket_size=BUCKET_ELEMENTS,
+            stage3_param_persistence_threshold=1e5,
+            stage3_max_live_parameters=int(1e9),
+            stage3_max_reuse_distance=int(1e9),
+            memory_efficient_linear=False,
+        )
+    if (
+        cfg.offload_optimizer
+    ):  # ZeRO-Offload: fp32 master weights + Adam moments in CPU memory, step on the CPU
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.num_gpus > 0}
     if cfg.offload_params:  # ZeRO-3 only (validated): parameters live in CPU memory between uses
         zero["offload_param"] = {"device": "cpu", "pin_memory": cfg.num_gpus > 0}
@@ -121,8 +144,13 @@ def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict:
         "gradient_clipping": cfg.max_grad_norm,
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": 1e-8, "weight_decay": cfg.weight_decay,
-                       "torch_adam": True},
+            "params": {
+                "lr": cfg.lr,
+                "betas": list(cfg.betas),
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+                "torch_adam": True,
+            },
         },
         "zero_optimization": zero,
         "zero_force_ds_cpu_optimizer": False,  # torch's AdamW also under offload (no C++ op to build)
@@ -136,7 +164,9 @@ def build_engine(module: torch.nn.Module, cfg: LearnerConfig, bf16: bool):
     import deepspeed
 
     params = [p for p in module.parameters() if p.requires_grad]
-    engine, *_ = deepspeed.initialize(model=module, model_parameters=params, config=deepspeed_config(cfg, bf16))
+    engine, *_ = deepspeed.initialize(
+        model=module, model_parameters=params, config=deepspeed_config(cfg, bf16)
+    )
     engine.checkpoint_engine = _weights_only_engine(engine)
     return engine
 

@@ -35,11 +35,21 @@ def chunk_log_ratio(log_ratio: torch.Tensor, chunk_ids: torch.Tensor, mask: torc
     return total / count.clamp(min=1), present
 
 
-def chunk_losses(log_prob, old_log_prob, advantages, chunk_ids, *, clip_range: float,
-                 clip_range_high: float | None = None, mask=None):
+def chunk_losses(
+    log_prob,
+    old_log_prob,
+    advantages,
+    chunk_ids,
+    *,
+    clip_range: float,
+    clip_range_high: float | None = None,
+    mask=None,
+):
     """(ℓ [B, J], ratio [B, J], present [B, J] bool, log_ratio [B, S], mask [B, S]); module docstring."""
     if log_prob.shape != old_log_prob.shape or log_prob.ndim != 2:
-        raise ValueError(f"log_prob {tuple(log_prob.shape)} and old_log_prob {tuple(old_log_prob.shape)} must be [B, S]")
+        raise ValueError(
+            f"log_prob {tuple(log_prob.shape)} and old_log_prob {tuple(old_log_prob.shape)} must be [B, S]"
+        )
     chunk_ids = chunk_ids.expand_as(log_prob).long()  # [S] or [B, S] -> [B, S]
     mask = torch.ones_like(log_prob, dtype=torch.bool) if mask is None else mask.bool()
     log_ratio = log_prob.float() - old_log_prob.float()  # [B, S]
@@ -66,20 +76,31 @@ def clipped_objective(
     """Chunk-level clipped surrogate loss (per-sample mean of chunk losses, then the mean over
     samples with a present chunk) and its stats (module docstring)."""
     losses, ratio, present, log_ratio, mask = chunk_losses(
-        log_prob, old_log_prob, advantages, chunk_ids, clip_range=clip_range, clip_range_high=clip_range_high, mask=mask)
+        log_prob,
+        old_log_prob,
+        advantages,
+        chunk_ids,
+        clip_range=clip_range,
+        clip_range_high=clip_range_high,
+        mask=mask,
+    )
     chunks = present.sum(dim=1)  # [B]
     per_sample = losses.sum(dim=1) / chunks.clamp(min=1)  # [B]
     loss = per_sample.sum() / (chunks > 0).sum().clamp(min=1)
     return loss, ratio_stats(ratio, present, log_ratio, mask, clip_range, clip_range_high)
 
 
-def ratio_stats(ratio, present, log_ratio, mask, clip_range: float, clip_range_high: float | None = None) -> dict[str, float]:
+def ratio_stats(
+    ratio, present, log_ratio, mask, clip_range: float, clip_range_high: float | None = None
+) -> dict[str, float]:
     """clip_fraction, approx_kl, ratio mean / min / max (module docstring)."""
     high = clip_range if clip_range_high is None else clip_range_high
     with torch.no_grad():
         r = ratio[present]
         return {
-            "clip_fraction": ((r < 1 - clip_range) | (r > 1 + high)).float().mean().item() if r.numel() else 0.0,
+            "clip_fraction": ((r < 1 - clip_range) | (r > 1 + high)).float().mean().item()
+            if r.numel()
+            else 0.0,
             "approx_kl": (0.5 * log_ratio[mask] ** 2).mean().item() if mask.any() else 0.0,
             "ratio_mean": r.mean().item() if r.numel() else 1.0,
             "ratio_min": r.min().item() if r.numel() else 1.0,

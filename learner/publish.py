@@ -24,8 +24,12 @@ class WeightPublisher:
         """Name, full shape and dtype of every trainable weight, in name order (ZeRO-3 keeps the
         full shape in `ds_shape`; its parameters hold only their partition)."""
         params = dict(self.engine.module.named_parameters())
-        return [TensorSpec(k, tuple(getattr(params[k], "ds_shape", params[k].shape)), DTYPE_NAMES[params[k].dtype])
-                for k in sorted(self.policy.trainable_names)]
+        return [
+            TensorSpec(
+                k, tuple(getattr(params[k], "ds_shape", params[k].shape)), DTYPE_NAMES[params[k].dtype]
+            )
+            for k in sorted(self.policy.trainable_names)
+        ]
 
     def _buckets(self, plan: list[list[TensorSpec]]):
         """(bucket, its full weights {name: tensor on this rank's device}), one bucket at a time:
@@ -50,8 +54,15 @@ class WeightPublisher:
                     state[name] = t.to("cpu", copy=True)
         return (state, checksum.hexdigest()) if self.rank == 0 else (None, None)
 
-    def join_weight_group(self, master_addr: str, master_port: int, world_size: int, backend: str,
-                          timeout_s: float, bucket_bytes: int) -> list | None:
+    def join_weight_group(
+        self,
+        master_addr: str,
+        master_port: int,
+        world_size: int,
+        backend: str,
+        timeout_s: float,
+        bucket_bytes: int,
+    ) -> list | None:
         """Call on every rank. Rank 0 founds the weight broadcast group (as its rank 0; the
         rollout workers join as 1..R) and returns the bucket plan they receive by (from the
         weights' specs: nothing is gathered or copied)."""
@@ -80,15 +91,17 @@ class WeightPublisher:
         from safetensors.torch import save_file
 
         # frozen weights (the base model under LoRA) are the model's own files: never re-saved
-        self.engine.save_checkpoint(os.path.join(path, "deepspeed"), tag="state", save_latest=False,
-                                    exclude_frozen_parameters=True)
+        self.engine.save_checkpoint(
+            os.path.join(path, "deepspeed"), tag="state", save_latest=False, exclude_frozen_parameters=True
+        )
         state, _ = self.publish()
         if state is not None:
             save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(path, "policy.safetensors"))
 
     def load(self, path: str) -> None:
         has_frozen = any(not p.requires_grad for p in self.engine.module.parameters())  # saved without them
-        load_path, _ = self.engine.load_checkpoint(os.path.join(path, "deepspeed"), tag="state",
-                                                   load_module_strict=not has_frozen)
+        load_path, _ = self.engine.load_checkpoint(
+            os.path.join(path, "deepspeed"), tag="state", load_module_strict=not has_frozen
+        )
         if load_path is None:
             raise FileNotFoundError(f"no DeepSpeed state in {path}/deepspeed")

@@ -24,8 +24,9 @@ import torch
 ORDERS = ("shuffled", "in_order", "column")
 
 
-def minibatch_schedule(groups: list[int], *, minibatches: int, order: str, seed: int,
-                       columns: list[int] | None = None) -> list[list[int]]:
+def minibatch_schedule(
+    groups: list[int], *, minibatches: int, order: str, seed: int, columns: list[int] | None = None
+) -> list[list[int]]:
     """Positions into the trained samples, one list per optimizer step (empty ones dropped).
     `groups`: each trained sample's prompt group, in batch order; `columns`: its E-GRPO
     column index (order 'column'); `minibatches` M (orders 'shuffled' and 'in_order')."""

@@ -28,7 +28,15 @@ from dataclasses import dataclass
 import torch
 
 from learner.config import LearnerConfig
-from learner.engine import actor_device, build_engine, check_engine_device, free_port, host_group, init_distributed, node_ip
+from learner.engine import (
+    actor_device,
+    build_engine,
+    check_engine_device,
+    free_port,
+    host_group,
+    init_distributed,
+    node_ip,
+)
 from learner.objective import chunk_losses, gaussian_mean_kl
 from learner.publish import WeightPublisher
 from learner.schedule import pack_units, sample_units
@@ -92,14 +100,22 @@ class LearnerWorker(WeightPublisher):
         if self.cfg.kl_coef > 0 and not self.policy.has_adapters:
             self.reference = copy.deepcopy(self.policy.transformer).requires_grad_(False).eval()
         self.policy.prepare_training()  # trainable weights only (LoRA adapters, or all)
-        self.engine = build_engine(self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16)
+        self.engine = build_engine(
+            self.policy.transformer, self.cfg, bf16=self.policy.dtype == torch.bfloat16
+        )
         check_engine_device(self.engine, self.device)
         self.policy.transformer = self.engine  # velocity() now runs through the engine
         return {"rank": self.rank, "pid": os.getpid(), "node": os.uname().nodename}
 
     # -- one iteration's update ------------------------------------------------------------------
-    def update(self, batch_refs: list, batch_sizes: list[int], samples: list[int], advantages: list,
-               minibatches: list[list[int]]) -> dict:
+    def update(
+        self,
+        batch_refs: list,
+        batch_sizes: list[int],
+        samples: list[int],
+        advantages: list,
+        minibatches: list[list[int]],
+    ) -> dict:
         """One optimizer step per entry of `minibatches` (lists of positions into `samples`, the
         global indices of the trained samples in the concatenated batches; `advantages[i]` is
         samples[i]'s). This rank trains its shard of each minibatch; a rank whose shard is empty
@@ -118,14 +134,21 @@ class LearnerWorker(WeightPublisher):
         needed = [batch_refs[b] for b in wanted]
         if needed and isinstance(needed[0], ray.ObjectRef):
             needed = ray.get(needed)  # only the batches this rank's shards live in
-        parts = [batch.select([samples[p] - offsets[b] for p in wanted[b]]) for b, batch in zip(wanted, needed)]
+        parts = [
+            batch.select([samples[p] - offsets[b] for p in wanted[b]]) for b, batch in zip(wanted, needed)
+        ]
         traj = Trajectory.cat(parts) if parts else None
         order = [p for b in wanted for p in wanted[b]]  # positions in local row order
         row_of = {p: i for i, p in enumerate(order)}
-        adv = torch.tensor([advantages[p] for p in order], dtype=torch.float32)  # [b] or [b, J] per-chunk mixes
-        parts = [Minibatch(rows=[row_of[p] for p in part], size=len(mb),
-                           fallback=row_of[fb] if fb is not None else None)
-                 for mb, part, fb in zip(minibatches, shards, fallback)]
+        adv = torch.tensor(
+            [advantages[p] for p in order], dtype=torch.float32
+        )  # [b] or [b, J] per-chunk mixes
+        parts = [
+            Minibatch(
+                rows=[row_of[p] for p in part], size=len(mb), fallback=row_of[fb] if fb is not None else None
+            )
+            for mb, part, fb in zip(minibatches, shards, fallback)
+        ]
         fetch_s = time.perf_counter() - start
         stats = self.train(traj, adv, parts)
         stats.update(learner_fetch_s=fetch_s, learner_s=time.perf_counter() - start)
@@ -153,8 +176,11 @@ class LearnerWorker(WeightPublisher):
         engine, cfg = self.engine, self.cfg
         units = sample_units(traj.chunk_ids, part.rows) if part.rows else []
         n = traj.num_transitions + 1
-        key = (lambda r, c: (int(traj.columns[r]), int(traj.train_steps[r, c]))) if traj.shared_inputs else (
-            lambda r, c: (r, c))
+        key = (
+            (lambda r, c: (int(traj.columns[r]), int(traj.train_steps[r, c])))
+            if traj.shared_inputs
+            else (lambda r, c: (r, c))
+        )
         passes = pack_units(units, cfg.micro_batch, key) if units else []
         spare = passes[0] if passes else sample_units(traj.chunk_ids, [part.fallback])[:1]
         n_passes = _all_reduce(len(passes), "max", self.host_group)
@@ -167,17 +193,23 @@ class LearnerWorker(WeightPublisher):
             live = i < len(passes)
             group = passes[i] if live else spare
             losses, ratio, kl, log_ratio = self._pass(traj, adv, group, cond, n)  # [U], [U], [T] | None, [T]
-            weights = torch.tensor([1.0 / (part.size * chunks_of.get(r, 1)) for r, _ in group], device=losses.device)
+            weights = torch.tensor(
+                [1.0 / (part.size * chunks_of.get(r, 1)) for r, _ in group], device=losses.device
+            )
             total = (weights * losses).sum()
             if kl is not None:
-                kl_w = torch.tensor([1.0 / (part.size * steps_of.get(r, 1)) for r, cols in group for _ in cols],
-                                    device=kl.device)
+                kl_w = torch.tensor(
+                    [1.0 / (part.size * steps_of.get(r, 1)) for r, cols in group for _ in cols],
+                    device=kl.device,
+                )
                 kl_term = (kl_w * kl).sum()
                 total = total + cfg.kl_coef * kl_term
             engine.set_gradient_accumulation_boundary(i == n_passes - 1)
             engine.backward(total * (self.world_size if live else 0.0))
             if live:
-                self._accumulate(stats, total, weights, losses, ratio, log_ratio, kl_term if kl is not None else None)
+                self._accumulate(
+                    stats, total, weights, losses, ratio, log_ratio, kl_term if kl is not None else None
+                )
         engine.step()
         norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
         stats["grad_norm"] = float(norm) if norm is not None else 0.0
@@ -219,14 +251,30 @@ class LearnerWorker(WeightPublisher):
         keys = traj.columns[rows] * n + t if traj.shared_inputs else None
         guard = float(traj.sigmas[1])
         velocity = self._velocity(x, sigma, cond_rows, keys)
-        step = sde_step(x, velocity, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
-                        x_next=x_next, guard_sigma=guard)
+        step = sde_step(
+            x,
+            velocity,
+            sigma,
+            sigma_next,
+            noise_level=traj.noise_level,
+            kind=traj.sde_kind,
+            x_next=x_next,
+            guard_sigma=guard,
+        )
         kl = None
         if self.cfg.kl_coef > 0:
             with torch.no_grad():
                 v_ref = self._velocity(x, sigma, cond_rows, keys, reference=True)
-                ref = sde_step(x, v_ref, sigma, sigma_next, noise_level=traj.noise_level, kind=traj.sde_kind,
-                               x_next=x_next, guard_sigma=guard)
+                ref = sde_step(
+                    x,
+                    v_ref,
+                    sigma,
+                    sigma_next,
+                    noise_level=traj.noise_level,
+                    kind=traj.sde_kind,
+                    x_next=x_next,
+                    guard_sigma=guard,
+                )
             kl = gaussian_mean_kl(step.mean, ref.mean, step.std)  # [T]
         # [U, L] layout: one chunk per row, L = the longest unit, masked beyond each unit's length
         width = max(len(cs) for _, cs in units)
@@ -242,10 +290,15 @@ class LearnerWorker(WeightPublisher):
         chunk = torch.tensor([int(traj.chunk_ids[r, cs[0]]) for r, cs in units])
         a = adv[unit_rows]
         a = (a if a.ndim == 1 else a[torch.arange(len(units)), chunk]).to(device)  # per-chunk reward mixes
-        losses, ratio, _, log_ratio, _ = chunk_losses(pick(step.log_prob), pick(old), a,
-                                                      torch.zeros_like(index, device=device), mask=mask,
-                                                      clip_range=self.cfg.clip_range,
-                                                      clip_range_high=self.cfg.clip_range_high)
+        losses, ratio, _, log_ratio, _ = chunk_losses(
+            pick(step.log_prob),
+            pick(old),
+            a,
+            torch.zeros_like(index, device=device),
+            mask=mask,
+            clip_range=self.cfg.clip_range,
+            clip_range_high=self.cfg.clip_range_high,
+        )
         return losses[:, 0], ratio[:, 0].detach(), kl, (step.log_prob - old).detach()
 
     def _velocity(self, x, sigma, cond, keys=None, reference: bool = False) -> torch.Tensor:
@@ -253,7 +306,9 @@ class LearnerWorker(WeightPublisher):
         the frozen reference weights when `reference` (LoRA: adapters off; full: the copy)."""
         if keys is not None:
             unique, inverse = torch.unique(keys, return_inverse=True)
-            first = torch.full((len(unique),), len(keys)).scatter_reduce(0, inverse, torch.arange(len(keys)), "amin")
+            first = torch.full((len(unique),), len(keys)).scatter_reduce(
+                0, inverse, torch.arange(len(keys)), "amin"
+            )
             return self._velocity(x[first], sigma[first], cond.take(first), None, reference)[inverse]
         if not reference:
             return self.policy.velocity(x, sigma, cond)
@@ -268,8 +323,14 @@ class LearnerWorker(WeightPublisher):
 
     def info(self) -> dict:
         """Small facts for the worker table: pid, node, rank, updates, samples trained, busy seconds."""
-        return {"pid": os.getpid(), "node": os.uname().nodename, "rank": self.rank, "updates": self.updates,
-                "images": self.samples_done, "seconds": self.seconds}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "rank": self.rank,
+            "updates": self.updates,
+            "images": self.samples_done,
+            "seconds": self.seconds,
+        }
 
 
 def worst(values) -> float:

@@ -36,8 +36,9 @@ def connect_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:  # a private Ray on loopback: nothing outside this machine can reach it
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True,
-                 num_cpus=os.cpu_count())
+        ray.init(
+            _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True, num_cpus=os.cpu_count()
+        )
 
 
 def cmd_train(args) -> int:
@@ -53,8 +54,13 @@ def cmd_train(args) -> int:
     if args.no_ray:
         from orchestrator.local import LocalCluster
 
-        result = train(cfg, run_dir, resume=args.resume, cluster_cls=LocalCluster,
-                       allow_config_changes=args.allow_config_changes)
+        result = train(
+            cfg,
+            run_dir,
+            resume=args.resume,
+            cluster_cls=LocalCluster,
+            allow_config_changes=args.allow_config_changes,
+        )
     else:
         connect_ray(args.address)
         try:
@@ -84,10 +90,14 @@ def cmd_scale(args) -> int:
     if not ray.is_initialized():
         address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
         try:
-            ray.init(address=address, namespace=CONTROL_NAMESPACE, log_to_driver=False, logging_level="warning")
+            ray.init(
+                address=address, namespace=CONTROL_NAMESPACE, log_to_driver=False, logging_level="warning"
+            )
         except ConnectionError as err:
-            raise UserError(f"raygrpo scale: no Ray cluster at {address} ({err}); give --address of the job's "
-                            "cluster, or run it on a node of that cluster") from None
+            raise UserError(
+                f"raygrpo scale: no Ray cluster at {address} ({err}); give --address of the job's "
+                "cluster, or run it on a node of that cluster"
+            ) from None
     print(request_scale(args.workers, args.run, wait_s=args.timeout if args.wait else 0))
     return 0
 
@@ -116,7 +126,9 @@ def cmd_eval(args) -> int:
     from rollout.config import schedule_shift
     from rollout.policy import policy_from_config
 
-    ckpt = None if args.checkpoint == "base" else resolve_checkpoint(args.checkpoint)  # a run dir, checkpoints/latest, or iter_*
+    ckpt = (
+        None if args.checkpoint == "base" else resolve_checkpoint(args.checkpoint)
+    )  # a run dir, checkpoints/latest, or iter_*
     config = args.config or (ckpt / "config.yaml" if ckpt and (ckpt / "config.yaml").exists() else None)
     cfg = load_config(config, args.overrides)
     preflight(cfg)
@@ -125,8 +137,14 @@ def cmd_eval(args) -> int:
     policy = policy_from_config(cfg.model)
     if ckpt is not None:
         policy.load_trainable_state(load_policy_weights(ckpt))
-    batch, images = eval_images(policy, prompts, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
-                                num_steps=cfg.rollout.num_steps, shift=schedule_shift(cfg.model, cfg.rollout))
+    batch, images = eval_images(
+        policy,
+        prompts,
+        seed=args.seed,
+        samples_per_prompt=args.samples_per_prompt,
+        num_steps=cfg.rollout.num_steps,
+        shift=schedule_shift(cfg.model, cfg.rollout),
+    )
     scorers = [*cfg.reward.scorers, *cfg.reward.heldout]  # the held-out judges too, as in before / after
     means = score_images({s.name: build_scorer(s) for s in scorers}, batch, images)
     for name, value in means.items():
@@ -156,7 +174,9 @@ def cmd_embed(args) -> int:
     prompts += read_prompts(prompt_path(cfg.orchestrator.eval_prompts)) + [cfg.model.negative_prompt]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kind, encoder = text_encoder_from_config(cfg.model.model_copy(update={"embeddings": None}), device)
-    path = write_embeddings(encoder, prompts, out, kind=kind, model=cfg.model.path, batch_size=args.batch_size)
+    path = write_embeddings(
+        encoder, prompts, out, kind=kind, model=cfg.model.path, batch_size=args.batch_size
+    )
     print(f"{len(set(prompts))} prompt embeddings written to {path}; set model.embeddings: {path}")
     return 0
 
@@ -167,8 +187,10 @@ def cmd_dashboard(args) -> int:
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "status.json").is_file() and not (run_dir / "metrics.jsonl").is_file():
-        raise UserError(f"--run-dir {run_dir}: no status.json or metrics.jsonl there; "
-                                "give the directory `raygrpo train --run-dir` wrote")
+        raise UserError(
+            f"--run-dir {run_dir}: no status.json or metrics.jsonl there; "
+            "give the directory `raygrpo train --run-dir` wrote"
+        )
     server = DashboardServer(run_dir, args.host, args.port)
     print(f"dashboard of {run_dir}: {server.url} (Ctrl-C stops it)", flush=True)
     try:
@@ -179,26 +201,42 @@ def cmd_dashboard(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray")
+    p = argparse.ArgumentParser(
+        prog="raygrpo", description="GRPO for flow-matching text-to-image models, on Ray"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a policy (README: the default tiny run)")
     t.add_argument("--config", required=True, help="YAML config (deploy/configs/*.yaml)")
-    t.add_argument("--run-dir", help="where metrics, samples and checkpoints go (default runs/<algorithm>-<time>)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from the run dir's newest checkpoint that verifies (a run dir that holds a run is "
-                        "refused without it)")
-    t.add_argument("--allow-config-changes", action="store_true",
-                   help="with --resume: continue although the config differs from the checkpoint's in fields that "
-                        "change the run (they are listed either way)")
+    t.add_argument(
+        "--run-dir", help="where metrics, samples and checkpoints go (default runs/<algorithm>-<time>)"
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run dir's newest checkpoint that verifies (a run dir that holds a run is "
+        "refused without it)",
+    )
+    t.add_argument(
+        "--allow-config-changes",
+        action="store_true",
+        help="with --resume: continue although the config differs from the checkpoint's in fields that "
+        "change the run (they are listed either way)",
+    )
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    t.add_argument("--no-ray", action="store_true",
-                   help="run the same loop in this process without Ray (one learner rank; for debugging and bench/overhead.py)")
+    t.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run the same loop in this process without Ray (one learner rank; for debugging and bench/overhead.py)",
+    )
     t.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="mean reward of a checkpoint (or the base model) over prompts")
-    e.add_argument("--checkpoint", required=True,
-                   help="a run dir or its checkpoints/latest (the newest checkpoint that verifies), a checkpoints/iter_* "
-                        "dir, or 'base'")
+    e.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run dir or its checkpoints/latest (the newest checkpoint that verifies), a checkpoints/iter_* "
+        "dir, or 'base'",
+    )
     e.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:heldout")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="also write {reward name: mean} here")
@@ -216,14 +254,23 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_embed)
     d = sub.add_parser("dashboard", help="serve the read-only dashboard of a run dir (README: Dashboard)")
     d.add_argument("--run-dir", required=True, help="the run dir `raygrpo train` wrote")
-    d.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; see README for ssh -L)")
-    d.add_argument("--port", type=int, default=8266, help="port (0: a free one; a busy one falls back to a free one)")
+    d.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback; see README for ssh -L)"
+    )
+    d.add_argument(
+        "--port", type=int, default=8266, help="port (0: a free one; a busy one falls back to a free one)"
+    )
     d.set_defaults(func=cmd_dashboard)
     s = sub.add_parser("scale", help="change the number of rollout workers of a running job")
-    s.add_argument("--workers", type=int, required=True, help="rollout workers wanted (applied between iterations)")
+    s.add_argument(
+        "--workers", type=int, required=True, help="rollout workers wanted (applied between iterations)"
+    )
     s.add_argument("--run", help="run dir of the job (needed only when several jobs run on the cluster)")
-    s.add_argument("--address", help="Ray cluster (GCS host:port or ray://host:10001; default: RAY_ADDRESS, else the "
-                                     "cluster this machine belongs to)")
+    s.add_argument(
+        "--address",
+        help="Ray cluster (GCS host:port or ray://host:10001; default: RAY_ADDRESS, else the "
+        "cluster this machine belongs to)",
+    )
     s.add_argument("--wait", action="store_true", help="wait until the job has applied it")
     s.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
     s.set_defaults(func=cmd_scale)
@@ -233,9 +280,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
-    overrides = [a for a in extra if "=" in a and not a.startswith("-")]  # key=value after a flag: still an override
+    overrides = [
+        a for a in extra if "=" in a and not a.startswith("-")
+    ]  # key=value after a flag: still an override
     if len(overrides) != len(extra) or (overrides and not hasattr(args, "overrides")):
-        p.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides) or ' '.join(extra)}")
+        p.error(
+            f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides) or ' '.join(extra)}"
+        )
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     try:

@@ -28,7 +28,14 @@ def worker_row(role: str, index: int, info: dict, restarts: int = 0) -> dict:
     spent working) and `restarts`: how many times this slot's actor died and was replaced."""
     seconds = info.get("seconds") or 0.0
     throughput = info.get("images", 0) / seconds if seconds > 0 else None
-    return {"role": role, "index": index, "state": "alive", "restarts": restarts, **info, "images_per_s": throughput}
+    return {
+        "role": role,
+        "index": index,
+        "state": "alive",
+        "restarts": restarts,
+        **info,
+        "images_per_s": throughput,
+    }
 
 
 def actor_rows(role: str, actors: list, restarts: list[int]) -> list[dict]:

@@ -58,7 +58,9 @@ def begin(run_dir: Path, iteration: int) -> Path:
 def commit(tmp: Path, state: dict, config_yaml: str) -> Path:
     write_json_atomic(tmp / "orchestrator.json", state)
     (tmp / "config.yaml").write_text(config_yaml)
-    write_json_atomic(tmp / MANIFEST, {"files": {str(f.relative_to(tmp)): file_digest(f) for f in _files(tmp)}})
+    write_json_atomic(
+        tmp / MANIFEST, {"files": {str(f.relative_to(tmp)): file_digest(f) for f in _files(tmp)}}
+    )
     final = tmp.with_name(tmp.name.removeprefix(".tmp-"))
     if final.exists():
         shutil.rmtree(final)
@@ -144,7 +146,11 @@ def _policy_problems(path: Path) -> list[str]:
 def complete(run_dir: Path) -> list[Path]:
     """The run's checkpoint dirs (not temp dirs), newest first."""
     folder = checkpoints_dir(run_dir)
-    found = [(int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _ITER.match(p.name))] if folder.is_dir() else []
+    found = (
+        [(int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _ITER.match(p.name))]
+        if folder.is_dir()
+        else []
+    )
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -164,8 +170,10 @@ def latest(run_dir: Path, warn: bool = False) -> Path | None:
     path, broken = find_resumable(run_dir)
     if warn:
         for bad, problems in broken:
-            warn_once(f"checkpoint {bad} is broken ({'; '.join(problems)}); "
-                      + (f"falling back to {path.name}" if path else "no earlier checkpoint verifies"))
+            warn_once(
+                f"checkpoint {bad} is broken ({'; '.join(problems)}); "
+                + (f"falling back to {path.name}" if path else "no earlier checkpoint verifies")
+            )
     return path
 
 
@@ -174,10 +182,14 @@ def resume_hint(run_dir: Path) -> str:
     command that continues from it, or that none was written yet."""
     last = latest(run_dir)
     if last is None:
-        return (f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
-                "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time).")
-    return (f"The last checkpoint is {last}. Resume from it with:\n"
-            f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume")
+        return (
+            f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
+            "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time)."
+        )
+    return (
+        f"The last checkpoint is {last}. Resume from it with:\n"
+        f"    raygrpo train --config {Path(run_dir) / 'config.yaml'} --run-dir {run_dir} --resume"
+    )
 
 
 def read_state(path: Path) -> dict:

@@ -52,8 +52,9 @@ class Cluster:
             self.reward_actors = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
             self.judge_actors = {s.name: self._reward_actor(s) for s in cfg.reward.heldout}
             # all actors start together; this returns once the rollout actors have
-            self.rollouts = self.rollouts_cls(cfg, plan, self.learners, self.control,
-                                              actor_cls=self.rollout_cls)
+            self.rollouts = self.rollouts_cls(
+                cfg, plan, self.learners, self.control, actor_cls=self.rollout_cls
+            )
             started(self._loads())
             addr, port = ray.get(self.learners[0].rendezvous.remote())
             ray.get([a.setup.remote(addr, port) for a in self.learners])
@@ -64,25 +65,41 @@ class Cluster:
     # -- actors ----------------------------------------------------------------------------------
     def _loads(self) -> dict:
         """{label: (reward or learner actor, what it loads)}: for the message of one that cannot start."""
-        loads = {f"reward worker {s.name!r}": (self.reward_actors[s.name],
-                                               f"reward.scorers {s.name!r} (path {s.path!r}, base {s.base!r})")
-                 for s in self.cfg.reward.scorers}
+        loads = {
+            f"reward worker {s.name!r}": (
+                self.reward_actors[s.name],
+                f"reward.scorers {s.name!r} (path {s.path!r}, base {s.base!r})",
+            )
+            for s in self.cfg.reward.scorers
+        }
         model = f"model.path {self.cfg.model.path!r}"
         return loads | {f"learner rank {r}": (a, model) for r, a in enumerate(self.learners)}
 
     def _reward_actor(self, scorer):
-        return ray.remote(self.reward_cls).options(num_cpus=scorer.num_cpus, num_gpus=scorer.num_gpus,
-                                                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness)).remote(scorer)
+        return (
+            ray.remote(self.reward_cls)
+            .options(
+                num_cpus=scorer.num_cpus,
+                num_gpus=scorer.num_gpus,
+                runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
+            )
+            .remote(scorer)
+        )
 
     def _control_actor(self, run_dir: Path):
         """The job's named actor (namespace `raygrpo`) that `raygrpo scale` finds and writes to."""
         name = control_name(run_dir)
         try:
-            return ray.remote(ScaleControl).options(name=name, namespace=CONTROL_NAMESPACE, num_cpus=0).remote(
-                self.cfg.rollout.num_workers)
+            return (
+                ray.remote(ScaleControl)
+                .options(name=name, namespace=CONTROL_NAMESPACE, num_cpus=0)
+                .remote(self.cfg.rollout.num_workers)
+            )
         except ValueError as err:  # the name is taken
-            raise UserError(f"another running job already uses run dir {run_dir} ({name}); "
-                               "give this run its own --run-dir") from err
+            raise UserError(
+                f"another running job already uses run dir {run_dir} ({name}); "
+                "give this run its own --run-dir"
+            ) from err
 
     def _learner_group(self) -> None:
         """The learner ranks, packed in a placement group (set up by __init__ once all started)."""
@@ -95,11 +112,14 @@ class Cluster:
         # no device here: each rank picks its own inside the actor (the driver may sit on a CPU-only head)
         factory = functools.partial(policy_from_config, self.cfg.model)
         self.learners = [
-            ray.remote(LearnerWorker).options(
-                num_cpus=bundle["CPU"], num_gpus=lc.num_gpus,
+            ray.remote(LearnerWorker)
+            .options(
+                num_cpus=bundle["CPU"],
+                num_gpus=lc.num_gpus,
                 runtime_env=actor_env(self.cfg.orchestrator.worker_niceness, **learner_env(lc.num_gpus)),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            ).remote(factory, lc, rank, lc.world_size)
+            )
+            .remote(factory, lc, rank, lc.world_size)
             for rank in range(lc.world_size)
         ]
 
@@ -121,14 +141,18 @@ class Cluster:
         keys = [(name, i) for name in names for i in range(len(batches))]
 
         def failed(key, err) -> ActorFailed:  # the scorer raised: never turned into a reward
-            return ActorFailed(f"reward worker {key[0]!r} failed scoring the {len(batches[key[1]].prompts)} images of "
-                               f"rollout batch {key[1]}: {remote_message(err)}")
+            return ActorFailed(
+                f"reward worker {key[0]!r} failed scoring the {len(batches[key[1]].prompts)} images of "
+                f"rollout batch {key[1]}: {remote_message(err)}"
+            )
 
         rewards = gather({key: ask(key) for key in keys}, ask, failed)
         for name, i in keys:
             if len(rewards[(name, i)]) != len(batches[i].prompts):
-                raise ActorFailed(f"reward worker {name!r} returned {len(rewards[(name, i)])} rewards for the "
-                                  f"{len(batches[i].prompts)} samples rollout batch {i} reported")
+                raise ActorFailed(
+                    f"reward worker {name!r} returned {len(rewards[(name, i)])} rewards for the "
+                    f"{len(batches[i].prompts)} samples rollout batch {i} reported"
+                )
         return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in names}
 
     def _reward_actor_of(self, name: str):
@@ -140,18 +164,21 @@ class Cluster:
         self.restarts[name] += 1
         ray.kill(self._reward_actor_of(name))
         actors = self.reward_actors if name in self.reward_actors else self.judge_actors
-        actors[name] = self._reward_actor(next(s for s in [*self.cfg.reward.scorers, *self.cfg.reward.heldout]
-                                               if s.name == name))
+        actors[name] = self._reward_actor(
+            next(s for s in [*self.cfg.reward.scorers, *self.cfg.reward.heldout] if s.name == name)
+        )
 
-    def update(self, batches: list[RolloutBatch], samples: list[int], advantages: list,
-               minibatches: list[list[int]]) -> dict:
+    def update(
+        self, batches: list[RolloutBatch], samples: list[int], advantages: list, minibatches: list[list[int]]
+    ) -> dict:
         """One learner update: an optimizer step per minibatch (positions into `samples`); the
         trajectory refs travel wrapped in a list, so each rank fetches only the batches its
         shards need. A dead rank raises LearnerFailure."""
         refs = [b.trajectory for b in batches]
         sizes = [len(b.prompts) for b in batches]
-        per_rank = gather_learners([l.update.remote(refs, sizes, samples, advantages, minibatches)
-                                    for l in self.learners], "update")
+        per_rank = gather_learners(
+            [l.update.remote(refs, sizes, samples, advantages, minibatches) for l in self.learners], "update"
+        )
         return merge_rank_stats(per_rank)
 
     def save(self, path: str) -> None:
@@ -190,12 +217,17 @@ def merge_rank_stats(per_rank: list[dict]) -> dict:
     the gradient norm and the step count are global (the worst rank's norm is kept, a non-finite
     one first); nonfinite = every rank's non-finite losses + the steps with a non-finite norm."""
     total = sum(s["chunks"] for s in per_rank) or 1
-    out = {k: sum(s[k] * s["chunks"] for s in per_rank) / total for k in ("clip_fraction", "ratio_mean", "approx_kl")}
+    out = {
+        k: sum(s[k] * s["chunks"] for s in per_rank) / total
+        for k in ("clip_fraction", "ratio_mean", "approx_kl")
+    }
     out["loss"] = sum(s["loss"] for s in per_rank)
     out["kl"] = sum(s["kl"] for s in per_rank)
     for key, count in (("ratio_mean_first", "first_chunks"), ("ratio_dev_later", "later_chunks")):
         n = sum(s[count] for s in per_rank)
-        out[key] = sum(s[key] * s[count] for s in per_rank) / n if n else (1.0 if key == "ratio_mean_first" else 0.0)
+        out[key] = (
+            sum(s[key] * s[count] for s in per_rank) / n if n else (1.0 if key == "ratio_mean_first" else 0.0)
+        )
     live = [s for s in per_rank if s["chunks"]]  # a rank without chunks reports 1.0 for both
     out["ratio_min"] = min((s["ratio_min"] for s in live), default=1.0)
     out["ratio_max"] = max((s["ratio_max"] for s in live), default=1.0)

@@ -47,23 +47,31 @@ class ScaleControl:
         self.rollout_workers, self.applied_id = rollout_workers, request_id
 
     def state(self) -> dict:
-        return {"rollout_workers": self.rollout_workers, "pending": self.pending,
-                "applied_id": self.applied_id}
+        return {
+            "rollout_workers": self.rollout_workers,
+            "pending": self.pending,
+            "applied_id": self.applied_id,
+        }
 
 
 def find_control(run: str | None):
     """The control actor of the one running job, or of the job whose run dir ends in `run`."""
     import ray
 
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["namespace"] == CONTROL_NAMESPACE and a["name"].startswith(CONTROL_PREFIX)]
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == CONTROL_NAMESPACE and a["name"].startswith(CONTROL_PREFIX)
+    ]
     if run is not None:
         names = [n for n in names if n == control_name(Path(run)) or n.endswith("/" + run.strip("/"))]
     runs = [n.removeprefix(CONTROL_PREFIX) for n in names]
     if not names:
         where = f"whose run dir ends in {run!r} " if run else ""
-        raise UserError(f"no running raygrpo job {where}on this cluster; start one with `raygrpo train` "
-                          "(or check --address)")
+        raise UserError(
+            f"no running raygrpo job {where}on this cluster; start one with `raygrpo train` "
+            "(or check --address)"
+        )
     if len(names) > 1:
         raise UserError(f"{len(names)} raygrpo jobs run on this cluster: {runs}; pick one with --run RUN_DIR")
     return ray.get_actor(names[0], namespace=CONTROL_NAMESPACE), runs[0]
@@ -76,13 +84,17 @@ def request_scale(workers: int, run: str | None = None, wait_s: float = 0) -> st
     actor, run_dir = find_control(run)
     state = ray.get(actor.request.remote(workers))
     if wait_s <= 0:
-        return (f"{run_dir}: asked for {workers} rollout workers (now {state['rollout_workers']}); "
-                "it takes effect between iterations")
+        return (
+            f"{run_dir}: asked for {workers} rollout workers (now {state['rollout_workers']}); "
+            "it takes effect between iterations"
+        )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         now = ray.get(actor.state.remote())
         if now["applied_id"] >= state["id"]:
             return f"{run_dir}: {now['rollout_workers']} rollout workers"
         time.sleep(0.5)
-    raise UserError(f"{run_dir}: the job did not apply the request within {wait_s:.0f} s "
-                       "(an iteration may be long; it still applies it between iterations)")
+    raise UserError(
+        f"{run_dir}: the job did not apply the request within {wait_s:.0f} s "
+        "(an iteration may be long; it still applies it between iterations)"
+    )

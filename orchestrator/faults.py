@@ -21,9 +21,12 @@ WORKER_DIED = (RayActorError,)  # the actor's process is gone (killed, OOM, node
 MAX_RETRIES = 3  # re-runs of one task before the run gives up: a worker that dies every time is a bug
 
 
-def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exception], ray.ObjectRef],
-           failed: Callable[[Hashable, Exception], Exception] | None = None,
-           then: Callable[[Hashable, object], dict[Hashable, ray.ObjectRef]] | None = None) -> dict:
+def gather(
+    tasks: dict[Hashable, ray.ObjectRef],
+    retry: Callable[[Hashable, Exception], ray.ObjectRef],
+    failed: Callable[[Hashable, Exception], Exception] | None = None,
+    then: Callable[[Hashable, object], dict[Hashable, ray.ObjectRef]] | None = None,
+) -> dict:
     """Results of `tasks` by key. A task whose actor died is submitted again by `retry(key,
     error)` (which replaces the actor) as soon as the death is seen, and awaited in turn. A task
     that raised re-raises, as `failed(key, error)` when given (an error worded for the user).
@@ -43,7 +46,9 @@ def gather(tasks: dict[Hashable, ray.ObjectRef], retry: Callable[[Hashable, Exce
         except WORKER_DIED as err:
             tries[key] += 1
             if tries[key] > MAX_RETRIES:
-                raise RuntimeError(f"task {key!r} lost its worker {tries[key]} times; last error: {err}") from err
+                raise RuntimeError(
+                    f"task {key!r} lost its worker {tries[key]} times; last error: {err}"
+                ) from err
             pending[retry(key, err)] = key
             continue
         for new_key, new_ref in (then(key, out[key]) if then else {}).items():
@@ -59,16 +64,20 @@ def started(actors: dict[str, tuple[ray.actor.ActorHandle, str]]) -> None:
     """Wait until every actor ({label: (actor, the config field it loads)}) has run its __init__;
     one that raised there (a model file it cannot load, say) stops the run with one message
     naming it, the error, the field and the fix."""
-    refs = {label: actor.info.remote() for label, (actor, _) in actors.items()}  # every worker class has info()
+    refs = {
+        label: actor.info.remote() for label, (actor, _) in actors.items()
+    }  # every worker class has info()
     for label, ref in refs.items():
         try:
             ray.get(ref)
         except RayActorError as err:
             if not err.actor_init_failed:
                 raise
-            raise ActorFailed(f"{label} could not start: {remote_message(err)}\nIt loads {actors[label][1]}: make sure "
-                              "those files are complete and readable where the actor runs (download or save them "
-                              "again), then start the run again") from err
+            raise ActorFailed(
+                f"{label} could not start: {remote_message(err)}\nIt loads {actors[label][1]}: make sure "
+                "those files are complete and readable where the actor runs (download or save them "
+                "again), then start the run again"
+            ) from err
 
 
 def gather_learners(refs: list[ray.ObjectRef], phase: str) -> list:
@@ -81,6 +90,8 @@ def gather_learners(refs: list[ray.ObjectRef], phase: str) -> list:
             ray.get(ready[0])
         except WORKER_DIED as err:
             rank = refs.index(ready[0])
-            raise LearnerFailure(f"learner rank {rank} died during {phase}: {type(err).__name__}; "
-                                 "the job stops (the optimizer state lived in the learner ranks).") from err
+            raise LearnerFailure(
+                f"learner rank {rank} died during {phase}: {type(err).__name__}; "
+                "the job stops (the optimizer state lived in the learner ranks)."
+            ) from err
     return ray.get(refs)

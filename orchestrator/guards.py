@@ -44,14 +44,17 @@ def check_rewards(rewards: dict[str, np.ndarray], prompts: list[str], iteration:
             raise NonFinite(
                 f"iteration {iteration}: reward scorer {name!r} returned {values[first]} for {int(bad.sum())} of "
                 f"{len(values)} samples (first: prompt {prompts[first]!r}); a non-finite reward is never trained on. "
-                "The run stops before the update: fix the scorer (its inputs, its dtype) and resume")
+                "The run stops before the update: fix the scorer (its inputs, its dtype) and resume"
+            )
 
 
 def check_advantages(values: list, iteration: int) -> None:
     flat = np.asarray(values, dtype=np.float64)
     if flat.size and not np.isfinite(flat).all():
-        raise NonFinite(f"iteration {iteration}: {int((~np.isfinite(flat)).sum())} advantages are not finite; "
-                        "the run stops before the update (check reward.scorers and learner.adv_clip)")
+        raise NonFinite(
+            f"iteration {iteration}: {int((~np.isfinite(flat)).sum())} advantages are not finite; "
+            "the run stops before the update (check reward.scorers and learner.adv_clip)"
+        )
 
 
 def check_update(stats: dict, iteration: int) -> None:
@@ -59,9 +62,11 @@ def check_update(stats: dict, iteration: int) -> None:
     count = stats.get("nonfinite", 0)
     if bad or count:
         what = ", ".join(f"{k} {v}" for k, v in bad.items()) or f"{count} non-finite values in the update"
-        raise NonFinite(f"iteration {iteration}: the learner update went non-finite ({what}). The new weights are "
-                        "neither synced nor checkpointed; lower learner.lr or learner.max_grad_norm, or check "
-                        "model.dtype, then resume")
+        raise NonFinite(
+            f"iteration {iteration}: the learner update went non-finite ({what}). The new weights are "
+            "neither synced nor checkpointed; lower learner.lr or learner.max_grad_norm, or check "
+            "model.dtype, then resume"
+        )
 
 
 def check_weights_changed(before: dict, after: dict, learner_changed: bool, version: int) -> None:
@@ -74,7 +79,8 @@ def check_weights_changed(before: dict, after: dict, learner_changed: bool, vers
             f"weight sync v{version}: the learner's weights changed, but the output of rollout worker(s) {same} on a "
             "fixed probe input did not: the loaded weights do not reach the model (LoRA adapters not bound or not "
             "active, or weights copied where the forward never reads them). The run stops rather than train on "
-            "stale rollouts; check model.finetune / model.lora.targets and Policy.load_trainable_state")
+            "stale rollouts; check model.finetune / model.lora.targets and Policy.load_trainable_state"
+        )
 
 
 # -- what came back ------------------------------------------------------------------------------
@@ -106,6 +112,7 @@ def group_report(planned: list[int], received: list[int]) -> str | None:
     lost = sorted(set(planned) - set(received))
     if not doubled and not lost:
         return None
-    parts = ([f"group(s) {doubled} came back more than once (only the first copy is trained)"] if doubled else []) + \
-            ([f"group(s) {lost} never came back (not trained)"] if lost else [])
+    parts = (
+        [f"group(s) {doubled} came back more than once (only the first copy is trained)"] if doubled else []
+    ) + ([f"group(s) {lost} never came back (not trained)"] if lost else [])
     return f"{len(planned)} groups planned, {len(received)} received: " + "; ".join(parts)

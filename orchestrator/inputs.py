@@ -42,8 +42,11 @@ from orchestrator.prompts import prompt_path, read_prompts
 RUNTIME_ENV = Path("deploy/runtime_env.yaml")  # its `excludes` apply to the working-dir upload
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # What a model scorer's local `path` must hold (a file path is taken as that file itself).
-SCORER_FILES = {"hpsv3": ["HPSv3.safetensors"], "imagereward": ["ImageReward.pt", "med_config.json"],
-                "clip": ["config.json"]}
+SCORER_FILES = {
+    "hpsv3": ["HPSv3.safetensors"],
+    "imagereward": ["ImageReward.pt", "med_config.json"],
+    "clip": ["config.json"],
+}
 
 
 # -- the YAML file ------------------------------------------------------------------------------
@@ -63,8 +66,11 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
             continue
         if first is not key_node.start_mark:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {first.line + 1}); keep one of them",
-                key_node.start_mark)
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {first.line + 1}); keep one of them",
+                key_node.start_mark,
+            )
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -85,16 +91,22 @@ def load_yaml(path: Path) -> dict:
         if isinstance(err, yaml.constructor.ConstructorError):  # a duplicate key, an unknown tag
             raise ConfigError(f"config file {where}: {err.problem}") from None
         context = f" ({err.context})" if err.context and err.problem else ""
-        raise ConfigError(f"config file {where}: {err.problem or err.context}{context}; "
-                          "fix the YAML there (indentation, a missing ':' or quote)") from None
+        raise ConfigError(
+            f"config file {where}: {err.problem or err.context}{context}; "
+            "fix the YAML there (indentation, a missing ':' or quote)"
+        ) from None
     except yaml.reader.ReaderError as err:  # a character YAML does not allow (a control character, say)
         line = text.count("\n", 0, err.position) + 1
         column = err.position - text.rfind("\n", 0, err.position)
-        raise ConfigError(f"config file {path}:{line}:{column}: unacceptable character #x{err.character:04x} "
-                          f"({err.reason}); remove it") from None
+        raise ConfigError(
+            f"config file {path}:{line}:{column}: unacceptable character #x{err.character:04x} "
+            f"({err.reason}); remove it"
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping (section: fields) at the top level, "
-                          f"not a {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping (section: fields) at the top level, "
+            f"not a {type(data).__name__}"
+        )
     return data
 
 
@@ -104,8 +116,10 @@ def yaml_value(item: str, raw: str):
         return yaml.safe_load(raw)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or err
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote strings, "
-                          "close brackets: key.sub=[1, 2]") from None
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); quote strings, "
+            "close brackets: key.sub=[1, 2]"
+        ) from None
 
 
 # -- prompt files -------------------------------------------------------------------------------
@@ -116,8 +130,9 @@ def read_prompt_field(label: str, path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{label}: cannot read {path} ({err})") from None
     except ValueError:
-        raise ValueError(f"{label}: {path} holds no prompts (only blank lines or '#' comments); "
-                         "write one prompt a line") from None
+        raise ValueError(
+            f"{label}: {path} holds no prompts (only blank lines or '#' comments); write one prompt a line"
+        ) from None
 
 
 def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
@@ -125,7 +140,9 @@ def prompt_arg(flag: str, value: str, scorers=()) -> list[str]:
     path = prompt_path(value)
     try:
         if not path.is_file():
-            raise ValueError(f"{flag} {value}: no file {path}; give a file with one prompt a line, or tiny:train / tiny:heldout")
+            raise ValueError(
+                f"{flag} {value}: no file {path}; give a file with one prompt a line, or tiny:train / tiny:heldout"
+            )
         prompts = read_prompt_field(flag, path)
         check_prompts_readable(scorers, flag, path, prompts)
     except ValueError as err:
@@ -147,9 +164,11 @@ def check_prompts_readable(scorers, label: str, path: Path, prompts: list[str]) 
             validate_prompts(scorer, prompts)
         except ValueError as err:
             first = next(p for p in prompts if _fails(scorer, p))
-            raise ValueError(f"{label}: {path}:{_line_of(path, first)}: {err}. Reward scorer "
-                             f"{scorer.name!r} scores these prompts: give prompts it reads, or remove it from "
-                             "reward.scorers") from None
+            raise ValueError(
+                f"{label}: {path}:{_line_of(path, first)}: {err}. Reward scorer "
+                f"{scorer.name!r} scores these prompts: give prompts it reads, or remove it from "
+                "reward.scorers"
+            ) from None
 
 
 def _fails(scorer, prompt: str) -> bool:
@@ -190,15 +209,23 @@ def upload_exclusion(value: str, root: Path | None = None) -> str | None:
     if env_file.is_file():
         excludes = (yaml.safe_load(env_file.read_text()) or {}).get("excludes") or []
         specs.append((0, _pathspec(excludes), f"the excludes of {RUNTIME_ENV}"))
-    ignore_files = [".rayignore"] + ([] if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE") == "1" else [".gitignore"])
+    ignore_files = [".rayignore"] + (
+        [] if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE") == "1" else [".gitignore"]
+    )
     for depth in range(len(rel.parts)):
         folder = root.joinpath(*rel.parts[:depth])
         for name in ignore_files:
             if (folder / name).is_file():
-                specs.append((depth, _pathspec((folder / name).read_text().splitlines()), str(folder.relative_to(root) / name)))
+                specs.append(
+                    (
+                        depth,
+                        _pathspec((folder / name).read_text().splitlines()),
+                        str(folder.relative_to(root) / name),
+                    )
+                )
         for level, spec, source in specs:
-            if spec.match_file("/".join(rel.parts[level:depth + 1])):
-                return f"{'/'.join(rel.parts[:depth + 1])} is excluded by {source}"
+            if spec.match_file("/".join(rel.parts[level : depth + 1])):
+                return f"{'/'.join(rel.parts[: depth + 1])} is excluded by {source}"
     return None
 
 
@@ -212,26 +239,37 @@ def check_visible(field: str, value: str) -> None:
             f"{field} {value!r} is a relative path that Ray's working-dir upload leaves out ({why}), so on a "
             "cluster (`ray job submit --working-dir .`) no actor can open it. Put it on storage every node mounts "
             f"and give the absolute path (e.g. {field}: /mnt/runs/{value.removeprefix('runs/')}), or move it to a relative "
-            "directory that is uploaded (not ignored; the upload is limited to a few hundred MiB)")
+            "directory that is uploaded (not ignored; the upload is limited to a few hundred MiB)"
+        )
 
 
 def _missing(field: str, value: str, what: str) -> ValueError:
-    reason = ("it starts with '/', './', '../' or '~', or has more than one '/'"
-              if value.startswith(("/", ".", "~")) or value.count("/") > 1 else
-              f"{value.split('/')[0]}/ is a directory here" if "/" in value else "it cannot be a hub id")
-    return ValueError(f"{field} {value!r}: no such {what} (relative to {Path.cwd()}); it reads as a local path "
-                      f"because {reason}. Give an existing {what}, or a hub id owner/name")
+    reason = (
+        "it starts with '/', './', '../' or '~', or has more than one '/'"
+        if value.startswith(("/", ".", "~")) or value.count("/") > 1
+        else f"{value.split('/')[0]}/ is a directory here"
+        if "/" in value
+        else "it cannot be a hub id"
+    )
+    return ValueError(
+        f"{field} {value!r}: no such {what} (relative to {Path.cwd()}); it reads as a local path "
+        f"because {reason}. Give an existing {what}, or a hub id owner/name"
+    )
 
 
 def check_model_path(value: str) -> None:
-    if value in ("tiny", "tiny:text") or not is_local(value):  # the shipped models (rollout.policy.TINY_SHIPPED)
+    if value in ("tiny", "tiny:text") or not is_local(
+        value
+    ):  # the shipped models (rollout.policy.TINY_SHIPPED)
         return
     p = Path(value).expanduser()
     if not p.exists():
         raise _missing("model.path", value, "directory")
     if not ((p / "raygrpo_model.json").is_file() or (p / "model_index.json").is_file()):
-        raise ValueError(f"model.path {value!r} has neither raygrpo_model.json nor model_index.json; point it at "
-                         "'tiny', a diffusers FluxPipeline / StableDiffusion3Pipeline directory, or a hub id")
+        raise ValueError(
+            f"model.path {value!r} has neither raygrpo_model.json nor model_index.json; point it at "
+            "'tiny', a diffusers FluxPipeline / StableDiffusion3Pipeline directory, or a hub id"
+        )
     check_visible("model.path", value)
 
 
@@ -243,8 +281,10 @@ def check_scorer_paths(scorer, index: int) -> None:
             raise _missing(f"{field}.path", scorer.path, "file or directory")
         lacking = [f for f in SCORER_FILES.get(scorer.kind, []) if p.is_dir() and not (p / f).is_file()]
         if lacking:
-            raise ValueError(f"{field}.path {scorer.path!r} has no {', '.join(lacking)}; point it at the "
-                             f"directory that holds {', '.join(SCORER_FILES[scorer.kind])}, or a hub id")
+            raise ValueError(
+                f"{field}.path {scorer.path!r} has no {', '.join(lacking)}; point it at the "
+                f"directory that holds {', '.join(SCORER_FILES[scorer.kind])}, or a hub id"
+            )
         check_visible(f"{field}.path", scorer.path)
     if scorer.base and is_local(scorer.base):
         if not Path(scorer.base).expanduser().exists():
@@ -276,7 +316,8 @@ def check_learner_split(cfg, members_per_group: int) -> None:
         raise ValueError(
             f"learner.minibatches {lc.minibatches} exceeds the {samples} samples of an iteration "
             f"(orchestrator.prompts_per_iter {cfg.orchestrator.prompts_per_iter} × {members_per_group} per group); "
-            "lower learner.minibatches or raise orchestrator.prompts_per_iter")
+            "lower learner.minibatches or raise orchestrator.prompts_per_iter"
+        )
 
 
 # -- before Ray: the embedding cache and hub ids ------------------------------------------------
@@ -296,7 +337,10 @@ def hub_ids(cfg) -> list[tuple[str, str]]:
     """(field, hub id) of every path-like field that reads as a hub id."""
     fields = [("model.path", cfg.model.path)] if cfg.model.path not in ("tiny", "tiny:text") else []
     for i, s in enumerate(cfg.reward.scorers):
-        fields += [(f"reward.scorers[{i}] ({s.name}).path", s.path), (f"reward.scorers[{i}] ({s.name}).base", s.base)]
+        fields += [
+            (f"reward.scorers[{i}] ({s.name}).path", s.path),
+            (f"reward.scorers[{i}] ({s.name}).base", s.base),
+        ]
     return [(f, v) for f, v in fields if v and not is_local(v)]
 
 
@@ -308,23 +352,31 @@ def confirm_hub_id(field: str, repo: str) -> None:
 
     if (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").is_dir():
         return
-    rule = ("a value reads as a hub id when it is owner/name and neither it nor its first component exists "
-            "here; a local path must exist")
+    rule = (
+        "a value reads as a hub id when it is owner/name and neither it nor its first component exists "
+        "here; a local path must exist"
+    )
     if constants.HF_HUB_OFFLINE:
-        raise ValueError(f"{field} {repo!r}: not a local path, and not in the Hugging Face cache {constants.HF_HUB_CACHE} "
-                         f"while HF_HUB_OFFLINE is set ({rule}); download it first (`hf download {repo}`) or give "
-                         "a local directory")
+        raise ValueError(
+            f"{field} {repo!r}: not a local path, and not in the Hugging Face cache {constants.HF_HUB_CACHE} "
+            f"while HF_HUB_OFFLINE is set ({rule}); download it first (`hf download {repo}`) or give "
+            "a local directory"
+        )
     try:
         HfApi().model_info(repo, timeout=15)
     except GatedRepoError:
         return  # it exists; the actors' token decides access
     except RepositoryNotFoundError:
-        raise ValueError(f"{field} {repo!r}: no local file or directory of that name (relative to {Path.cwd()}), "
-                         f"and no hub repository {repo} ({rule}); fix the path or the hub id") from None
+        raise ValueError(
+            f"{field} {repo!r}: no local file or directory of that name (relative to {Path.cwd()}), "
+            f"and no hub repository {repo} ({rule}); fix the path or the hub id"
+        ) from None
     except Exception as err:  # network errors: their classes differ between huggingface_hub versions
-        raise ValueError(f"{field} {repo!r}: not a local path, not in the Hugging Face cache, and the hub cannot "
-                         f"be reached to confirm it ({type(err).__name__}: {err}; {rule}); download it on storage "
-                         "the actors see and give that directory, or fix the network") from None
+        raise ValueError(
+            f"{field} {repo!r}: not a local path, not in the Hugging Face cache, and the hub cannot "
+            f"be reached to confirm it ({type(err).__name__}: {err}; {rule}); download it on storage "
+            "the actors see and give that directory, or fix the network"
+        ) from None
 
 
 def check_embeddings(cfg) -> None:
@@ -334,29 +386,41 @@ def check_embeddings(cfg) -> None:
     if not cfg.model.embeddings:
         return
     folder = Path(cfg.model.embeddings).expanduser()
-    write = (f"write it with `raygrpo embed --config CONFIG --prompts {cfg.orchestrator.train_prompts}` "
-             "(it adds the config's train and eval prompts)")
+    write = (
+        f"write it with `raygrpo embed --config CONFIG --prompts {cfg.orchestrator.train_prompts}` "
+        "(it adds the config's train and eval prompts)"
+    )
     if not (folder / INDEX).is_file():
-        raise ValueError(f"model.embeddings {cfg.model.embeddings!r}: no {INDEX} there"
-                         f"{'' if folder.is_dir() else ' (no such directory)'}; {write}")
+        raise ValueError(
+            f"model.embeddings {cfg.model.embeddings!r}: no {INDEX} there"
+            f"{'' if folder.is_dir() else ' (no such directory)'}; {write}"
+        )
     try:
         meta = json.loads((folder / INDEX).read_text())
         cached, kind = meta["prompts"], meta["kind"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"model.embeddings {cfg.model.embeddings!r}: {INDEX} is unreadable ({err}); {write}") from None
+        raise ValueError(
+            f"model.embeddings {cfg.model.embeddings!r}: {INDEX} is unreadable ({err}); {write}"
+        ) from None
     model_kind = _local_model_kind(cfg.model.path)
     if model_kind is not None and kind != model_kind:
-        raise ValueError(f"model.embeddings {cfg.model.embeddings!r} holds {kind} embeddings but model.path "
-                         f"{cfg.model.path!r} is a {model_kind} model; {write}")
+        raise ValueError(
+            f"model.embeddings {cfg.model.embeddings!r} holds {kind} embeddings but model.path "
+            f"{cfg.model.path!r} is a {model_kind} model; {write}"
+        )
     for field in ("train_prompts", "eval_prompts"):
         prompts = read_prompts(prompt_path(getattr(cfg.orchestrator, field)))
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
         if missing:
-            raise ValueError(f"model.embeddings {cfg.model.embeddings!r} lacks {len(missing)} prompt(s) of "
-                             f"orchestrator.{field}, e.g. {missing[0]!r}; {write}")
+            raise ValueError(
+                f"model.embeddings {cfg.model.embeddings!r} lacks {len(missing)} prompt(s) of "
+                f"orchestrator.{field}, e.g. {missing[0]!r}; {write}"
+            )
     if kind == "sd3" and cfg.model.negative_prompt not in cached:
-        raise ValueError(f"model.embeddings {cfg.model.embeddings!r} lacks model.negative_prompt "
-                         f"{cfg.model.negative_prompt!r}; {write}")
+        raise ValueError(
+            f"model.embeddings {cfg.model.embeddings!r} lacks model.negative_prompt "
+            f"{cfg.model.negative_prompt!r}; {write}"
+        )
 
 
 def _local_model_kind(path: str) -> str | None:

@@ -48,8 +48,10 @@ class LocalRollouts(RolloutSchedule):
         super().__init__(cfg)
         self.plan, self.publish = plan, publish  # publish() -> (the learner's weights, their checksum)
         self.threads = functools.partial(torch_threads, cfg.rollout.torch_threads)
-        self.actors = [actor_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i,
-                                 chunk_selector(cfg.learner)) for i in range(cfg.rollout.num_workers)]
+        self.actors = [
+            actor_cls(cfg.model, cfg.rollout, plan, cfg.orchestrator.seed, i, chunk_selector(cfg.learner))
+            for i in range(cfg.rollout.num_workers)
+        ]
 
     def _launch(self, groups, iteration: int, preview: bool) -> list[RolloutBatch]:
         g = self.cfg.rollout.group_size
@@ -129,16 +131,19 @@ class LocalCluster:
                 try:
                     parts.append(actor.score(b.images, list(b.prompts)))
                 except Exception as err:  # as Cluster.score: a scorer error stops the run, named
-                    raise ActorFailed(f"reward worker {name!r} failed scoring the {len(b.prompts)} images of rollout "
-                                      f"batch {i}: {type(err).__name__}: {err}") from err
+                    raise ActorFailed(
+                        f"reward worker {name!r} failed scoring the {len(b.prompts)} images of rollout "
+                        f"batch {i}: {type(err).__name__}: {err}"
+                    ) from err
             out[name] = np.concatenate(parts)
         return out
 
     def update(self, batches, samples, advantages, minibatches) -> dict:
         trajectories = [b.trajectory for b in batches]
         with self.learner_threads():
-            stats = self.learner.update(trajectories, [len(b.prompts) for b in batches], samples, advantages,
-                                        minibatches)
+            stats = self.learner.update(
+                trajectories, [len(b.prompts) for b in batches], samples, advantages, minibatches
+            )
         return merge_rank_stats([stats])
 
     def save(self, path: str) -> None:

@@ -17,8 +17,14 @@ from orchestrator.config import Config, build_plan, prompt_path
 from orchestrator.dashboard import start_dashboard
 from orchestrator.errors import RunStopped
 from orchestrator.evaluate import eval_batch
-from orchestrator.guards import (check_advantages, check_rewards, check_update, check_weights_changed, group_report,
-                                 received_groups)
+from orchestrator.guards import (
+    check_advantages,
+    check_rewards,
+    check_update,
+    check_weights_changed,
+    group_report,
+    received_groups,
+)
 from orchestrator.inputs import preflight
 from orchestrator.metrics import write_json_atomic
 from orchestrator.monitor import HackingMonitor, Verdict
@@ -27,8 +33,9 @@ from orchestrator.run import PhaseTimer, Run, compute_advantages
 from orchestrator.prompts import read_prompts
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
-          allow_config_changes: bool = False) -> dict:
+def train(
+    cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster, allow_config_changes: bool = False
+) -> dict:
     """Run `orchestrator.iterations` iterations (from the last checkpoint with `resume`).
     `cluster_cls=LocalCluster` runs the same phases in this process, without Ray. Every check
     that can run before an actor starts does (orchestrator/inputs.py, rundir.py); the checks in
@@ -36,7 +43,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
     preflight(cfg)
     run, plan = Run(cfg, run_dir, resume, allow_config_changes), build_plan(cfg)
     run.write_plan(plan)
-    dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)  # read-only web page of the run dir
+    dashboard = start_dashboard(
+        cfg.orchestrator, run.run_dir, run.status
+    )  # read-only web page of the run dir
     cluster = None
     try:
         cluster = cluster_cls(cfg, plan, run.run_dir)  # reward, learner and control actors
@@ -67,13 +76,24 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, cluster_cls=Cluster,
                 checksum = sync(rollouts, run, previous=checksum)
             verdict = heldout_check(cfg, rollouts, cluster, run, monitor, iteration, timer)  # when due
             with timer("log"):
-                run.log(iteration, rewards, adv, stats, timer, batches, checksum, health(rollouts, cluster),
-                        extra=verdict.row)
+                run.log(
+                    iteration,
+                    rewards,
+                    adv,
+                    stats,
+                    timer,
+                    batches,
+                    checksum,
+                    health(rollouts, cluster),
+                    extra=verdict.row,
+                )
                 if run.due(iteration) or verdict.stop:
                     run.checkpoint(cluster, iteration, checksum)
             if verdict.stop:
                 break
-            del batches  # its payloads leave the object store now, not in the next rollout (bench/sim_scale.py)
+            del (
+                batches
+            )  # its payloads leave the object store now, not in the next rollout (bench/sim_scale.py)
             rollouts.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(worker_table(rollouts, cluster))
         after = evaluate(cfg, rollouts, cluster, run, "after") if before is not None else None
@@ -101,8 +121,9 @@ def sync(rollouts: Rollouts, run: Run, previous: str) -> str:
     before = rollouts.probe(prompt)
     run.version += 1
     checksum = rollouts.sync(run.version)
-    check_weights_changed(before, rollouts.probe(prompt), learner_changed=checksum != previous,
-                          version=run.version)
+    check_weights_changed(
+        before, rollouts.probe(prompt), learner_changed=checksum != previous, version=run.version
+    )
     return checksum
 
 
@@ -143,8 +164,15 @@ def evaluate(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, tag: s
     return means
 
 
-def heldout_check(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, monitor: HackingMonitor,
-                  iteration: int, timer: PhaseTimer) -> Verdict:
+def heldout_check(
+    cfg: Config,
+    rollouts: Rollouts,
+    cluster: Cluster,
+    run: Run,
+    monitor: HackingMonitor,
+    iteration: int,
+    timer: PhaseTimer,
+) -> Verdict:
     """The monitor's held-out evaluation when due (timed as phase `heldout`); a warning goes
     to the CLI and status.json, and with orchestrator.hacking_stop the verdict says stop."""
     if not monitor.due(iteration):
@@ -154,12 +182,15 @@ def heldout_check(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, m
     if verdict.warning:
         run.warn_hacking(verdict.warning)
     if verdict.stop:
-        run.status.update(stopped_early=f"reward hacking suspected at iteration {iteration} (orchestrator.hacking_stop)")
+        run.status.update(
+            stopped_early=f"reward hacking suspected at iteration {iteration} (orchestrator.hacking_stop)"
+        )
     return verdict
 
 
-def start_monitor(cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run,
-                  before: dict | None) -> HackingMonitor:
+def start_monitor(
+    cfg: Config, rollouts: Rollouts, cluster: Cluster, run: Run, before: dict | None
+) -> HackingMonitor:
     """The reward-hacking monitor with its baseline: the "before" evaluation, or (on resume, or
     without before/after evaluation) a fresh evaluation of the policy the run starts from."""
     monitor = HackingMonitor(cfg)

@@ -53,7 +53,7 @@ METRICS: dict[str, str] = {
     ITERATION: "iteration index (0-based) the line describes",
     POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k − staleness)",
     WEIGHTS_CHECKSUM: "checksum of the published weights (exact integer sums per tensor on its device, "
-                      "rollout/weight_sync.py); every rollout worker verified to hold the same",
+    "rollout/weight_sync.py); every rollout worker verified to hold the same",
     ELAPSED: "seconds since the run (or resume) started",
     IMAGES_PER_S: "images generated per second of iteration wall time",
     GROUPS_PLANNED: "prompt groups planned this iteration",
@@ -67,7 +67,7 @@ METRICS: dict[str, str] = {
     reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
     reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
     LOSS: "clipped surrogate loss: per minibatch the mean over samples of each sample's mean chunk loss, "
-          "averaged over the iteration's minibatches (optimizer steps)",
+    "averaged over the iteration's minibatches (optimizer steps)",
     CLIP_FRACTION: "share of (sample, chunk) ratios outside [1 − clip_range, 1 + clip_range_high], all minibatches",
     APPROX_KL: "½·mean(Δlogp²) over trained transitions, all minibatches",
     RATIO_MEAN: "mean (sample, chunk) ratio over all minibatches",
@@ -75,14 +75,14 @@ METRICS: dict[str, str] = {
     RATIO_MAX: "largest (sample, chunk) ratio",
     RATIO_MEAN_FIRST: "mean ratio at the first minibatch: must be 1 (rollout and learner agree)",
     RATIO_DEV_LATER: "mean |ratio − 1| over the minibatches after the first: > 0 once an optimizer step has moved the "
-                     "policy (0 with one minibatch)",
+    "policy (0 with one minibatch)",
     GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps (a non-finite "
-                "one wins)",
+    "one wins)",
     KL: "KL to the frozen base policy (per-sample mean over its trained transitions, mean over samples), averaged "
-        "over the iteration's minibatches (0 unless learner.kl_coef > 0)",
+    "over the iteration's minibatches (0 unless learner.kl_coef > 0)",
     OPTIMIZER_STEPS: "optimizer steps this iteration (non-empty minibatches of learner/schedule.py)",
     NONFINITE: "non-finite losses (backward passes, summed over ranks) plus optimizer steps with a non-finite "
-               "gradient norm, this iteration",
+    "gradient norm, this iteration",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 
@@ -98,14 +98,18 @@ def heldout_mean(name: str) -> str:
     return f"heldout/{name}/mean"
 
 
-METRICS.update({
-    heldout_mean("<name>"): "held-out evaluation (ODE samples of orchestrator.eval_prompts after this iteration's "
-                            "update): mean of trained scorer or held-out judge <name>",
-    HELDOUT_TRAIN_REWARD: "held-out evaluation: the training reward Σ w·mean of the trained scorers",
-    HACKING: "1 when the held-out training reward rose above its value before training while a held-out judge fell "
-             "more than orchestrator.hacking_tolerance below its own (reward hacking suspected), else 0",
-    phase_time(HELDOUT_PHASE): "seconds spent in the held-out evaluation of this iteration",
-})
+METRICS.update(
+    {
+        heldout_mean(
+            "<name>"
+        ): "held-out evaluation (ODE samples of orchestrator.eval_prompts after this iteration's "
+        "update): mean of trained scorer or held-out judge <name>",
+        HELDOUT_TRAIN_REWARD: "held-out evaluation: the training reward Σ w·mean of the trained scorers",
+        HACKING: "1 when the held-out training reward rose above its value before training while a held-out judge fell "
+        "more than orchestrator.hacking_tolerance below its own (reward hacking suspected), else 0",
+        phase_time(HELDOUT_PHASE): "seconds spent in the held-out evaluation of this iteration",
+    }
+)
 
 
 class MetricsWriter:
@@ -124,7 +128,12 @@ class MetricsWriter:
             os.fsync(f.fileno())
         step = row[ITERATION]
         for k, v in row.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != ITERATION:
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and k != ITERATION
+            ):
                 self.tb.add_scalar(k, v, step)
         self.tb.flush()
 
@@ -164,8 +173,16 @@ class Status:
 
     def __init__(self, run_dir: Path, iterations: int):
         self.path = Path(run_dir) / "status.json"
-        self.data = {"state": "starting", "iteration": None, "iterations": iterations, "phase": None,
-                     "started": time.time(), "updated": time.time(), "workers": [], "run_dir": str(run_dir)}
+        self.data = {
+            "state": "starting",
+            "iteration": None,
+            "iterations": iterations,
+            "phase": None,
+            "started": time.time(),
+            "updated": time.time(),
+            "workers": [],
+            "run_dir": str(run_dir),
+        }
 
     def update(self, **fields) -> None:
         self.data.update(fields, updated=time.time())

@@ -66,9 +66,13 @@ class HackingMonitor:
         row[M.HACKING] = int(hacking)
         if not hacking:
             return Verdict(row)
-        drops = ", ".join(f"{j} {self.base[j]:.3f} -> {means[j]:.3f} ({100 * (means[j] / self.base[j] - 1):+.0f} %)"
-                          for j in fallen)
-        warning = (f"reward hacking suspected at iteration {iteration}: held-out training reward "
-                   f"{then:.3f} -> {now:.3f} while {drops} (tolerance {100 * self.tolerance:.0f} %); "
-                   "look at the sample grids")
+        drops = ", ".join(
+            f"{j} {self.base[j]:.3f} -> {means[j]:.3f} ({100 * (means[j] / self.base[j] - 1):+.0f} %)"
+            for j in fallen
+        )
+        warning = (
+            f"reward hacking suspected at iteration {iteration}: held-out training reward "
+            f"{then:.3f} -> {now:.3f} while {drops} (tolerance {100 * self.tolerance:.0f} %); "
+            "look at the sample grids"
+        )
         return Verdict(row, warning, fallen, stop=self.stop)

@@ -16,8 +16,12 @@ from pathlib import Path
 
 from rollout.tiny import text_world, world
 
-PROMPT_ALIASES = {"tiny:train": world.prompt_file("train"), "tiny:heldout": world.prompt_file("heldout"),
-                  "tiny:text:train": text_world.prompt_file("train"), "tiny:text:heldout": text_world.prompt_file("heldout")}
+PROMPT_ALIASES = {
+    "tiny:train": world.prompt_file("train"),
+    "tiny:heldout": world.prompt_file("heldout"),
+    "tiny:text:train": text_world.prompt_file("train"),
+    "tiny:text:heldout": text_world.prompt_file("heldout"),
+}
 
 
 def prompt_path(value: str) -> Path:

@@ -68,25 +68,39 @@ class RolloutBatch:
     iteration: int = 0
 
 
-def apply_report(planned: list[tuple[int, str]], images, trajectory, info: dict, plan: RolloutPlan,
-                 group_size: int, iteration: int) -> RolloutBatch:
+def apply_report(
+    planned: list[tuple[int, str]],
+    images,
+    trajectory,
+    info: dict,
+    plan: RolloutPlan,
+    group_size: int,
+    iteration: int,
+) -> RolloutBatch:
     """The batch as its actor reported it: info["groups"] lists the groups it rolled out, in
     the order of its images; per-sample prompts, groups and columns follow it."""
     prompts = dict(planned)
     unknown = [g for g in info["groups"] if g not in prompts]
     if unknown:
-        raise RuntimeError(f"rollout worker {info.get('worker')} returned groups {unknown} it was never given")
+        raise RuntimeError(
+            f"rollout worker {info.get('worker')} returned groups {unknown} it was never given"
+        )
     members = range(plan.members_per_group(group_size))
-    return RolloutBatch(images=images, trajectory=trajectory, info=info, iteration=iteration,
-                        prompts=tuple(prompts[g] for g in info["groups"] for _ in members),
-                        groups=tuple(g for g in info["groups"] for _ in members),
-                        columns=tuple(plan.column_label(g, m, group_size) for g in info["groups"] for m in members))
+    return RolloutBatch(
+        images=images,
+        trajectory=trajectory,
+        info=info,
+        iteration=iteration,
+        prompts=tuple(prompts[g] for g in info["groups"] for _ in members),
+        groups=tuple(g for g in info["groups"] for _ in members),
+        columns=tuple(plan.column_label(g, m, group_size) for g in info["groups"] for m in members),
+    )
 
 
 def split_groups(groups: list, parts: int) -> list[list]:
     """Whole groups, contiguous, near-equal, over `parts` actors."""
     n = len(groups)
-    return [groups[i * n // parts:(i + 1) * n // parts] for i in range(parts)]
+    return [groups[i * n // parts : (i + 1) * n // parts] for i in range(parts)]
 
 
 class RolloutSchedule:
@@ -113,7 +127,9 @@ class RolloutSchedule:
         """The finished rollouts of `iteration` (a dead actor's units re-run)."""
         return self._collect(self.started.pop(iteration))
 
-    def rollout(self, groups: list[tuple[int, str]], iteration: int, preview: bool = False) -> list[RolloutBatch]:
+    def rollout(
+        self, groups: list[tuple[int, str]], iteration: int, preview: bool = False
+    ) -> list[RolloutBatch]:
         """Roll out `groups` now, outside the schedule (benches, tests)."""
         return self._collect(self._launch(groups, iteration, preview))
 
@@ -152,18 +168,29 @@ class Rollouts(RolloutSchedule):
         self._replacements: dict = {}  # dead actor -> the actor that took its place
         self._recovered = 0  # actors replaced since the last `health()`
         try:  # a failed start leaves no actor behind
-            started({f"rollout worker {i}": (a, f"model.path {cfg.model.path!r}") for i, a in enumerate(self.actors)})
-            self.weights = WeightSync(cfg, learners, initial_checksum=ray.get(self.actors[0].checksum.remote()))
+            started(
+                {
+                    f"rollout worker {i}": (a, f"model.path {cfg.model.path!r}")
+                    for i, a in enumerate(self.actors)
+                }
+            )
+            self.weights = WeightSync(
+                cfg, learners, initial_checksum=ray.get(self.actors[0].checksum.remote())
+            )
         except BaseException:
             self.shutdown()
             raise
 
     def _new_actor(self, index: int):
         r = self.cfg.rollout
-        remote = ray.remote(self.actor_cls).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
-                                                    runtime_env=actor_env(self.cfg.orchestrator.worker_niceness))
-        return remote.remote(self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index,
-                             chunk_selector(self.cfg.learner))
+        remote = ray.remote(self.actor_cls).options(
+            num_cpus=r.num_cpus,
+            num_gpus=r.num_gpus,
+            runtime_env=actor_env(self.cfg.orchestrator.worker_niceness),
+        )
+        return remote.remote(
+            self.cfg.model, r, self.plan, self.cfg.orchestrator.seed, index, chunk_selector(self.cfg.learner)
+        )
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -172,7 +199,9 @@ class Rollouts(RolloutSchedule):
     def _launch(self, groups: list[tuple[int, str]], iteration: int, preview: bool) -> list[_Unit]:
         """Cut `groups` into units, give each idle actor one, queue the rest (module docstring)."""
         parts = [p for p in split_groups(groups, len(self.actors) * self.units_per_actor) if p]
-        units = [_Unit(part, iteration, preview and i == 0, self.weights.version) for i, part in enumerate(parts)]
+        units = [
+            _Unit(part, iteration, preview and i == 0, self.weights.version) for i, part in enumerate(parts)
+        ]
         self._in_flight += units
         self._queue += units
         self._deal()
@@ -193,7 +222,9 @@ class Rollouts(RolloutSchedule):
 
     def _submit(self, unit: _Unit, actor) -> ray.ObjectRef:
         unit.actor = actor
-        unit.refs = tuple(actor.rollout.options(num_returns=3).remote(unit.groups, unit.iteration, unit.preview))
+        unit.refs = tuple(
+            actor.rollout.options(num_returns=3).remote(unit.groups, unit.iteration, unit.preview)
+        )
         return unit.refs[2]
 
     def _collect(self, units: list[_Unit]) -> list[RolloutBatch]:
@@ -203,14 +234,15 @@ class Rollouts(RolloutSchedule):
         ids = {id(u) for u in units}
         last = max((i for i, u in enumerate(self._in_flight) if id(u) in ids), default=-1)
         # older launches' units too (launch order): they hold the actors this wait deals to
-        waiting = self._in_flight[:last + 1]
+        waiting = self._in_flight[: last + 1]
         index = {id(u): i for i, u in enumerate(waiting)}
 
         def done(i, info):  # unit i finished: its actor is free for the next queued unit
             unit = waiting[i]
             images, trajectory, _ = unit.refs
-            unit.result = apply_report(unit.groups, images, trajectory, info, self.plan, self.group_size,
-                                       unit.iteration)
+            unit.result = apply_report(
+                unit.groups, images, trajectory, info, self.plan, self.group_size, unit.iteration
+            )
             unit.refs = None
             return {index[id(u)]: u.refs[2] for u in self._deal() if id(u) in index}
 
@@ -219,7 +251,9 @@ class Rollouts(RolloutSchedule):
         gather(todo, lambda i, err: self._rerun(waiting[i]), then=done)
         queued = {id(u) for u in self._queue}
         self._in_flight = [u for u in self._in_flight if u.refs is not None or id(u) in queued]
-        stale = [u.result.info["policy_version"] for u in units if u.result.info["policy_version"] != u.version]
+        stale = [
+            u.result.info["policy_version"] for u in units if u.result.info["policy_version"] != u.version
+        ]
         if stale:
             raise RuntimeError(f"rollouts ran on weights {stale}, launched on v{units[0].version}")
         return [u.result for u in units]
@@ -228,7 +262,9 @@ class Rollouts(RolloutSchedule):
         """Every launched unit finished (re-run where needed): weights may change after this."""
         self._collect(list(self._in_flight))
 
-    def sample_ode(self, prompts: list[str], seeds: list[int], preview_cols: int) -> tuple[list[RolloutBatch], bytes]:
+    def sample_ode(
+        self, prompts: list[str], seeds: list[int], preview_cols: int
+    ) -> tuple[list[RolloutBatch], bytes]:
         """Deterministic ODE samples for evaluation, the prompts split over the actors: (a batch
         per actor to score, the preview PNG of actor 0's first rows)."""
         n, batches, infos = len(self.actors), [], []
@@ -236,8 +272,9 @@ class Rollouts(RolloutSchedule):
             lo, hi = i * len(prompts) // n, (i + 1) * len(prompts) // n
             if lo == hi:
                 continue
-            images, info = actor.sample_ode.options(num_returns=2).remote(prompts[lo:hi], seeds[lo:hi],
-                                                                          preview_cols if i == 0 else 0)
+            images, info = actor.sample_ode.options(num_returns=2).remote(
+                prompts[lo:hi], seeds[lo:hi], preview_cols if i == 0 else 0
+            )
             batches.append(RolloutBatch(images=images, trajectory=None, prompts=tuple(prompts[lo:hi])))
             infos.append(info)
         return batches, ray.get(infos[0]).get("preview_png", b"")

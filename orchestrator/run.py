@@ -37,7 +37,7 @@ class PromptSampler:
         out = []
         while len(out) < n:
             order = self._order()
-            chosen = order[self.position:self.position + n - len(out)]
+            chosen = order[self.position : self.position + n - len(out)]
             out += [self.prompts[i] for i in chosen]
             self.position += len(chosen)
             if self.position >= len(order):
@@ -57,7 +57,9 @@ class Advantages:
     abs_mean: float
 
 
-def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: list, iteration: int = 0) -> Advantages:
+def compute_advantages(
+    cfg: Config, rewards: dict[str, np.ndarray], batches: list, iteration: int = 0
+) -> Advantages:
     """The iteration's advantages (learner/advantages.py `iteration_advantages`, on the batches'
     per-sample arrays; a second copy of a group a worker returned twice is never trained:
     guards.first_copies) and its minibatch schedule, seeded by run seed and iteration (so a
@@ -65,19 +67,36 @@ def compute_advantages(cfg: Config, rewards: dict[str, np.ndarray], batches: lis
     lc = cfg.learner
     groups = [g for b in batches for g in b.groups]
     columns = [c for b in batches for c in b.columns]
-    adv = iteration_advantages(rewards, groups, columns, guards.first_copies(batches), by=lc.advantage_groups,
-                               weights={s.name: s.weight for s in cfg.reward.scorers},
-                               chunk_weights=cfg.reward.chunk_weights, aggregation=cfg.reward.aggregation,
-                               clip=lc.adv_clip, std=lc.advantage_std, best_of=lc.best_of)
+    adv = iteration_advantages(
+        rewards,
+        groups,
+        columns,
+        guards.first_copies(batches),
+        by=lc.advantage_groups,
+        weights={s.name: s.weight for s in cfg.reward.scorers},
+        chunk_weights=cfg.reward.chunk_weights,
+        aggregation=cfg.reward.aggregation,
+        clip=lc.adv_clip,
+        std=lc.advantage_std,
+        best_of=lc.best_of,
+    )
     first_column = {}  # prompt group -> its first column label: column index = label − first
     for g, c in zip(groups, columns):
         first_column[g] = min(first_column.get(g, c), c)
-    minibatches = minibatch_schedule([groups[i] for i in adv.samples], minibatches=lc.minibatches,
-                                     order=lc.minibatch_order,
-                                     seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
-                                     columns=[columns[i] - first_column[groups[i]] for i in adv.samples])
-    return Advantages(samples=adv.samples, values=adv.values, minibatches=minibatches,
-                      zero_std_ratio=adv.zero_std_ratio, abs_mean=adv.abs_mean)
+    minibatches = minibatch_schedule(
+        [groups[i] for i in adv.samples],
+        minibatches=lc.minibatches,
+        order=lc.minibatch_order,
+        seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
+        columns=[columns[i] - first_column[groups[i]] for i in adv.samples],
+    )
+    return Advantages(
+        samples=adv.samples,
+        values=adv.values,
+        minibatches=minibatches,
+        zero_std_ratio=adv.zero_std_ratio,
+        abs_mean=adv.abs_mean,
+    )
 
 
 def trajectory_layout(cfg: Config, plan) -> list[int] | None:
@@ -121,16 +140,24 @@ class Run:
         state = checkpoint.read_state(self.resume_from) if self.resume_from else None
         self.start_iteration = state["next_iteration"] if state else 0
         self.version = state["policy_version"] if state else 0
-        self.prompts = PromptSampler(read_prompts(prompt_path(cfg.orchestrator.train_prompts)), cfg.orchestrator.seed,
-                                     state["prompt_sampler"] if state else None)
+        self.prompts = PromptSampler(
+            read_prompts(prompt_path(cfg.orchestrator.train_prompts)),
+            cfg.orchestrator.seed,
+            state["prompt_sampler"] if state else None,
+        )
         if state:  # iterations logged after the checkpoint are redone: drop their lines
             M.truncate_metrics(self.run_dir, self.start_iteration)
         self.metrics = M.MetricsWriter(self.run_dir)
         self.status = M.Status(self.run_dir, cfg.orchestrator.iterations)
         self.ray_metrics = RayMetrics(self.run_dir.name)
         self.started = time.time()
-        self.bar = tqdm(total=cfg.orchestrator.iterations, initial=self.start_iteration, desc="raygrpo", unit="it",
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=cfg.orchestrator.iterations,
+            initial=self.start_iteration,
+            desc="raygrpo",
+            unit="it",
+            dynamic_ncols=True,
+        )
         self.last: dict = {}
         self.plan = None
         self.warnings: list[str] = []
@@ -150,9 +177,15 @@ class Run:
         c, lc = self.cfg.learner.chunks, self.cfg.learner
         data = plan.describe(self.cfg.orchestrator.iterations)
         data["algorithm"] = self.cfg.algorithm
-        data["chunks"] = {"mode": c.mode, "sizes": c.sizes, "size": c.size, "stop_size": c.stop_size,
-                          "weighting": c.weighting, "fraction": lc.timestep_fraction,
-                          "layout": trajectory_layout(self.cfg, plan)}
+        data["chunks"] = {
+            "mode": c.mode,
+            "sizes": c.sizes,
+            "size": c.size,
+            "stop_size": c.stop_size,
+            "weighting": c.weighting,
+            "fraction": lc.timestep_fraction,
+            "layout": trajectory_layout(self.cfg, plan),
+        }
         data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
         M.write_json_atomic(self.run_dir / "plan.json", data)
 
@@ -162,25 +195,53 @@ class Run:
             cluster.load(str(self.resume_from))
             rollouts.sync(self.version)
 
-    def log(self, iteration: int, rewards: dict, adv: Advantages, stats: dict, timer: PhaseTimer,
-            batches: list, checksum: str, health: dict | None = None, extra: dict | None = None) -> dict:
+    def log(
+        self,
+        iteration: int,
+        rewards: dict,
+        adv: Advantages,
+        stats: dict,
+        timer: PhaseTimer,
+        batches: list,
+        checksum: str,
+        health: dict | None = None,
+        extra: dict | None = None,
+    ) -> dict:
         wall = sum(timer.seconds.values())
         health = health or {}
         n = sum(len(b.prompts) for b in batches)
-        row = {M.ITERATION: iteration, M.POLICY_VERSION: self.version, M.WEIGHTS_CHECKSUM: checksum,
-               M.ELAPSED: time.time() - self.started, M.IMAGES_PER_S: n / max(wall, 1e-9),
-               M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
-               M.GROUPS_COMPLETED: len(guards.received_groups(batches)),  # as reported by the workers, scored
-               M.ZERO_STD_RATIO: adv.zero_std_ratio, M.ADVANTAGE_ABS: adv.abs_mean, M.TRAINED_SAMPLES: len(adv.samples),
-               M.LOSS: stats["loss"], M.CLIP_FRACTION: stats["clip_fraction"], M.APPROX_KL: stats["approx_kl"],
-               M.RATIO_MEAN: stats["ratio_mean"], M.RATIO_MIN: stats["ratio_min"], M.RATIO_MAX: stats["ratio_max"],
-               M.RATIO_MEAN_FIRST: stats["ratio_mean_first"], M.RATIO_DEV_LATER: stats["ratio_dev_later"],
-               M.GRAD_NORM: stats["grad_norm"], M.KL: stats.get("kl", 0.0), M.OPTIMIZER_STEPS: stats["optimizer_steps"],
-               M.NONFINITE: stats["nonfinite"]}
+        row = {
+            M.ITERATION: iteration,
+            M.POLICY_VERSION: self.version,
+            M.WEIGHTS_CHECKSUM: checksum,
+            M.ELAPSED: time.time() - self.started,
+            M.IMAGES_PER_S: n / max(wall, 1e-9),
+            M.GROUPS_PLANNED: self.cfg.orchestrator.prompts_per_iter,
+            M.GROUPS_COMPLETED: len(guards.received_groups(batches)),  # as reported by the workers, scored
+            M.ZERO_STD_RATIO: adv.zero_std_ratio,
+            M.ADVANTAGE_ABS: adv.abs_mean,
+            M.TRAINED_SAMPLES: len(adv.samples),
+            M.LOSS: stats["loss"],
+            M.CLIP_FRACTION: stats["clip_fraction"],
+            M.APPROX_KL: stats["approx_kl"],
+            M.RATIO_MEAN: stats["ratio_mean"],
+            M.RATIO_MIN: stats["ratio_min"],
+            M.RATIO_MAX: stats["ratio_max"],
+            M.RATIO_MEAN_FIRST: stats["ratio_mean_first"],
+            M.RATIO_DEV_LATER: stats["ratio_dev_later"],
+            M.GRAD_NORM: stats["grad_norm"],
+            M.KL: stats.get("kl", 0.0),
+            M.OPTIMIZER_STEPS: stats["optimizer_steps"],
+            M.NONFINITE: stats["nonfinite"],
+        }
         # the learner updated version self.version - 1 on samples of the versions that generated them
-        row.update({M.STALENESS: self.version - 1 - min(b.info["policy_version"] for b in batches),
-                    M.RECOVERED_FAILURES: health.get("recovered_failures", 0),
-                    M.ROLLOUT_WORKERS: health.get("rollout_workers", len(batches))})
+        row.update(
+            {
+                M.STALENESS: self.version - 1 - min(b.info["policy_version"] for b in batches),
+                M.RECOVERED_FAILURES: health.get("recovered_failures", 0),
+                M.ROLLOUT_WORKERS: health.get("rollout_workers", len(batches)),
+            }
+        )
         for name, r in rewards.items():
             row[M.reward_mean(name)], row[M.reward_std(name)] = float(np.mean(r)), float(np.std(r))
         row.update({M.phase_time(p): s for p, s in timer.seconds.items()})
@@ -189,7 +250,9 @@ class Run:
         self.write_preview(iteration, batches[0], rewards)
         self.ray_metrics.record_iteration(row)
         first = self.cfg.reward.scorers[0].name
-        self.bar.set_postfix({f"{first}": f"{row[M.reward_mean(first)]:.3f}", "img/s": f"{row[M.IMAGES_PER_S]:.1f}"})
+        self.bar.set_postfix(
+            {f"{first}": f"{row[M.reward_mean(first)]:.3f}", "img/s": f"{row[M.IMAGES_PER_S]:.1f}"}
+        )
         self.bar.update(1)
         self.status.update(state="running", iteration=iteration, last_metrics=row)
         self.last = row
@@ -216,14 +279,23 @@ class Run:
         rows = []
         for r in range(batch.info.get("preview_rows", len(batch.prompts) // g)):
             lo, hi = r * g, (r + 1) * g  # the row's samples, in batch order
-            row = {"prompt": batch.prompts[lo], "group": batch.groups[lo], "label": batch.prompts[lo],
-                   "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()}}
+            row = {
+                "prompt": batch.prompts[lo],
+                "group": batch.groups[lo],
+                "label": batch.prompts[lo],
+                "rewards": {name: [float(x) for x in values[lo:hi]] for name, values in rewards.items()},
+            }
             if windows:  # E-GRPO: a row is one window column of G members
                 start, end = windows[(lo % members) // g]
                 row.update(window=[start, end], label=f"{batch.prompts[lo]} · SDE window {start}–{end}")
             rows.append(row)
-        meta = {"iteration": iteration, "policy_version": batch.info.get("policy_version"), "group_size": g,
-                "row_kind": "window column" if windows else "prompt group", "rows": rows}
+        meta = {
+            "iteration": iteration,
+            "policy_version": batch.info.get("policy_version"),
+            "group_size": g,
+            "row_kind": "window column" if windows else "prompt group",
+            "rows": rows,
+        }
         stem = self.run_dir / "samples" / f"iter_{iteration:05d}"
         M.write_json_atomic(stem.with_suffix(".json"), meta)  # first: a listed grid always has its rewards
         tmp = stem.with_name(f".{stem.name}.png.tmp")
@@ -238,8 +310,13 @@ class Run:
     def checkpoint(self, cluster, iteration: int, checksum: str) -> Path:
         tmp = checkpoint.begin(self.run_dir, iteration + 1)
         cluster.save(str(tmp))
-        state = {"next_iteration": iteration + 1, "policy_version": self.version, "weights_checksum": checksum,
-                 "prompt_sampler": self.prompts.state(), "seed": self.cfg.orchestrator.seed}
+        state = {
+            "next_iteration": iteration + 1,
+            "policy_version": self.version,
+            "weights_checksum": checksum,
+            "prompt_sampler": self.prompts.state(),
+            "seed": self.cfg.orchestrator.seed,
+        }
         return checkpoint.commit(tmp, state, dump_config(self.cfg))
 
     def due(self, iteration: int) -> bool:

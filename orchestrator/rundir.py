@@ -26,11 +26,20 @@ from orchestrator.errors import UserError
 # Fields a resume may change freely: they say how the run is executed and for how long, not what
 # it computes (orchestrator.iterations extends a finished run).
 OPERATIONAL = (
-    "orchestrator.iterations", "orchestrator.checkpoint_every", "orchestrator.sample_every",
-    "orchestrator.eval_before_after", "orchestrator.dashboard", "orchestrator.dashboard_host",
-    "orchestrator.dashboard_port", "orchestrator.worker_niceness",
-    "rollout.num_workers", "rollout.num_cpus", "rollout.torch_threads", "rollout.sync_timeout_s",
-    "learner.num_cpus", "learner.torch_threads",
+    "orchestrator.iterations",
+    "orchestrator.checkpoint_every",
+    "orchestrator.sample_every",
+    "orchestrator.eval_before_after",
+    "orchestrator.dashboard",
+    "orchestrator.dashboard_host",
+    "orchestrator.dashboard_port",
+    "orchestrator.worker_niceness",
+    "rollout.num_workers",
+    "rollout.num_cpus",
+    "rollout.torch_threads",
+    "rollout.sync_timeout_s",
+    "learner.num_cpus",
+    "learner.torch_threads",
 )
 
 
@@ -48,7 +57,9 @@ def holds_run(run_dir: Path) -> str | None:
     """What shows `run_dir` already holds a run ('3 metrics lines, checkpoints up to iter_000004'), or None."""
     lines = len(M.read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
     ckpts = checkpoint.complete(run_dir)
-    found = ([f"{lines} metrics lines"] if lines else []) + ([f"checkpoints up to {ckpts[0].name}"] if ckpts else [])
+    found = ([f"{lines} metrics lines"] if lines else []) + (
+        [f"checkpoints up to {ckpts[0].name}"] if ckpts else []
+    )
     return ", ".join(found) or None
 
 
@@ -66,8 +77,11 @@ def config_changes(old_yaml: str, cfg) -> list[tuple[str, object, object]]:
     """(field, value in the checkpoint, value now) for every field that differs."""
     old, new = flatten(yaml.safe_load(old_yaml) or {}), flatten(yaml.safe_load(dump_config(cfg)))
     missing = object()
-    return [(k, old.get(k, missing), new.get(k, missing)) for k in sorted(set(old) | set(new))
-            if old.get(k, missing) != new.get(k, missing)]
+    return [
+        (k, old.get(k, missing), new.get(k, missing))
+        for k in sorted(set(old) | set(new))
+        if old.get(k, missing) != new.get(k, missing)
+    ]
 
 
 def prepare(cfg, run_dir: Path, resume: bool, allow_config_changes: bool = False) -> Path | None:
@@ -78,22 +92,30 @@ def prepare(cfg, run_dir: Path, resume: bool, allow_config_changes: bool = False
     if not resume:
         used = holds_run(run_dir)
         if used:
-            raise UserError(f"--run-dir {run_dir} already holds a run ({used}); continue it with --resume, or "
-                            "give a new --run-dir (without --run-dir each run gets its own under runs/)")
+            raise UserError(
+                f"--run-dir {run_dir} already holds a run ({used}); continue it with --resume, or "
+                "give a new --run-dir (without --run-dir each run gets its own under runs/)"
+            )
         return None
     ckpt = checkpoint.latest(run_dir, warn=True)
     if ckpt is None:
         broken = checkpoint.complete(run_dir)
         why = f" ({len(broken)} there, none verifies)" if broken else ""
-        raise UserError(f"--resume: no complete checkpoint in {checkpoint.checkpoints_dir(run_dir)}{why}; "
-                        "start the run without --resume in a new --run-dir")
-    changes = config_changes((ckpt / "config.yaml").read_text(), cfg) if (ckpt / "config.yaml").is_file() else []
+        raise UserError(
+            f"--resume: no complete checkpoint in {checkpoint.checkpoints_dir(run_dir)}{why}; "
+            "start the run without --resume in a new --run-dir"
+        )
+    changes = (
+        config_changes((ckpt / "config.yaml").read_text(), cfg) if (ckpt / "config.yaml").is_file() else []
+    )
     refused = [c for c in changes if c[0] not in OPERATIONAL]
     if refused and not allow_config_changes:
         listing = "\n".join(f"  {k}: {_show(a)} (checkpoint) -> {_show(b)} (now)" for k, a, b in refused)
-        raise UserError(f"--resume: the config differs from {ckpt.name}'s in fields that change the run:\n{listing}\n"
-                        f"resume with the checkpoint's config (--config {ckpt / 'config.yaml'}), or pass "
-                        "--allow-config-changes to continue with the new values")
+        raise UserError(
+            f"--resume: the config differs from {ckpt.name}'s in fields that change the run:\n{listing}\n"
+            f"resume with the checkpoint's config (--config {ckpt / 'config.yaml'}), or pass "
+            "--allow-config-changes to continue with the new values"
+        )
     for k, a, b in changes:
         checkpoint.warn_once(f"--resume changes {k}: {_show(a)} -> {_show(b)}")
     return ckpt
@@ -109,16 +131,26 @@ def resolve_checkpoint(arg: str) -> Path:
     verifies, so a broken newest one falls back with a warning)."""
     p = Path(arg).expanduser()
     run_dir = {"checkpoints": p.parent, "latest": p.parent.parent}.get(p.name, p)
-    if (run_dir / "checkpoints").is_dir() and p in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "latest"):
+    if (run_dir / "checkpoints").is_dir() and p in (
+        run_dir,
+        run_dir / "checkpoints",
+        run_dir / "checkpoints" / "latest",
+    ):
         newest = checkpoint.latest(run_dir, warn=True)
         if newest is None:
-            raise UserError(f"--checkpoint {arg}: no checkpoint of {run_dir} verifies; give a checkpoints/iter_* dir")
+            raise UserError(
+                f"--checkpoint {arg}: no checkpoint of {run_dir} verifies; give a checkpoints/iter_* dir"
+            )
         return newest
     if not (p / "orchestrator.json").exists() and not (p / "policy.safetensors").exists():
-        raise UserError(f"--checkpoint {arg}: not a checkpoint; give a run dir, its checkpoints/latest or a "
-                        "checkpoints/iter_* dir, or 'base'")
+        raise UserError(
+            f"--checkpoint {arg}: not a checkpoint; give a run dir, its checkpoints/latest or a "
+            "checkpoints/iter_* dir, or 'base'"
+        )
     problems = checkpoint.verify(p)
     if problems:
-        raise UserError(f"--checkpoint {arg} is broken: {'; '.join(problems)}; give an earlier checkpoints/iter_* "
-                        "dir, or the run dir to take the newest one that verifies")
+        raise UserError(
+            f"--checkpoint {arg} is broken: {'; '.join(problems)}; give an earlier checkpoints/iter_* "
+            "dir, or the run dir to take the newest one that verifies"
+        )
     return p

@@ -78,10 +78,14 @@ class WeightSync:
     def _build_group(self, actors: list) -> None:
         addr, port = ray.get(self.learners[0].rendezvous.remote())
         world = len(actors) + 1
-        plans = [l.join_weight_group.remote(addr, port, world, self.backend, self.timeout_s, self.bucket_bytes)
-                 for l in self.learners]
-        joined = [w.join_weight_group.remote(addr, port, rank + 1, world, self.backend, self.timeout_s)
-                  for rank, w in enumerate(actors)]
+        plans = [
+            l.join_weight_group.remote(addr, port, world, self.backend, self.timeout_s, self.bucket_bytes)
+            for l in self.learners
+        ]
+        joined = [
+            w.join_weight_group.remote(addr, port, rank + 1, world, self.backend, self.timeout_s)
+            for rank, w in enumerate(actors)
+        ]
         ray.get(joined)
         self.plan_ref = ray.put(gather_learners(plans, "building the weight group")[0])  # rank 0's plan
         self.members = list(actors)
@@ -115,8 +119,10 @@ class WeightSync:
             except WORKER_DIED:
                 dead.append(i)
         if bad:
-            raise WeightMismatch(f"weight sync v{version}: rollout workers {bad} hold weights that differ from "
-                                 f"the learner's (checksum {self.checksum}); see rollout.weight_sync")
+            raise WeightMismatch(
+                f"weight sync v{version}: rollout workers {bad} hold weights that differ from "
+                f"the learner's (checksum {self.checksum}); see rollout.weight_sync"
+            )
         return dead
 
     @staticmethod

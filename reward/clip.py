@@ -33,11 +33,13 @@ class CLIPScorer(ModelScorer):
     def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:
         """b PIL images + b prompts -> cosine similarities float32 [b]."""
         pixels = self.image_processor(images=images, return_tensors="pt").pixel_values  # [b, 3, 224, 224]
-        text = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        text = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         image_embeds = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
-        text_embeds = self.model.get_text_features(input_ids=text.input_ids.to(self.device),
-                                                   attention_mask=text.attention_mask.to(self.device))
+        text_embeds = self.model.get_text_features(
+            input_ids=text.input_ids.to(self.device), attention_mask=text.attention_mask.to(self.device)
+        )
         image_embeds = _embeds(image_embeds).float()  # [b, P]
         text_embeds = _embeds(text_embeds).float()
         return torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)

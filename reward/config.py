@@ -20,43 +20,66 @@ class Section(BaseModel):
 
 class ScorerConfig(Section):
     name: str = Field(description="label used in metrics (reward/<name>/mean); unique")
-    kind: Literal["alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity"] = Field(
+    kind: Literal[
+        "alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity"
+    ] = Field(
         description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), hpsv3, clip, "
-                    "imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text "
-                    "of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)")
+        "imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text "
+        "of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)"
+    )
     weight: float = Field(1.0, description="w_m in the multi-reward aggregation")
-    path: str | None = Field(None, description="local path or hub id of the reward model, for model-based scorers")
-    base: str | None = Field(None, description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); imagereward: the BERT tokenizer (default bert-base-uncased)")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU")
+    path: str | None = Field(
+        None, description="local path or hub id of the reward model, for model-based scorers"
+    )
+    base: str | None = Field(
+        None,
+        description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); imagereward: the BERT tokenizer (default bert-base-uncased)",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU"
+    )
     batch_size: int = Field(16, ge=1, description="images per reward-model forward")
     num_gpus: float = Field(0, ge=0, description="GPU fraction of this scorer's reward worker")
-    num_cpus: float = Field(0, ge=0, description="Ray CPU resource of this scorer's reward worker (ocr kinds: also "
-                                                 "ONNX Runtime's intra-op threads, at least 1)")
-
+    num_cpus: float = Field(
+        0,
+        ge=0,
+        description="Ray CPU resource of this scorer's reward worker (ocr kinds: also "
+        "ONNX Runtime's intra-op threads, at least 1)",
+    )
 
     @model_validator(mode="after")
     def _model_needs_path(self):
         if self.kind in MODEL_KINDS and not self.path:
-            raise ValueError(f"reward scorer {self.name!r} (kind {self.kind}) has no path; set path to "
-                             f"{MODEL_KINDS[self.kind]}")
+            raise ValueError(
+                f"reward scorer {self.name!r} (kind {self.kind}) has no path; set path to "
+                f"{MODEL_KINDS[self.kind]}"
+            )
         return self
 
 
 class RewardConfig(Section):
     scorers: list[ScorerConfig] = Field(
-        default_factory=lambda: [ScorerConfig(name="preference", kind="preference"), ScorerConfig(name="alignment", kind="alignment")],
+        default_factory=lambda: [
+            ScorerConfig(name="preference", kind="preference"),
+            ScorerConfig(name="alignment", kind="alignment"),
+        ],
         description="one reward worker per scorer",
     )
     aggregation: Literal["advantage", "reward"] = Field(
-        "advantage", description="'advantage': A = Σ w_m·A_m (DanceGRPO); 'reward': normalise Σ w_m·r_m (Flow-GRPO)"
+        "advantage",
+        description="'advantage': A = Σ w_m·A_m (DanceGRPO); 'reward': normalise Σ w_m·r_m (Flow-GRPO)",
     )
     heldout: list[ScorerConfig] = Field(
-        default_factory=list, description="held-out judges: reward workers that score only the held-out evaluations "
+        default_factory=list,
+        description="held-out judges: reward workers that score only the held-out evaluations "
         "(before / after, and every orchestrator.heldout_every iterations), never the training batches; e.g. "
-        "ocr_heldout and fidelity. Their weight is unused")
+        "ocr_heldout and fidelity. Their weight is unused",
+    )
     chunk_weights: list[dict[str, float]] | None = Field(
-        None, description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. alignment early, "
-        "preference late); replaces the scorer weights for that chunk's advantage")
+        None,
+        description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. alignment early, "
+        "preference late); replaces the scorer weights for that chunk's advantage",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -70,5 +93,7 @@ class RewardConfig(Section):
         for j, mix in enumerate(self.chunk_weights or []):
             unknown = sorted(set(mix) - set(names))
             if unknown:
-                raise ValueError(f"reward.chunk_weights[{j}] names {unknown}, which are not in reward.scorers {names}")
+                raise ValueError(
+                    f"reward.chunk_weights[{j}] names {unknown}, which are not in reward.scorers {names}"
+                )
         return self

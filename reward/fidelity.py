@@ -34,7 +34,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     padded = np.pad(mask, ((0, 0), (radius, radius), (radius, radius)))
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            out |= padded[:, dy:dy + h, dx:dx + w]
+            out |= padded[:, dy : dy + h, dx : dx + w]
     return out
 
 

@@ -83,7 +83,9 @@ def ranknet_head(state_shapes: dict[str, tuple]) -> nn.Sequential:
     if found != expected:
         raise KeyError(f"rm_head keys {sorted(found)} are not HPSv3's ranknet head {sorted(expected)}")
     (h1, d), (h2, _), (out, _) = (state_shapes[f"rm_head.{i}.weight"] for i in (0, 3, 5))
-    return nn.Sequential(nn.Linear(d, h1), nn.ReLU(), nn.Dropout(0.0), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, out))
+    return nn.Sequential(
+        nn.Linear(d, h1), nn.ReLU(), nn.Dropout(0.0), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, out)
+    )
 
 
 class HPSv3Model(nn.Module):
@@ -101,8 +103,9 @@ class HPSv3Model(nn.Module):
         image = torch.cat(list(image)).to(embeds.dtype)  # [images · 256, D]
         mask = (input_ids == self.vlm.config.image_token_id)[..., None].expand_as(embeds)
         embeds = embeds.masked_scatter(mask, image)
-        hidden = model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                      use_cache=False).last_hidden_state  # [B, L, D]; position_ids None as official
+        hidden = model.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # [B, L, D]; position_ids None as official
         logits = self.rm_head(hidden.float())  # [B, L, 2]
         at_token = input_ids == self.reward_token_id
         if not bool((at_token.sum(1) == 1).all()):
@@ -123,17 +126,20 @@ class Processor:
         self.tokenizer = AutoTokenizer.from_pretrained(base, padding_side="right")
         self.image_processor = AutoImageProcessor.from_pretrained(base, backend="pil")
         try:
-            self.chat_template = json.loads(resolve_file(base, "chat_template.json").read_text())["chat_template"]
+            self.chat_template = json.loads(resolve_file(base, "chat_template.json").read_text())[
+                "chat_template"
+            ]
         except (FileNotFoundError, OSError):
             self.chat_template = self.tokenizer.chat_template  # newer repos keep it with the tokenizer
 
     def __call__(self, messages: list, images: list):
         pixels = self.image_processor(images=images, return_tensors="pt")  # pixel_values, image_grid_thw
-        merge = self.image_processor.merge_size ** 2
+        merge = self.image_processor.merge_size**2
         texts = []
         for conversation, thw in zip(messages, pixels["image_grid_thw"]):
-            text = self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template,
-                                                      tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                conversation, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            )
             texts.append(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * int(thw.prod() // merge), 1))
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
         return tokens.input_ids, tokens.attention_mask, pixels["pixel_values"], pixels["image_grid_thw"]
@@ -159,8 +165,10 @@ def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
             raise KeyError(f"{checkpoint} has no token embedding table ({EMBEDDINGS} or its 4.45 name)")
         rows = shapes[names[EMBEDDINGS]][0]
         if reward_id >= rows:
-            raise ValueError(f"{checkpoint} has {rows} embedding rows but {REWARD_TOKEN} is token {reward_id} of "
-                             f"{base}'s tokenizer: the checkpoint does not belong to this base model")
+            raise ValueError(
+                f"{checkpoint} has {rows} embedding rows but {REWARD_TOKEN} is token {reward_id} of "
+                f"{base}'s tokenizer: the checkpoint does not belong to this base model"
+            )
         with no_init_weights(), torch.device(device):  # every weight comes from the checkpoint
             vlm = Qwen2VLForConditionalGeneration._from_config(AutoConfig.from_pretrained(base), dtype=dtype)
             vlm.resize_token_embeddings(rows, mean_resizing=False)
@@ -170,7 +178,9 @@ def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
         params = dict(model.state_dict())
         missing, unexpected = sorted(set(params) - set(names)), sorted(set(names) - set(params))
         if missing or unexpected:
-            raise KeyError(f"{checkpoint} does not fit HPSv3 on {base}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+            raise KeyError(
+                f"{checkpoint} does not fit HPSv3 on {base}: missing {missing[:4]}, unexpected {unexpected[:4]}"
+            )
         with torch.no_grad():
             for ours, theirs in names.items():  # one tensor at a time: peak memory ≈ the model
                 params[ours].copy_(f.get_tensor(theirs))
@@ -180,19 +190,37 @@ def load_model(checkpoint, base: str, dtype: torch.dtype, device: str):
 class HPSv3Scorer(ModelScorer):
     name = "hpsv3"
 
-    def __init__(self, path: str, base: str | None = None, device: str = "cpu", dtype: str | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        path: str,
+        base: str | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int = 16,
+    ):
         super().__init__(device, dtype, batch_size)
-        self.model, self.processor = load_model(resolve_file(path, CHECKPOINT), base or BASE_MODEL, self.dtype,
-                                                device)
+        self.model, self.processor = load_model(
+            resolve_file(path, CHECKPOINT), base or BASE_MODEL, self.dtype, device
+        )
 
     def inputs(self, images: list, prompts: list[str]):
         """The official prepare_batch: pixel budget, chat template, right padding."""
         images = [resize_to_pixel_budget(im, PIXELS, PIXELS) for im in images]
-        messages = [[{"role": "user", "content": [
-            {"type": "image", "image": im, "min_pixels": PIXELS, "max_pixels": PIXELS},
-            {"type": "text", "text": INSTRUCTION.format(text_prompt=p) + PROMPT_WITH_SPECIAL_TOKEN}]}]
-            for im, p in zip(images, prompts)]
+        messages = [
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "image": im, "min_pixels": PIXELS, "max_pixels": PIXELS},
+                        {
+                            "type": "text",
+                            "text": INSTRUCTION.format(text_prompt=p) + PROMPT_WITH_SPECIAL_TOKEN,
+                        },
+                    ],
+                }
+            ]
+            for im, p in zip(images, prompts)
+        ]
         return self.processor(messages, images)
 
     def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:

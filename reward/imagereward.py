@@ -84,11 +84,18 @@ class ImageRewardModel(nn.Module):
         self.mlp = nn.Module()
         self.mlp.layers = nn.Sequential(*layers)
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         image_embeds = self.vision(pixel_values=pixel_values).last_hidden_state  # [B, 1 + N, Dv]
         image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        text = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,
-                         encoder_attention_mask=image_atts, is_decoder=False)
+        text = self.text(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_atts,
+            is_decoder=False,
+        )
         features = text.last_hidden_state[:, 0, :].float()  # [B, Dt] the [CLS] state
         r = self.mlp.layers(features)[:, 0]  # [B] (the head is float32)
         return (r - REWARD_MEAN) / REWARD_STD
@@ -102,20 +109,36 @@ def configs_from_checkpoint(state: dict[str, torch.Tensor], med_config: dict):
     patch = state["blip.visual_encoder.patch_embed.proj.weight"].shape[-1]
     tokens = state["blip.visual_encoder.pos_embed"].shape[1] - 1
     depth = len({k.split(".")[3] for k in state if k.startswith("blip.visual_encoder.blocks.")})
-    vision = BlipVisionConfig(hidden_size=width, intermediate_size=state["blip.visual_encoder.blocks.0.mlp.fc1.weight"].shape[0],
-                              num_hidden_layers=depth, num_attention_heads=width // HEAD_DIM, patch_size=patch,
-                              image_size=int(round(tokens ** 0.5)) * patch, layer_norm_eps=1e-6, hidden_act="gelu",
-                              attention_dropout=0.0)
+    vision = BlipVisionConfig(
+        hidden_size=width,
+        intermediate_size=state["blip.visual_encoder.blocks.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=depth,
+        num_attention_heads=width // HEAD_DIM,
+        patch_size=patch,
+        image_size=int(round(tokens**0.5)) * patch,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+        attention_dropout=0.0,
+    )
     text = BlipTextConfig(
-        vocab_size=med_config["vocab_size"], hidden_size=med_config["hidden_size"],
-        encoder_hidden_size=width, intermediate_size=med_config["intermediate_size"],
-        num_hidden_layers=med_config["num_hidden_layers"], num_attention_heads=med_config["num_attention_heads"],
-        max_position_embeddings=med_config["max_position_embeddings"], hidden_act=med_config["hidden_act"],
-        layer_norm_eps=med_config["layer_norm_eps"], pad_token_id=med_config.get("pad_token_id", 0),
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, is_decoder=True,  # is_decoder: build cross-attention
+        vocab_size=med_config["vocab_size"],
+        hidden_size=med_config["hidden_size"],
+        encoder_hidden_size=width,
+        intermediate_size=med_config["intermediate_size"],
+        num_hidden_layers=med_config["num_hidden_layers"],
+        num_attention_heads=med_config["num_attention_heads"],
+        max_position_embeddings=med_config["max_position_embeddings"],
+        hidden_act=med_config["hidden_act"],
+        layer_norm_eps=med_config["layer_norm_eps"],
+        pad_token_id=med_config.get("pad_token_id", 0),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        is_decoder=True,  # is_decoder: build cross-attention
     )
     linears = sorted({int(k.split(".")[2]) for k in state if k.startswith("mlp.layers.")})
-    mlp_dims = [state[f"mlp.layers.{linears[0]}.weight"].shape[1]] + [state[f"mlp.layers.{i}.weight"].shape[0] for i in linears]
+    mlp_dims = [state[f"mlp.layers.{linears[0]}.weight"].shape[1]] + [
+        state[f"mlp.layers.{i}.weight"].shape[0] for i in linears
+    ]
     return vision, text, mlp_dims
 
 
@@ -130,7 +153,9 @@ def load_model(checkpoint, med_config_path) -> ImageRewardModel:
     params = model.state_dict()
     missing, unexpected = sorted(set(params) - set(ours)), sorted(set(ours) - set(params))
     if missing or unexpected:
-        raise KeyError(f"{checkpoint} does not fit ImageReward: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise KeyError(
+            f"{checkpoint} does not fit ImageReward: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     model.load_state_dict(ours, strict=True)
     return model.eval()
 
@@ -148,8 +173,14 @@ def load_tokenizer(base: str):
 class ImageRewardScorer(ModelScorer):
     name = "imagereward"
 
-    def __init__(self, path: str, base: str | None = None, device: str = "cpu", dtype: str | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        path: str,
+        base: str | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int = 16,
+    ):
         super().__init__(device, dtype, batch_size)
         model = load_model(resolve_file(path, "ImageReward.pt"), resolve_file(path, "med_config.json"))
         self.model = model.to(device, self.dtype)
@@ -159,7 +190,11 @@ class ImageRewardScorer(ModelScorer):
     def score_batch(self, images: list, prompts: list[str]) -> torch.Tensor:
         """b PIL images + b prompts -> normalised ImageReward float32 [b] (module docstring)."""
         pixels = torch.stack([clip_style(im, IMAGE_SIZE) for im in images])  # [b, 3, 224, 224]
-        text = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
-                              return_tensors="pt")
-        return self.model(pixels.to(self.device, self.dtype), text.input_ids.to(self.device),
-                          text.attention_mask.to(self.device))
+        text = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt"
+        )
+        return self.model(
+            pixels.to(self.device, self.dtype),
+            text.input_ids.to(self.device),
+            text.attention_mask.to(self.device),
+        )

@@ -22,7 +22,9 @@ def resolve_file(path: str, filename: str) -> Path:
         return p
     if p.is_dir():
         if not (p / filename).is_file():
-            raise FileNotFoundError(f"{p} has no {filename}; point the scorer's path at the directory holding it")
+            raise FileNotFoundError(
+                f"{p} has no {filename}; point the scorer's path at the directory holding it"
+            )
         return p / filename
     from huggingface_hub import hf_hub_download
 

@@ -29,8 +29,10 @@ def target_text(prompt: str) -> str:
     """The quoted text of a prompt (Flow-GRPO: prompt.split('"')[1]); ValueError if none."""
     parts = prompt.split('"')
     if len(parts) < 3 or not parts[1].strip():
-        raise ValueError(f'OCR reward: prompt {prompt!r} names no text in double quotes; write it like '
-                         'a sign that says "k7pa" (the scorer reads the text between the first pair of quotes)')
+        raise ValueError(
+            f"OCR reward: prompt {prompt!r} names no text in double quotes; write it like "
+            'a sign that says "k7pa" (the scorer reads the text between the first pair of quotes)'
+        )
     return parts[1]
 
 
@@ -91,9 +93,16 @@ class PPOCRv4Scorer(OCRScorer):
         from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
 
         model = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
-        self.model = TextRecognizer({"model_path": str(model), "rec_img_shape": [3, 48, 320],
-                                     "rec_batch_num": batch_size, "intra_op_num_threads": threads,
-                                     "inter_op_num_threads": 1, "use_cuda": False})
+        self.model = TextRecognizer(
+            {
+                "model_path": str(model),
+                "rec_img_shape": [3, 48, 320],
+                "rec_batch_num": batch_size,
+                "intra_op_num_threads": threads,
+                "inter_op_num_threads": 1,
+                "use_cuda": False,
+            }
+        )
 
     def recognise(self, crops: list[np.ndarray]) -> list[str]:
         results, _ = self.model(crops)
@@ -110,13 +119,19 @@ class PPOCRv6Scorer(OCRScorer):
         from rapidocr import ModelType, OCRVersion, RapidOCR
 
         model = Path(rapidocr.__file__).parent / "models" / "PP-OCRv6_rec_small.onnx"
-        self.engine = RapidOCR(params={
-            "Global.use_det": False, "Global.use_cls": False, "Global.log_level": "warning",
-            "Rec.ocr_version": OCRVersion.PPOCRV6, "Rec.model_type": ModelType.SMALL, "Rec.model_path": str(model),
-            "Rec.rec_batch_num": batch_size,
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-        })
+        self.engine = RapidOCR(
+            params={
+                "Global.use_det": False,
+                "Global.use_cls": False,
+                "Global.log_level": "warning",
+                "Rec.ocr_version": OCRVersion.PPOCRV6,
+                "Rec.model_type": ModelType.SMALL,
+                "Rec.model_path": str(model),
+                "Rec.rec_batch_num": batch_size,
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
 
     def recognise(self, crops: list[np.ndarray]) -> list[str]:
         return list(self.engine.recognize_txt(crops).txts)

@@ -54,7 +54,10 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 def normalize(image: Image.Image, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD) -> torch.Tensor:
     """ToTensor + Normalize: PIL RGB -> float32 [3, H, W]."""
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    x = (
+        torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        / 255
+    )
     mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
     return (x - mean_t) / std_t
@@ -65,8 +68,13 @@ def clip_style(image: Image.Image, size: int = 224) -> torch.Tensor:
     return normalize(center_crop(resize_shorter_side(image, size), size))
 
 
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 4 * 28 * 28,
-                 max_pixels: int = 16384 * 28 * 28) -> tuple[int, int]:
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = 4 * 28 * 28,
+    max_pixels: int = 16384 * 28 * 28,
+) -> tuple[int, int]:
     """(h, w) multiples of `factor` with h·w within [min_pixels, max_pixels], aspect kept."""
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio of {height}x{width} exceeds 200, which Qwen2-VL cannot take")

@@ -69,7 +69,9 @@ def foreground(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Soft foreground weights [B, H, W] and background colour [B, 3] of images in [0, 1]."""
     background = np.median(x.reshape(len(x), -1, 3), axis=1)  # [B, 3]
     dist = np.linalg.norm(x - background[:, None, None, :], axis=-1)  # [B, H, W]
-    return np.clip((dist - FOREGROUND_RAMP[0]) / (FOREGROUND_RAMP[1] - FOREGROUND_RAMP[0]), 0.0, 1.0), background
+    return np.clip(
+        (dist - FOREGROUND_RAMP[0]) / (FOREGROUND_RAMP[1] - FOREGROUND_RAMP[0]), 0.0, 1.0
+    ), background
 
 
 def _hue_posterior(rgb: np.ndarray) -> np.ndarray:
@@ -133,7 +135,9 @@ class AlignmentScorer:
             except ValueError as err:
                 bad.append(err)
         if bad:
-            raise ValueError(f"{len(bad)} of {len(prompts)} prompts are outside the alignment grammar; first: {bad[0]}")
+            raise ValueError(
+                f"{len(bad)} of {len(prompts)} prompts are outside the alignment grammar; first: {bad[0]}"
+            )
 
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         x, w, background, area, colour, centroid = _scene_measurements(images)

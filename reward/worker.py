@@ -37,7 +37,9 @@ def _clip(cfg: ScorerConfig, device: str):
 def _imagereward(cfg: ScorerConfig, device: str):
     from reward.imagereward import ImageRewardScorer
 
-    return ImageRewardScorer(cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return ImageRewardScorer(
+        cfg.path, base=cfg.base, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size
+    )
 
 
 def _ocr(cfg: ScorerConfig, device: str):
@@ -103,8 +105,10 @@ def device_of(num_gpus: float) -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    warnings.warn(f"reward scorer num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
-                  stacklevel=2)
+    warnings.warn(
+        f"reward scorer num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
+        stacklevel=2,
+    )
     return "cpu"
 
 
@@ -120,8 +124,13 @@ class RewardWorker:
         self.seconds = 0.0
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "node": os.uname().nodename, "scorer": self.cfg.name,
-                "images": self.images_done, "seconds": self.seconds}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "scorer": self.cfg.name,
+            "images": self.images_done,
+            "seconds": self.seconds,
+        }
 
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         start = time.perf_counter()
@@ -129,7 +138,9 @@ class RewardWorker:
             raise ValueError(f"scorer {self.cfg.name} got {len(prompts)} prompts for {len(images)} images")
         rewards = np.asarray(self.scorer.score(images, prompts), dtype=np.float32)
         if rewards.shape != (len(images),):
-            raise ValueError(f"scorer {self.cfg.name} returned shape {rewards.shape} for {len(images)} images")
+            raise ValueError(
+                f"scorer {self.cfg.name} returned shape {rewards.shape} for {len(images)} images"
+            )
         self.images_done += len(images)
         self.seconds += time.perf_counter() - start
         return rewards

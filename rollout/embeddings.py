@@ -23,8 +23,16 @@ def prompt_key(prompt: str) -> str:
     return hashlib.sha1(prompt.encode()).hexdigest()[:20]
 
 
-def write_embeddings(text_encoder, prompts: list[str], out_dir: str | Path, *, kind: str, model: str,
-                     batch_size: int = 16, shard_size: int = 1024) -> Path:
+def write_embeddings(
+    text_encoder,
+    prompts: list[str],
+    out_dir: str | Path,
+    *,
+    kind: str,
+    model: str,
+    batch_size: int = 16,
+    shard_size: int = 1024,
+) -> Path:
     """Encode `prompts` (deduplicated, order kept) with `text_encoder` and write the cache."""
     from safetensors.torch import save_file
 
@@ -34,11 +42,11 @@ def write_embeddings(text_encoder, prompts: list[str], out_dir: str | Path, *, k
     index: dict[str, list[str]] = {}
     fields: list[str] = []
     for s, lo in enumerate(range(0, len(prompts), shard_size)):
-        shard_prompts = prompts[lo:lo + shard_size]
+        shard_prompts = prompts[lo : lo + shard_size]
         name = f"embeddings-{s:05d}.safetensors"
         tensors = {}
         for b in range(0, len(shard_prompts), batch_size):
-            batch = shard_prompts[b:b + batch_size]
+            batch = shard_prompts[b : b + batch_size]
             encoded = text_encoder(batch)
             fields = sorted(encoded)
             for i, p in enumerate(batch):
@@ -64,8 +72,10 @@ class EmbeddingCache:
             )
         meta = json.loads((self.dir / INDEX).read_text())
         if meta["kind"] != kind:
-            raise ValueError(f"model.embeddings {str(self.dir)!r} holds {meta['kind']} embeddings but model.path "
-                             f"{model_path!r} is a {kind} model; re-run `raygrpo embed` for this model")
+            raise ValueError(
+                f"model.embeddings {str(self.dir)!r} holds {meta['kind']} embeddings but model.path "
+                f"{model_path!r} is a {kind} model; re-run `raygrpo embed` for this model"
+            )
         self.model, self.fields, self.index = meta["model"], meta["fields"], meta["prompts"]
 
     def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:

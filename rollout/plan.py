@@ -48,7 +48,9 @@ class SlidingWindow:
         if self.size < 1 or self.shift_every < 1 or self.stride < 1:
             raise ValueError(f"sliding window size, shift_every and stride must be >= 1, got {self}")
         if self.limit < 1:
-            raise ValueError(f"sliding window limit must be >= 1 (a schedule of >= 3 steps), got {self.limit}")
+            raise ValueError(
+                f"sliding window limit must be >= 1 (a schedule of >= 3 steps), got {self.limit}"
+            )
 
     def start(self, iteration: int) -> int:
         positions = (self.limit - 1) // self.stride + 1
@@ -83,7 +85,9 @@ class RolloutPlan:
         n = len(self.sigmas) - 1
         for name in ("sde", "trainable"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"RolloutPlan.{name} has {len(getattr(self, name))} entries for {n} transitions")
+                raise ValueError(
+                    f"RolloutPlan.{name} has {len(getattr(self, name))} entries for {n} transitions"
+                )
         if self.sde_kind not in SDE_KINDS:
             raise ValueError(f"sde_kind must be one of {SDE_KINDS}, got {self.sde_kind!r}")
         if any(t and not s for t, s in zip(self.trainable, self.sde)):
@@ -124,17 +128,27 @@ class RolloutPlan:
 
     def exp_entropies(self) -> list[float]:
         """E(k, k+1) of every base transition (logged in plan.json)."""
-        return [_exp_entropy(self.sigmas, k, k + 1, self.noise_level, self.sde_kind) for k in range(self.num_transitions)]
+        return [
+            _exp_entropy(self.sigmas, k, k + 1, self.noise_level, self.sde_kind)
+            for k in range(self.num_transitions)
+        ]
 
     def describe(self, iterations: int) -> dict:
         """plan.json: the grid, SDE / trainable transitions, E per step, windows with their E,
         and for a sliding window the window of every iteration (as runs of iterations)."""
-        out = {"sigmas": list(self.sigmas), "sde": list(self.sde), "trainable": list(self.trainable),
-               "trainable_steps": [k for k, t in enumerate(self.trainable) if t],
-               "noise_level": self.noise_level, "sde_kind": self.sde_kind, "exp_entropy": self.exp_entropies(),
-               "windows": [list(w) for w in self.windows],
-               "window_exp_entropy": [_exp_entropy(self.sigmas, s, e, self.noise_level, self.sde_kind)
-                                      for s, e in self.windows]}
+        out = {
+            "sigmas": list(self.sigmas),
+            "sde": list(self.sde),
+            "trainable": list(self.trainable),
+            "trainable_steps": [k for k, t in enumerate(self.trainable) if t],
+            "noise_level": self.noise_level,
+            "sde_kind": self.sde_kind,
+            "exp_entropy": self.exp_entropies(),
+            "windows": [list(w) for w in self.windows],
+            "window_exp_entropy": [
+                _exp_entropy(self.sigmas, s, e, self.noise_level, self.sde_kind) for s, e in self.windows
+            ],
+        }
         if self.sliding is not None:
             runs: list[dict] = []
             for it in range(iterations):
@@ -143,14 +157,24 @@ class RolloutPlan:
                     runs[-1]["iterations"][1] = it
                 else:
                     runs.append({"iterations": [it, it], "sde_steps": steps})
-            out["sliding_window"] = {"size": self.sliding.size, "shift_every": self.sliding.shift_every,
-                                     "stride": self.sliding.stride, "limit": self.sliding.limit, "schedule": runs}
+            out["sliding_window"] = {
+                "size": self.sliding.size,
+                "shift_every": self.sliding.shift_every,
+                "stride": self.sliding.stride,
+                "limit": self.sliding.limit,
+                "schedule": runs,
+            }
         return out
 
 
 def _exp_entropy(sigmas, start: int, end: int, noise_level: float, kind: str) -> float:
-    std = transition_std(float(sigmas[start]), float(sigmas[end]), noise_level=noise_level, kind=kind,
-                         guard_sigma=float(sigmas[1]))
+    std = transition_std(
+        float(sigmas[start]),
+        float(sigmas[end]),
+        noise_level=noise_level,
+        kind=kind,
+        guard_sigma=float(sigmas[1]),
+    )
     return SQRT_2_PI_E * float(std)
 
 
@@ -163,7 +187,7 @@ def step_exp_entropy(sigmas, start: int, end: int, noise_level: float) -> float:
 def _merge_windows(sigmas, noise_level: float, tau: float, active, kind: str) -> list[tuple[int, int]]:
     n = len(sigmas) - 1
     windows = []
-    for k in (range(n // 2) if active is None else active):
+    for k in range(n // 2) if active is None else active:
         length = 1
         while k + length < n and _exp_entropy(sigmas, k, k + length, noise_level, kind) < tau:
             length += 1
@@ -178,27 +202,55 @@ def entropy_merge_windows(sigmas, noise_level: float, tau: float = 2.2, active=N
     return _merge_windows(sigmas, noise_level, tau, active, "flow")
 
 
-def sde_plan(num_steps: int, *, shift: float = 3.0, noise_level: float, sde_kind: str, train_last: bool = False) -> RolloutPlan:
+def sde_plan(
+    num_steps: int, *, shift: float = 3.0, noise_level: float, sde_kind: str, train_last: bool = False
+) -> RolloutPlan:
     """Every transition SDE (DanceGRPO, Chunk-GRPO, Flow-GRPO); the last one trainable only
     with `train_last`."""
     sigmas = tuple(sigma_schedule(num_steps, shift).tolist())
     trainable = tuple(train_last or k < num_steps - 1 for k in range(num_steps))
-    return RolloutPlan(sigmas=sigmas, sde=(True,) * num_steps, trainable=trainable, noise_level=noise_level,
-                       sde_kind=sde_kind)
+    return RolloutPlan(
+        sigmas=sigmas,
+        sde=(True,) * num_steps,
+        trainable=trainable,
+        noise_level=noise_level,
+        sde_kind=sde_kind,
+    )
 
 
-def sliding_window_plan(num_steps: int, *, shift: float = 3.0, noise_level: float, sde_kind: str, size: int,
-                        shift_every: int, stride: int = 1) -> RolloutPlan:
+def sliding_window_plan(
+    num_steps: int,
+    *,
+    shift: float = 3.0,
+    noise_level: float,
+    sde_kind: str,
+    size: int,
+    shift_every: int,
+    stride: int = 1,
+) -> RolloutPlan:
     """MixGRPO: SDE (and trained) inside the sliding window, ODE elsewhere. Windows stay below
     N − 2, the release's `max_timesteps = sampling_steps − 2` (an exclusive bound there too)."""
     sliding = SlidingWindow(size=size, shift_every=shift_every, stride=stride, limit=num_steps - 2)
-    plan = RolloutPlan(sigmas=tuple(sigma_schedule(num_steps, shift).tolist()), sde=(False,) * num_steps,
-                       trainable=(False,) * num_steps, noise_level=noise_level, sde_kind=sde_kind, sliding=sliding)
+    plan = RolloutPlan(
+        sigmas=tuple(sigma_schedule(num_steps, shift).tolist()),
+        sde=(False,) * num_steps,
+        trainable=(False,) * num_steps,
+        noise_level=noise_level,
+        sde_kind=sde_kind,
+        sliding=sliding,
+    )
     return replace(plan.at(0), sliding=sliding)
 
 
-def entropy_window_plan(num_steps: int, *, shift: float = 3.0, noise_level: float, sde_kind: str = "flow",
-                        tau: float = 2.2, active_fraction: float = 0.5) -> RolloutPlan:
+def entropy_window_plan(
+    num_steps: int,
+    *,
+    shift: float = 3.0,
+    noise_level: float,
+    sde_kind: str = "flow",
+    tau: float = 2.2,
+    active_fraction: float = 0.5,
+) -> RolloutPlan:
     """E-GRPO's plan: one window per active start k < active_fraction·N, on the base grid
     (never rebuilt). A window that reaches σ = 0 is a configuration error (§2.2)."""
     sigmas = tuple(sigma_schedule(num_steps, shift).tolist())
@@ -212,7 +264,14 @@ def entropy_window_plan(num_steps: int, *, shift: float = 3.0, noise_level: floa
             raise ValueError(
                 f"rollout.entropy_threshold {tau}: the window of step {start} reaches σ = 0 (E({start}, {end}) = "
                 f"{e_max:.3f} < {tau}), so all its members would decode one image; lower rollout.entropy_threshold "
-                "or rollout.branch_window")
+                "or rollout.branch_window"
+            )
     mask = tuple(k in active for k in range(num_steps))
-    return RolloutPlan(sigmas=sigmas, sde=mask, trainable=mask, noise_level=noise_level, sde_kind=sde_kind,
-                       windows=tuple(windows))
+    return RolloutPlan(
+        sigmas=sigmas,
+        sde=mask,
+        trainable=mask,
+        noise_level=noise_level,
+        sde_kind=sde_kind,
+        windows=tuple(windows),
+    )

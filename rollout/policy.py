@@ -67,8 +67,13 @@ def _model_module(path: str):
     return module
 
 
-def load_policy(path: str = TINY, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                options: ModelConfig | None = None) -> Policy:
+def load_policy(
+    path: str = TINY,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    options: ModelConfig | None = None,
+) -> Policy:
     """Load a policy (module docstring); `options` carries the rest of the model config."""
     options = options or ModelConfig(path=path)
     # built in `dtype` on `device` directly (12 B float32 parameters would be 47 GB); .to() moves the rest

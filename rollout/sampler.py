@@ -42,13 +42,19 @@ def _member_noise(gens, shape, device) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
 
 
-def _velocity(policy: Policy, x: torch.Tensor, sigma, cond: Conditioning, micro_batch: int | None) -> torch.Tensor:
+def _velocity(
+    policy: Policy, x: torch.Tensor, sigma, cond: Conditioning, micro_batch: int | None
+) -> torch.Tensor:
     """policy.velocity in calls of at most `micro_batch` samples."""
     step = micro_batch or len(x)
     if len(x) <= step:
         return policy.velocity(x, sigma, cond)
-    return torch.cat([policy.velocity(x[lo:lo + step], sigma, cond.take(list(range(lo, min(lo + step, len(x))))))
-                      for lo in range(0, len(x), step)])
+    return torch.cat(
+        [
+            policy.velocity(x[lo : lo + step], sigma, cond.take(list(range(lo, min(lo + step, len(x))))))
+            for lo in range(0, len(x), step)
+        ]
+    )
 
 
 @torch.no_grad()
@@ -65,8 +71,16 @@ def run_plan(policy: Policy, cond: Conditioning, x: torch.Tensor, plan: RolloutP
         x = latents[-1]
         velocity = policy.velocity(x, sigma, cond)
         if plan.sde[i]:
-            step = sde_step(x, velocity, sigma, sigma_next, noise_level=plan.noise_level, kind=plan.sde_kind,
-                            noise=_member_noise(gens, x.shape[1:], x.device), guard_sigma=plan.guard_sigma)
+            step = sde_step(
+                x,
+                velocity,
+                sigma,
+                sigma_next,
+                noise_level=plan.noise_level,
+                kind=plan.sde_kind,
+                noise=_member_noise(gens, x.shape[1:], x.device),
+                guard_sigma=plan.guard_sigma,
+            )
             latents.append(step.x_next)
             log_probs[:, i] = step.log_prob.cpu()
         else:
@@ -76,8 +90,15 @@ def run_plan(policy: Policy, cond: Conditioning, x: torch.Tensor, plan: RolloutP
 
 
 @torch.no_grad()
-def run_windows(policy: Policy, cond: Conditioning, x: torch.Tensor, plan: RolloutPlan, noise_seeds, group_size: int,
-                micro_batch: int | None = None):
+def run_windows(
+    policy: Policy,
+    cond: Conditioning,
+    x: torch.Tensor,
+    plan: RolloutPlan,
+    noise_seeds,
+    group_size: int,
+    micro_batch: int | None = None,
+):
     """E-GRPO (ALGORITHMS.md §2.3): x [P, *latent] is one initial noise per prompt, cond [P].
     Members are laid out per prompt as K columns of `group_size`; column c takes plan.windows[c]
     = (k, e): one SDE step σ_k → σ_e from the anchor's x_k (with the anchor's velocity there:
@@ -103,9 +124,16 @@ def run_windows(policy: Policy, cond: Conditioning, x: torch.Tensor, plan: Rollo
         now = torch.nonzero(starts == t).flatten()  # leave the anchor at x_t with one window step
         if len(now):
             v_anchor = policy.velocity(anchor, sigma, cond)  # [P, ...]
-            step = sde_step(anchor[prompt_of[now]], v_anchor[prompt_of[now]], sigma, sigmas[ends[now]],
-                            noise_level=plan.noise_level, kind=plan.sde_kind, guard_sigma=plan.guard_sigma,
-                            noise=_member_noise([gens[i] for i in now.tolist()], x.shape[1:], x.device))
+            step = sde_step(
+                anchor[prompt_of[now]],
+                v_anchor[prompt_of[now]],
+                sigma,
+                sigmas[ends[now]],
+                noise_level=plan.noise_level,
+                kind=plan.sde_kind,
+                guard_sigma=plan.guard_sigma,
+                noise=_member_noise([gens[i] for i in now.tolist()], x.shape[1:], x.device),
+            )
             states[now] = step.x_next
             log_probs[now, t] = step.log_prob.cpu()
             if on.any():
@@ -148,9 +176,17 @@ def branch_path(velocity, x, sigmas, window, noise, *, noise_level, stride=1) ->
     z = x.float()
     for k in range(s):
         z = ode_step(z, velocity(z, sigmas[k]), sigmas[k], sigmas[k + 1])
-    step = sde_step(z, velocity(z, sigmas[s]), sigmas[s], sigmas[e], noise_level=noise_level, kind="flow",
-                    noise=noise, guard_sigma=sigmas[1])
-    grid = [sigmas[e]] + sigmas[e + 1::stride]
+    step = sde_step(
+        z,
+        velocity(z, sigmas[s]),
+        sigmas[s],
+        sigmas[e],
+        noise_level=noise_level,
+        kind="flow",
+        noise=noise,
+        guard_sigma=sigmas[1],
+    )
+    grid = [sigmas[e]] + sigmas[e + 1 :: stride]
     y = step.x_next
     for a, b in zip(grid[:-1], grid[1:]):
         v = velocity(y, a).float()
@@ -186,7 +222,9 @@ def generate(
     (learner.chunking's ChunkSelector, handed in by the orchestrator; default: every trainable
     transition)."""
     if plan.windows:
-        latents, log_probs, x0 = _window_rollout(policy, prompts, plan, initial_seeds, noise_seeds, group_size, micro_batch)
+        latents, log_probs, x0 = _window_rollout(
+            policy, prompts, plan, initial_seeds, noise_seeds, group_size, micro_batch
+        )
         members = plan.members_per_group(group_size)
         cols = [plan.windows[(i % members) // group_size] for i in range(len(prompts))]
         train_steps = torch.tensor([[c[0]] for c in cols])  # [B, 1]
@@ -203,7 +241,9 @@ def generate(
         latents, log_probs, x0 = (torch.cat([p[i] for p in parts]) for i in range(3))
         # Training-step selection, from a stream of each member's own seed.
         select = select or all_trainable
-        train_steps, chunk_ids = select(latents, list(plan.trainable), [derive_seed(s, 1) for s in noise_seeds])
+        train_steps, chunk_ids = select(
+            latents, list(plan.trainable), [derive_seed(s, 1) for s in noise_seeds]
+        )
         train_ends = torch.where(train_steps >= 0, train_steps + 1, -1)
     images = policy.decode(x0.to(policy.device))
     traj = Trajectory(
@@ -232,17 +272,24 @@ def _window_rollout(policy, prompts, plan, initial_seeds, noise_seeds, group_siz
     per_call = max(1, (micro_batch or len(prompts)) // group_size)  # prompts per call
     parts = []
     for lo in range(0, len(starts), per_call):
-        firsts = starts[lo:lo + per_call]
+        firsts = starts[lo : lo + per_call]
         cond = policy.encode([prompts[i] for i in firsts])
         x = noise_from_seeds([initial_seeds[i] for i in firsts], policy.latent_shape, policy.device)
-        seeds = noise_seeds[firsts[0]:firsts[-1] + members]
+        seeds = noise_seeds[firsts[0] : firsts[-1] + members]
         parts.append(run_windows(policy, cond, x, plan, seeds, group_size, micro_batch))
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
 
 
 @torch.no_grad()
-def sample_ode(policy: Policy, prompts: list[str], initial_seeds, *, num_steps: int, shift: float = 3.0,
-               micro_batch: int = 64) -> np.ndarray:
+def sample_ode(
+    policy: Policy,
+    prompts: list[str],
+    initial_seeds,
+    *,
+    num_steps: int,
+    shift: float = 3.0,
+    micro_batch: int = 64,
+) -> np.ndarray:
     """Deterministic ODE samples from seeded initial noise: uint8 [B, H, W, 3]."""
     sigmas = sigma_schedule(num_steps, shift).tolist()
     images = []

@@ -72,8 +72,9 @@ def ode_step(x: torch.Tensor, velocity: torch.Tensor, sigma, sigma_next) -> torc
     return x + velocity.float() * dt
 
 
-def diffusion_coefficient(sigma, sigma_next, *, noise_level: float, kind: str,
-                          guard_sigma: float | None = None) -> torch.Tensor:
+def diffusion_coefficient(
+    sigma, sigma_next, *, noise_level: float, kind: str, guard_sigma: float | None = None
+) -> torch.Tensor:
     """g for one step; sigma / sigma_next are floats or tensors of one shape (returned shape).
     Flow kind at σ = 1: σ' = guard_sigma, or sigma_next when None (Flow-GRPO's guard,
     `sigmas[1]` in every reference, which a merged E-GRPO window must keep)."""
@@ -88,7 +89,9 @@ def diffusion_coefficient(sigma, sigma_next, *, noise_level: float, kind: str,
     raise ValueError(f"sde kind must be one of {SDE_KINDS}, got {kind!r}")
 
 
-def transition_std(sigma, sigma_next, *, noise_level: float, kind: str, guard_sigma: float | None = None) -> torch.Tensor:
+def transition_std(
+    sigma, sigma_next, *, noise_level: float, kind: str, guard_sigma: float | None = None
+) -> torch.Tensor:
     """std = g·sqrt(−Δt) of one transition (same shape as sigma)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float32)
     dt = torch.as_tensor(sigma_next, dtype=torch.float32, device=sigma.device) - sigma
@@ -96,8 +99,9 @@ def transition_std(sigma, sigma_next, *, noise_level: float, kind: str, guard_si
     return g * torch.sqrt(-dt)
 
 
-def transition_entropy(sigma, sigma_next, *, noise_level: float, kind: str,
-                       guard_sigma: float | None = None) -> torch.Tensor:
+def transition_entropy(
+    sigma, sigma_next, *, noise_level: float, kind: str, guard_sigma: float | None = None
+) -> torch.Tensor:
     """Differential entropy per element of one transition: ½·log(2πe) + log(std)."""
     std = transition_std(sigma, sigma_next, noise_level=noise_level, kind=kind, guard_sigma=guard_sigma)
     return 0.5 * math.log(2 * math.pi * math.e) + torch.log(std)

@@ -102,8 +102,16 @@ class Trajectory:
     def select(self, index: torch.Tensor | list[int]) -> "Trajectory":
         """The samples at `index` (a sub-batch with the same schedule)."""
         index = torch.as_tensor(index, dtype=torch.long)
-        per_sample = {"columns", "latents", "log_probs", "train_steps", "train_ends", "chunk_ids",
-                      "initial_seeds", "noise_seeds"}
+        per_sample = {
+            "columns",
+            "latents",
+            "log_probs",
+            "train_steps",
+            "train_ends",
+            "chunk_ids",
+            "initial_seeds",
+            "noise_seeds",
+        }
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)

@@ -93,7 +93,7 @@ def unpack(flat: torch.Tensor, bucket: list[TensorSpec]) -> dict[str, torch.Tens
     """Inverse of `pack`: views into `flat`, one per spec."""
     out, offset = {}, 0
     for s in bucket:
-        out[s.name] = flat[offset:offset + s.numel].view(s.shape)
+        out[s.name] = flat[offset : offset + s.numel].view(s.shape)
         offset += s.numel
     if offset != flat.numel():
         raise ValueError(f"bucket of {flat.numel()} elements, specs describe {offset}")
@@ -134,9 +134,11 @@ def _digest_device(words: torch.Tensor) -> torch.Tensor:
     weights = _odd_weights(words.device)
     total = torch.zeros(2, dtype=torch.int64, device=words.device)
     for k, lo in enumerate(range(0, words.numel(), _CHUNK)):
-        u = words[lo:lo + _CHUNK].to(torch.int32)  # [c] (a view for 4-byte elements)
+        u = words[lo : lo + _CHUNK].to(torch.int32)  # [c] (a view for 4-byte elements)
         total[0] += u.sum()  # int32 summed in int64: exact
-        total[1] += (u * weights[:u.numel()]).sum() * _signed(((k + 1) * _PHI) | 1, 64)  # int64 wraps: mod 2^64
+        total[1] += (u * weights[: u.numel()]).sum() * _signed(
+            ((k + 1) * _PHI) | 1, 64
+        )  # int64 wraps: mod 2^64
     return total
 
 
@@ -147,9 +149,11 @@ def _digest_host(words) -> tuple[int, int]:
     weights = _odd_weights(torch.device("cpu")).numpy()
     s = w = 0
     for k, lo in enumerate(range(0, words.size, _CHUNK)):
-        u = words[lo:lo + _CHUNK].astype(np.int32)
+        u = words[lo : lo + _CHUNK].astype(np.int32)
         s += int(u.sum(dtype=np.int64))
-        w += int((u * weights[:u.size]).sum(dtype=np.int64)) * ((((k + 1) * _PHI) | 1) % 2**64)  # int32 products wrap
+        w += int((u * weights[: u.size]).sum(dtype=np.int64)) * (
+            (((k + 1) * _PHI) | 1) % 2**64
+        )  # int32 products wrap
     return _signed(s, 64), _signed(w, 64)
 
 
@@ -200,8 +204,15 @@ class WeightGroup:
 
     Every member constructs it at the same time (the TCPStore waits for all of them)."""
 
-    def __init__(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
-                 timeout_s: float = 600):
+    def __init__(
+        self,
+        master_addr: str,
+        master_port: int,
+        rank: int,
+        world_size: int,
+        backend: str,
+        timeout_s: float = 600,
+    ):
         import torch.distributed as dist
 
         timeout = timedelta(seconds=timeout_s)
@@ -229,8 +240,9 @@ class WeightGroup:
         for bucket in plan:
             self.send_bucket(pack(state, bucket))
 
-    def receive(self, plan: list[list[TensorSpec]],
-                into: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def receive(
+        self, plan: list[list[TensorSpec]], into: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Ranks ≥ 1: the broadcast state. With `into` (name -> tensor, e.g. the policy's own
         weights) each bucket is copied into those tensors as it arrives and freed, so the extra
         memory is one bucket; returns `into`. Without it, a new dict of tensors on this group's device."""
@@ -239,7 +251,9 @@ class WeightGroup:
         if missing:
             raise KeyError(f"weight broadcast carries tensors this worker lacks: {missing[:3]}")
         for bucket in plan:
-            flat = torch.empty(sum(s.numel for s in bucket), dtype=DTYPES[bucket[0].dtype], device=self.device)
+            flat = torch.empty(
+                sum(s.numel for s in bucket), dtype=DTYPES[bucket[0].dtype], device=self.device
+            )
             self._broadcast(flat)
             if into is None:
                 state.update(unpack(flat, bucket))

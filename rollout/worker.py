@@ -33,18 +33,29 @@ PROBE_SEED, PROBE_SIGMA = 20_240_601, 0.5  # the fixed input of `probe`
 def pick_device(num_gpus: float) -> str:
     """This actor's device, decided inside it from what Ray gave it (never on the driver)."""
     if num_gpus > 0 and not torch.cuda.is_available():
-        warnings.warn(f"rollout.num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
-                      stacklevel=2)
+        warnings.warn(
+            f"rollout.num_gpus is {num_gpus} but this actor sees no CUDA device; it runs on the CPU",
+            stacklevel=2,
+        )
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
 class RolloutWorker:
-    def __init__(self, model: ModelConfig, rollout: RolloutConfig, plan: RolloutPlan, run_seed: int, index: int,
-                 select=None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        rollout: RolloutConfig,
+        plan: RolloutPlan,
+        run_seed: int,
+        index: int,
+        select=None,
+    ):
         torch.set_num_threads(rollout.torch_threads)
         self.cfg = rollout
         self.plan = plan
-        self.select = select  # (latents, trainable, seeds) -> (train_steps, chunk_ids); None: every trainable step
+        self.select = (
+            select  # (latents, trainable, seeds) -> (train_steps, chunk_ids); None: every trainable step
+        )
         self.run_seed = run_seed
         self.index = index
         self.policy: Policy = policy_from_config(model, device=pick_device(rollout.num_gpus))
@@ -57,8 +68,14 @@ class RolloutWorker:
 
     def info(self) -> dict:
         """Small facts for the worker table: pid, node, version, images generated, busy seconds."""
-        return {"pid": os.getpid(), "node": os.uname().nodename, "policy_version": self.policy_version,
-                "images": self.images_done, "seconds": self.seconds, "index": self.index}
+        return {
+            "pid": os.getpid(),
+            "node": os.uname().nodename,
+            "policy_version": self.policy_version,
+            "images": self.images_done,
+            "seconds": self.seconds,
+            "index": self.index,
+        }
 
     def load_weights(self, state: dict[str, torch.Tensor], version: int) -> str:
         """Install published weights; returns their checksum (compared with the learner's),
@@ -77,8 +94,9 @@ class RolloutWorker:
         compares it across each sync, which a state-dict checksum cannot do: weights loaded into
         parameters the forward never reads (a LoRA adapter not bound) still match the learner's."""
         x = noise_from_seeds([PROBE_SEED], self.policy.latent_shape, self.policy.device)
-        velocity = self.policy.velocity(x, torch.full((1,), PROBE_SIGMA, device=self.policy.device),
-                                        self.policy.encode([prompt]))
+        velocity = self.policy.velocity(
+            x, torch.full((1,), PROBE_SIGMA, device=self.policy.device), self.policy.encode([prompt])
+        )
         return hashlib.blake2b(velocity.float().cpu().numpy().tobytes(), digest_size=16).hexdigest()
 
     def export_weights(self) -> dict[str, torch.Tensor]:
@@ -87,8 +105,9 @@ class RolloutWorker:
         return self.policy.trainable_state()
 
     # -- broadcast weight sync (GPU clusters; gloo on CPU) ----------------------------------------
-    def join_weight_group(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
-                          timeout_s: float) -> int:
+    def join_weight_group(
+        self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str, timeout_s: float
+    ) -> int:
         """Join (or re-join, after the pool changed) the learner's weight broadcast group."""
         if self.weight_group is not None:
             self.weight_group.close()
@@ -99,7 +118,9 @@ class RolloutWorker:
         """Receive one broadcast of the learner's weights (bucket plan from the learner); returns
         their checksum, like `load_weights`."""
         if self.weight_group is None:
-            raise RuntimeError("receive_weights before join_weight_group: the cluster must build the group first")
+            raise RuntimeError(
+                "receive_weights before join_weight_group: the cluster must build the group first"
+            )
         self.weight_group.receive(plan, into=self.policy.trainable_tensors())  # bucket by bucket, in place
         self.policy_version = version
         return self.policy.checksum()
@@ -117,23 +138,43 @@ class RolloutWorker:
             columns += [self.plan.column_label(group_id, m, g) for m in range(members)]
             initial += a
             noise += b
-        images, traj = generate(self.policy, prompts, columns, self.plan.at(iteration), initial, noise,
-                                self.policy_version, micro_batch=self.cfg.micro_batch, group_size=g, select=self.select)
+        images, traj = generate(
+            self.policy,
+            prompts,
+            columns,
+            self.plan.at(iteration),
+            initial,
+            noise,
+            self.policy_version,
+            micro_batch=self.cfg.micro_batch,
+            group_size=g,
+            select=self.select,
+        )
         seconds = time.perf_counter() - start
         self.images_done += len(images)
         self.seconds += seconds
-        info = {"worker": self.index, "samples": len(images), "seconds": seconds,
-                "policy_version": self.policy_version, "groups": [gid for gid, _ in groups]}
+        info = {
+            "worker": self.index,
+            "samples": len(images),
+            "seconds": seconds,
+            "policy_version": self.policy_version,
+            "groups": [gid for gid, _ in groups],
+        }
         if preview:  # the first rows of G samples, in batch order: prompt groups, or E-GRPO's branch columns
             info["preview_rows"] = min(len(images) // g, 4)
             info["preview_png"] = _png(images, cols=g, rows=info["preview_rows"])
         return images, traj, info
 
-
     def sample_ode(self, prompts: list[str], seeds: list[int], preview_cols: int = 0):
         """Deterministic ODE samples for evaluation: (images, info[, preview PNG of the first rows])."""
-        images = sample_ode(self.policy, prompts, seeds, num_steps=self.cfg.num_steps, shift=self.plan_shift,
-                            micro_batch=self.cfg.micro_batch)
+        images = sample_ode(
+            self.policy,
+            prompts,
+            seeds,
+            num_steps=self.cfg.num_steps,
+            shift=self.plan_shift,
+            micro_batch=self.cfg.micro_batch,
+        )
         info = {"samples": len(images)}
         if preview_cols and len(images):
             cols = min(preview_cols, len(images))  # a worker holding less than one row still shows it

@@ -51,8 +51,11 @@ def reward_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("reward_models")
     base, hps = write_hpsv3(root / "qwen2vl_base", root / "hpsv3")
     ir = write_imagereward(root / "imagereward")
-    return {"hpsv3": (str(hps), str(base)), "clip": (str(write_clip(root / "clip")), None),
-            "imagereward": (str(ir), str(ir / "tokenizer"))}
+    return {
+        "hpsv3": (str(hps), str(base)),
+        "clip": (str(write_clip(root / "clip")), None),
+        "imagereward": (str(ir), str(ir / "tokenizer")),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,11 @@ def resolve(name: str) -> Path:
 
 
 def test_every_row_of_the_bad_input_table_names_an_existing_test():
-    rows = [ln for ln in (ROOT / "docs" / "bad-inputs.md").read_text().splitlines()
-            if ln.startswith("| ") and not ln.startswith(("| bad input", "| fault", "| missing"))]
+    rows = [
+        ln
+        for ln in (ROOT / "docs" / "bad-inputs.md").read_text().splitlines()
+        if ln.startswith("| ") and not ln.startswith(("| bad input", "| fault", "| missing"))
+    ]
     assert len(rows) >= 40
     previous: list[tuple[Path, str | None]] = []
     for row in rows:

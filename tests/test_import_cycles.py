@@ -39,8 +39,10 @@ def imported_modules(name: str, source: str, modules, is_package: bool = False) 
 
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
-    return {name: imported_modules(name, path.read_text(), modules, path.name == "__init__.py")
-            for name, path in modules.items()}
+    return {
+        name: imported_modules(name, path.read_text(), modules, path.name == "__init__.py")
+        for name, path in modules.items()
+    }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -99,7 +101,9 @@ def test_the_checker_finds_a_cycle_and_reads_function_level_and_relative_imports
     source = "import os\ndef f():\n    from ..a import x\n    from . import b\n    import pkg.sub\n"
     assert imported_modules("pkg.sub.c", source, modules) == {"pkg.a", "pkg.sub.b", "pkg.sub"}
     # on the project: rollout/policy.py imports the model families only inside _model_module
-    assert {"rollout.models.tiny", "rollout.models.flux", "rollout.models.sd3"} <= import_graph()["rollout.policy"]
+    assert {"rollout.models.tiny", "rollout.models.flux", "rollout.models.sd3"} <= import_graph()[
+        "rollout.policy"
+    ]
 
 
 def test_no_import_cycles():

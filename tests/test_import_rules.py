@@ -14,7 +14,13 @@ ALLOWED = {
     "learner": {"learner", "rollout.sde", "rollout.trajectory", "rollout.weight_sync"},
     "orchestrator": set(PACKAGES),
 }
-PURE_MATH = ["rollout/sde.py", "learner/advantages.py", "learner/chunking.py", "learner/objective.py", "learner/schedule.py"]
+PURE_MATH = [
+    "rollout/sde.py",
+    "learner/advantages.py",
+    "learner/chunking.py",
+    "learner/objective.py",
+    "learner/schedule.py",
+]
 PURE_OK = {"torch", "numpy", "math", "dataclasses", "__future__", "typing"}
 
 
@@ -42,7 +48,9 @@ def test_package_imports_only_what_design_allows(package):
             top = name.split(".")[0]
             if top in PACKAGES and not allowed(name, ALLOWED[package]):
                 # `from rollout import sde` yields "rollout" too: judge it by its member
-                if name == top and any(allowed(f"{name}.{m}", ALLOWED[package]) for m in ("sde", "trajectory", "weight_sync")):
+                if name == top and any(
+                    allowed(f"{name}.{m}", ALLOWED[package]) for m in ("sde", "trajectory", "weight_sync")
+                ):
                     continue
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, "\n".join(bad)
@@ -64,12 +72,23 @@ def test_pure_math_modules_import_only_torch_and_numpy(module):
     assert names <= PURE_OK, names - PURE_OK
 
 
-@pytest.mark.parametrize("module", ["reward/hpsv3.py", "reward/clip.py", "reward/imagereward.py",
-                                    "reward/preprocess.py", "reward/worker.py", "tests/fixtures/reward_models.py"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "reward/hpsv3.py",
+        "reward/clip.py",
+        "reward/imagereward.py",
+        "reward/preprocess.py",
+        "reward/worker.py",
+        "tests/fixtures/reward_models.py",
+    ],
+)
 def test_scorers_never_import_torchvision(module):
     """Preprocessing is PIL + torch; torchvision has no CPU build beside our torch (issue 5).
     (Module-level and function-level imports alike; tests/reward/test_scorers.py also checks
     at run time that scoring never imports it.)"""
     names = {n.split(".")[0] for n in project_imports(ROOT / module)}
     assert "torchvision" not in names
-    assert not any(n.split(".")[0] in ("rollout", "learner", "orchestrator") for n in project_imports(ROOT / module))
+    assert not any(
+        n.split(".")[0] in ("rollout", "learner", "orchestrator") for n in project_imports(ROOT / module)
+    )

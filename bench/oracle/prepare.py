@@ -30,9 +30,14 @@ from tests.fixtures.reward_models import write_hpsv3, write_imagereward  # noqa:
 
 # (height, width): square generator sizes, non-square ones, and odd crop margins
 SIZES = [(512, 512), (720, 720), (200, 300), (383, 257), (225, 230), (64, 64)]
-PROMPTS = ["a red circle at the top left on a blue background", "a photo of a cat on a green background",
-           "A cute chibi fox, smiling, sticker art", "", "the blue square at the center",
-           "a very long prompt " + "with many repeated words " * 12]
+PROMPTS = [
+    "a red circle at the top left on a blue background",
+    "a photo of a cat on a green background",
+    "A cute chibi fox, smiling, sticker art",
+    "",
+    "the blue square at the center",
+    "a very long prompt " + "with many repeated words " * 12,
+]
 
 
 def make_images(rng: np.random.Generator) -> list[np.ndarray]:
@@ -56,8 +61,15 @@ def main() -> None:
     torch.set_num_threads(2)
     start = time.time()
     base, hps = write_hpsv3(work / "qwen_base", work / "hps", seed=0)
-    ir = write_imagereward(work / "imagereward", seed=0, vision_width=1024, vision_depth=24,
-                           text_width=768, text_layers=2, text_heads=12)
+    ir = write_imagereward(
+        work / "imagereward",
+        seed=0,
+        vision_width=1024,
+        vision_depth=24,
+        text_width=768,
+        text_layers=2,
+        text_heads=12,
+    )
     shutil.copytree(ir / "tokenizer", work / "bert-base-uncased", dirs_exist_ok=True)
     images = make_images(np.random.default_rng(0))
     (work / "images").mkdir(exist_ok=True)
@@ -80,8 +92,11 @@ def main() -> None:
     np.savez(work / "ours.npz", **out)
     import transformers
 
-    meta = {"torch": torch.__version__, "transformers": transformers.__version__,
-            "seconds": round(time.time() - start, 1)}
+    meta = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "seconds": round(time.time() - start, 1),
+    }
     (work / "ours.json").write_text(json.dumps(meta, indent=1))
     print("ours:", {k: out[k].round(5).tolist() for k in ("hpsv3", "imagereward")}, flush=True)
 

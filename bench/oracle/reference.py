@@ -27,9 +27,16 @@ def hps_config(work: Path) -> Path:
     import yaml
 
     cfg = yaml.safe_load((Path(hpsv3.__file__).parent / "config" / "HPSv3_7B.yaml").read_text())
-    cfg.update(model_name_or_path=str(work / "qwen_base"), bf16=False, torch_dtype="float32",
-               disable_flash_attn2=True, output_dir=str(work / "hps_out"), report_to="none",
-               dataloader_num_workers=0, gradient_checkpointing=False)
+    cfg.update(
+        model_name_or_path=str(work / "qwen_base"),
+        bf16=False,
+        torch_dtype="float32",
+        disable_flash_attn2=True,
+        output_dir=str(work / "hps_out"),
+        report_to="none",
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,
+    )
     path = work / "HPSv3_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -48,10 +55,15 @@ def main() -> None:
 
     from hpsv3 import HPSv3RewardInferencer
 
-    hps = HPSv3RewardInferencer(config_path=str(hps_config(work)), checkpoint_path=str(work / "hps" / "HPSv3.safetensors"),
-                                device="cpu")
+    hps = HPSv3RewardInferencer(
+        config_path=str(hps_config(work)),
+        checkpoint_path=str(work / "hps" / "HPSv3.safetensors"),
+        device="cpu",
+    )
     with torch.no_grad():
-        out["hpsv3"] = np.array([hps.reward([im], [q])[0][0].item() for im, q in zip(images, prompts)], np.float32)
+        out["hpsv3"] = np.array(
+            [hps.reward([im], [q])[0][0].item() for im, q in zip(images, prompts)], np.float32
+        )
         for i, (im, q) in enumerate(zip(images, prompts)):
             batch = hps.prepare_batch([im], [q])
             out[f"hpsv3_pixels_{i}"] = batch["pixel_values"].numpy()
@@ -59,8 +71,11 @@ def main() -> None:
 
     import ImageReward as RM
 
-    model = RM.load(str(work / "imagereward" / "ImageReward.pt"), device="cpu",
-                    med_config=str(work / "imagereward" / "med_config.json"))
+    model = RM.load(
+        str(work / "imagereward" / "ImageReward.pt"),
+        device="cpu",
+        med_config=str(work / "imagereward" / "med_config.json"),
+    )
     state = torch.load(work / "imagereward" / "ImageReward.pt", map_location="cpu")
     missing = sorted(set(model.state_dict()) - set(state))  # the official load is strict=False: check it
     with torch.no_grad():
@@ -70,9 +85,21 @@ def main() -> None:
     np.savez(work / "reference.npz", **out)
     import importlib.metadata as md
 
-    meta = {"packages": {name: md.version(name) for name in
-                         ("torch", "torchvision", "transformers", "hpsv3", "image-reward", "timm", "tokenizers")},
-            "imagereward_keys_missing_from_checkpoint": missing}
+    meta = {
+        "packages": {
+            name: md.version(name)
+            for name in (
+                "torch",
+                "torchvision",
+                "transformers",
+                "hpsv3",
+                "image-reward",
+                "timm",
+                "tokenizers",
+            )
+        },
+        "imagereward_keys_missing_from_checkpoint": missing,
+    }
     (work / "reference.json").write_text(json.dumps(meta, indent=1))
     print("reference:", {k: out[k].round(5).tolist() for k in ("hpsv3", "imagereward")}, flush=True)
 

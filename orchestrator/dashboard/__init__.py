@@ -50,9 +50,13 @@ def start_dashboard(cfg, run_dir: Path, status) -> LiveDashboard:
         status.update(dashboard_url=server.url, ray_dashboard_url=ray_dashboard_url())
         return LiveDashboard(server)
     except Exception as err:  # noqa: BLE001 - the dashboard is optional, the run is not
-        log.warning("dashboard not started (%s: %s); training goes on. Set orchestrator.dashboard_host to a local "
-                    "address and orchestrator.dashboard_port to a free port (0 picks one), or "
-                    "orchestrator.dashboard=false", type(err).__name__, err)
+        log.warning(
+            "dashboard not started (%s: %s); training goes on. Set orchestrator.dashboard_host to a local "
+            "address and orchestrator.dashboard_port to a free port (0 picks one), or "
+            "orchestrator.dashboard=false",
+            type(err).__name__,
+            err,
+        )
         return LiveDashboard()
 
 

@@ -129,7 +129,9 @@ class RunDir:
                 meta = json.loads(png.with_suffix(".json").read_text())
             except (FileNotFoundError, json.JSONDecodeError):
                 meta = None  # a run from before the dashboard: the grid without rewards
-            iterations.append({"iteration": int(png.stem.removeprefix("iter_")), "image": png.name, "meta": meta})
+            iterations.append(
+                {"iteration": int(png.stem.removeprefix("iter_")), "image": png.name, "meta": meta}
+            )
         evals.sort(key=lambda e: e["tag"] != "before")  # before, then after
         return finite({"iterations": iterations, "eval": evals})
 

@@ -27,14 +27,22 @@ class RayMetrics:
         try:
             from ray.util.metrics import Gauge
 
-            self.iteration = Gauge("raygrpo_iteration", "last completed iteration (0-based)", tag_keys=("run",))
-            self.images_per_s = Gauge("raygrpo_images_per_s", "images per second of iteration wall time",
-                                      tag_keys=("run",))
-            self.staleness = Gauge("raygrpo_staleness", "policy versions between rollout weights and trained weights",
-                                   tag_keys=("run",))
-            self.actor_images_per_s = Gauge("raygrpo_actor_images_per_s",
-                                            "images an actor generated, scored or trained on per busy second",
-                                            tag_keys=("run", "role", "index"))
+            self.iteration = Gauge(
+                "raygrpo_iteration", "last completed iteration (0-based)", tag_keys=("run",)
+            )
+            self.images_per_s = Gauge(
+                "raygrpo_images_per_s", "images per second of iteration wall time", tag_keys=("run",)
+            )
+            self.staleness = Gauge(
+                "raygrpo_staleness",
+                "policy versions between rollout weights and trained weights",
+                tag_keys=("run",),
+            )
+            self.actor_images_per_s = Gauge(
+                "raygrpo_actor_images_per_s",
+                "images an actor generated, scored or trained on per busy second",
+                tag_keys=("run", "role", "index"),
+            )
         except Exception as err:  # noqa: BLE001 - any failure only turns the metrics off
             self._disable(err)
 
@@ -63,5 +71,9 @@ class RayMetrics:
 
     def _disable(self, err: Exception) -> None:
         self.enabled = False
-        log.warning("Ray metrics are off for this run (%s: %s); training goes on, and metrics.jsonl, "
-                    "TensorBoard and the dashboard still have every number", type(err).__name__, err)
+        log.warning(
+            "Ray metrics are off for this run (%s: %s); training goes on, and metrics.jsonl, "
+            "TensorBoard and the dashboard still have every number",
+            type(err).__name__,
+            err,
+        )

@@ -27,12 +27,16 @@ from orchestrator.dashboard.data import RunDir
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
-         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-         "/static/app.css": ("app.css", "text/css; charset=utf-8")}
+PAGES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+}
 # The page loads only what this server serves: the CSP makes the browser refuse anything else.
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-       "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class Response:
@@ -53,8 +57,10 @@ def plotly_js() -> Path:
     spec = importlib.util.find_spec("plotly")
     path = Path(spec.origin).parent / "package_data" / "plotly.min.js" if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise FileNotFoundError("plotly.min.js not found: the dashboard's charts need the plotly package "
-                                "(pip install plotly, or pip install -e .)")
+        raise FileNotFoundError(
+            "plotly.min.js not found: the dashboard's charts need the plotly package "
+            "(pip install plotly, or pip install -e .)"
+        )
     return path
 
 
@@ -66,7 +72,9 @@ def route(run: RunDir, target: str) -> Response:
         name, content_type = PAGES[path]
         return Response(200, (STATIC / name).read_bytes(), content_type, cache="no-cache")
     if path == "/static/plotly.min.js":
-        return Response(200, plotly_js().read_bytes(), "text/javascript; charset=utf-8", cache="max-age=86400")
+        return Response(
+            200, plotly_js().read_bytes(), "text/javascript; charset=utf-8", cache="max-age=86400"
+        )
     if path == "/api/status":
         return json_response(run.status())
     if path == "/api/metrics":
@@ -79,7 +87,9 @@ def route(run: RunDir, target: str) -> Response:
         return json_response(run.samples())
     if path.startswith("/samples/"):
         file = run.sample_file(path.removeprefix("/samples/"))
-        return Response(200, file.read_bytes(), "image/png", cache="max-age=3600") if file else not_found(path)
+        return (
+            Response(200, file.read_bytes(), "image/png", cache="max-age=3600") if file else not_found(path)
+        )
     return not_found(path)
 
 
@@ -96,8 +106,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def refuse(self):
         """The dashboard is read-only: no method that could change the run is served."""
-        self._respond(json_response({"error": f"{self.command} not allowed: the dashboard is read-only"}, 405),
-                      body=True, extra={"Allow": "GET, HEAD"})
+        self._respond(
+            json_response({"error": f"{self.command} not allowed: the dashboard is read-only"}, 405),
+            body=True,
+            extra={"Allow": "GET, HEAD"},
+        )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse
 
@@ -110,9 +123,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _respond(self, response: Response, body: bool, extra: dict | None = None) -> None:
         self.send_response(response.code)
-        headers = {"Content-Type": response.content_type, "Content-Length": str(len(response.body)),
-                   "Cache-Control": response.cache, "Content-Security-Policy": CSP,
-                   "X-Content-Type-Options": "nosniff", **(extra or {})}
+        headers = {
+            "Content-Type": response.content_type,
+            "Content-Length": str(len(response.body)),
+            "Cache-Control": response.cache,
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            **(extra or {}),
+        }
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
@@ -135,8 +153,8 @@ class DashboardHTTPServer(ThreadingHTTPServer):
 class DashboardServer:
     """The server for one run dir, serving from a daemon thread until stop().
 
-        server = DashboardServer(run_dir, "127.0.0.1", 8266).start()
-        print(server.url); ...; server.stop()
+    server = DashboardServer(run_dir, "127.0.0.1", 8266).start()
+    print(server.url); ...; server.stop()
     """
 
     def __init__(self, run_dir: str | Path, host: str = "127.0.0.1", port: int = 8266):

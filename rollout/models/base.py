@@ -59,8 +59,13 @@ class Policy(torch.nn.Module):
     # 1 GiB of CPU memory holds ~250 prompts (a few iterations' worth; the rest is re-read).
     cache_bytes = 1 << 30
 
-    def __init__(self, transformer: torch.nn.Module, text_encoder: TextEncoder, dtype: torch.dtype,
-                 trainable_names: list[str] | None = None):
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        text_encoder: TextEncoder,
+        dtype: torch.dtype,
+        trainable_names: list[str] | None = None,
+    ):
         super().__init__()
         self.transformer = transformer
         self.text_encoder = text_encoder  # an nn.Module (moves with .to()) or a cache reader
@@ -68,7 +73,9 @@ class Policy(torch.nn.Module):
         # Full fine-tuning trains every transformer weight; LoRA lists only its adapters.
         self.trainable_names = trainable_names or [n for n, _ in transformer.named_parameters()]
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
-        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()  # prompt -> CPU tensors, LRU order
+        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = (
+            OrderedDict()
+        )  # prompt -> CPU tensors, LRU order
         self._cache_used = 0
 
     @property
@@ -102,8 +109,7 @@ class Policy(torch.nn.Module):
         while self._cache_used > self.cache_bytes and len(self._cache) > 1:
             _, dropped = self._cache.popitem(last=False)
             self._cache_used -= sum(t.nbytes for t in dropped.values())
-        return Conditioning({k: torch.stack([r[k] for r in rows]).to(self.device)
-                             for k in rows[0]})
+        return Conditioning({k: torch.stack([r[k] for r in rows]).to(self.device) for k in rows[0]})
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError

@@ -19,8 +19,14 @@ def setup_trainable(transformer: torch.nn.Module, options: ModelConfig, default:
 
         transformer.requires_grad_(False)
         # lora_B starts at zero, so the adapted policy starts exactly at the base model.
-        transformer.add_adapter(LoraConfig(r=options.lora.rank, lora_alpha=options.lora.alpha,
-                                           target_modules=list(options.lora.targets), init_lora_weights=True))
+        transformer.add_adapter(
+            LoraConfig(
+                r=options.lora.rank,
+                lora_alpha=options.lora.alpha,
+                target_modules=list(options.lora.targets),
+                init_lora_weights=True,
+            )
+        )
         names = [n for n, p in transformer.named_parameters() if p.requires_grad]
     else:
         transformer.requires_grad_(True)
@@ -59,7 +65,7 @@ def vae_decode(vae, latents: torch.Tensor) -> np.ndarray:
     step = decode_batch(vae, latents.shape[-2] * scale, latents.shape[-1] * scale)
     images = []
     for lo in range(0, latents.shape[0], step):
-        z = latents[lo:lo + step] / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        z = latents[lo : lo + step] / cfg.scaling_factor + (cfg.shift_factor or 0.0)
         pixels = vae.decode(z.to(vae.dtype), return_dict=False)[0].float()  # [b, 3, H, W] in ~[-1, 1]
         pixels = (pixels / 2 + 0.5).clamp(0, 1)
         images.append((pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())

@@ -1,16 +1,16 @@
 """FLUX.1 as a Policy: diffusers `FluxTransformer2DModel`, read from a FluxPipeline layout.
 
-    pipeline dir   transformer/ vae/ text_encoder/ (CLIP-L) tokenizer/ text_encoder_2/ (T5)
-                   tokenizer_2/ scheduler/ model_index.json — local or a hub id
-    latents        VAE latents [16, H/8, W/8] packed in 2×2 patches: one sample is
-                   [L, 64] with L = (H/16)·(W/16) tokens (in_channels = 4 × latent channels)
-    img_ids        [L, 3] = (0, row, col) of each packed token (FLUX's 2-D RoPE positions)
-    conditioning   prompt_embeds [B, T, 4096] (T5 last hidden state, T = max_sequence_length),
-                   pooled [B, 768] (CLIP pooler output); txt_ids are zeros [T, 3]
-    guidance       FLUX.1-dev is guidance-distilled: the transformer takes the guidance scale
-                   as an input (one forward per step, no CFG); schnell has no guidance embedding
-    timestep       sigma in [0, 1] (the transformer multiplies timestep and guidance by 1000)
-    decode         unpack -> z / scaling_factor + shift_factor -> VAE -> uint8
+pipeline dir   transformer/ vae/ text_encoder/ (CLIP-L) tokenizer/ text_encoder_2/ (T5)
+               tokenizer_2/ scheduler/ model_index.json — local or a hub id
+latents        VAE latents [16, H/8, W/8] packed in 2×2 patches: one sample is
+               [L, 64] with L = (H/16)·(W/16) tokens (in_channels = 4 × latent channels)
+img_ids        [L, 3] = (0, row, col) of each packed token (FLUX's 2-D RoPE positions)
+conditioning   prompt_embeds [B, T, 4096] (T5 last hidden state, T = max_sequence_length),
+               pooled [B, 768] (CLIP pooler output); txt_ids are zeros [T, 3]
+guidance       FLUX.1-dev is guidance-distilled: the transformer takes the guidance scale
+               as an input (one forward per step, no CFG); schnell has no guidance embedding
+timestep       sigma in [0, 1] (the transformer multiplies timestep and guidance by 1000)
+decode         unpack -> z / scaling_factor + shift_factor -> VAE -> uint8
 """
 
 from __future__ import annotations
@@ -39,10 +39,20 @@ class FluxTextEncoder(torch.nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         device = next(self.clip.parameters()).device
-        clip_ids = self.clip_tokenizer(prompts, padding="max_length", max_length=self.clip_tokenizer.model_max_length,
-                                       truncation=True, return_tensors="pt").input_ids
-        t5_ids = self.t5_tokenizer(prompts, padding="max_length", max_length=self.max_sequence_length,
-                                   truncation=True, return_tensors="pt").input_ids
+        clip_ids = self.clip_tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.clip_tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        t5_ids = self.t5_tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         pooled = self.clip(clip_ids.to(device), output_hidden_states=False).pooler_output  # [B, 768]
         embeds = self.t5(t5_ids.to(device), output_hidden_states=False)[0]  # [B, T, 4096]
         return {"prompt_embeds": embeds, "pooled": pooled}
@@ -70,9 +80,16 @@ def latent_image_ids(h: int, w: int) -> torch.Tensor:
     return ids.reshape(-1, 3)
 
 
-def transformer_velocity(transformer, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning,
-                         dtype: torch.dtype, img_ids: torch.Tensor, txt_ids: torch.Tensor,
-                         guidance: torch.Tensor | None = None) -> torch.Tensor:
+def transformer_velocity(
+    transformer,
+    x: torch.Tensor,
+    sigma: torch.Tensor | float,
+    cond: Conditioning,
+    dtype: torch.dtype,
+    img_ids: torch.Tensor,
+    txt_ids: torch.Tensor,
+    guidance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One `FluxTransformer2DModel` call (FLUX.1 and the tiny models): v ≈ eps − x0.
 
     x [B, L, D] tokens, sigma float or [B], cond prompt_embeds [B, T, E] and pooled [B, P],
@@ -94,14 +111,24 @@ def transformer_velocity(transformer, x: torch.Tensor, sigma: torch.Tensor | flo
 
 
 class FluxPolicy(Policy):
-    def __init__(self, transformer, vae, text_encoder, resolution: int, guidance_scale: float, dtype,
-                 trainable_names=None):
+    def __init__(
+        self,
+        transformer,
+        vae,
+        text_encoder,
+        resolution: int,
+        guidance_scale: float,
+        dtype,
+        trainable_names=None,
+    ):
         super().__init__(transformer, text_encoder, dtype, trainable_names)
         self.vae = frozen(vae)
         self.resolution = resolution
         scale = vae_scale_factor(vae)
         if resolution % (2 * scale):
-            raise ValueError(f"model.resolution {resolution} must be a multiple of {2 * scale} for this FLUX VAE")
+            raise ValueError(
+                f"model.resolution {resolution} must be a multiple of {2 * scale} for this FLUX VAE"
+            )
         self.latent_hw = (resolution // scale, resolution // scale)  # h, w of the VAE latent
         self.guidance_scale = guidance_scale
         self.guidance_embeds = bool(transformer.config.guidance_embeds)
@@ -119,8 +146,9 @@ class FluxPolicy(Policy):
         if self.guidance_embeds:
             guidance = torch.full((x.shape[0],), self.guidance_scale, device=x.device)  # [B]
         txt_ids = torch.zeros(cond["prompt_embeds"].shape[1], 3, device=x.device)  # [T, 3]
-        return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids,
-                                    guidance)
+        return transformer_velocity(
+            self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids, guidance
+        )
 
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> np.ndarray:
@@ -144,8 +172,9 @@ def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cp
     """FLUX.1 from a FluxPipeline directory or hub id (module docstring)."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype,
-                                                                device_map=str(device))  # no float32 copy, straight to `device`
+    transformer = FluxTransformer2DModel.from_pretrained(
+        path, subfolder="transformer", torch_dtype=dtype, device_map=str(device)
+    )  # no float32 copy, straight to `device`
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, device_map=str(device))
     names = setup_trainable(transformer, options, default="lora")
     text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))

@@ -37,8 +37,13 @@ class TinyTextEncoder(torch.nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         out = self.model(input_ids=tokens.input_ids.to(device))
         return {"prompt_embeds": out.last_hidden_state, "pooled": out.pooler_output}
 
@@ -47,16 +52,28 @@ class TinyPolicy(Policy):
     """`txt_ids` [T, 3]: the text tokens' RoPE positions (rollout/tiny/model.py `text_ids`);
     None = zeros, FLUX's own choice (the shapes model and text weights saved before them)."""
 
-    def __init__(self, transformer, text_encoder, image_size: int | tuple[int, int], dtype=torch.float32,
-                 trainable_names=None, txt_ids: torch.Tensor | None = None):
+    def __init__(
+        self,
+        transformer,
+        text_encoder,
+        image_size: int | tuple[int, int],
+        dtype=torch.float32,
+        trainable_names=None,
+        txt_ids: torch.Tensor | None = None,
+    ):
         transformer = transformer if transformer.dtype == dtype else transformer.to(dtype)
         super().__init__(transformer, text_encoder, dtype, trainable_names)
-        self.height, self.width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.height, self.width = (
+            (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        )
         tokens = (self.height // tiny_model.PATCH) * (self.width // tiny_model.PATCH)
         self._latent_shape = (tokens, transformer.config.in_channels)
         self.register_buffer("img_ids", tiny_model.image_ids(self.height, self.width), persistent=False)
-        self.register_buffer("txt_ids", None if txt_ids is None else torch.as_tensor(txt_ids, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "txt_ids",
+            None if txt_ids is None else torch.as_tensor(txt_ids, dtype=torch.float32),
+            persistent=False,
+        )
 
     # (pretraining reaches the text model and tokenizer directly)
     @property
@@ -76,9 +93,11 @@ class TinyPolicy(Policy):
         tokens = cond["prompt_embeds"].shape[1]
         txt_ids = self.txt_ids if self.txt_ids is not None else torch.zeros(tokens, 3, device=x.device)
         if txt_ids.shape[0] != tokens:
-            raise ValueError(f"prompt_embeds has {tokens} tokens but the model's txt_ids (raygrpo_model.json) "
-                             f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this "
-                             "model")
+            raise ValueError(
+                f"prompt_embeds has {tokens} tokens but the model's txt_ids (raygrpo_model.json) "
+                f"{txt_ids.shape[0]}: the text encoder or embedding cache does not belong to this "
+                "model"
+            )
         return transformer_velocity(self.transformer, x, sigma, cond, self.dtype, self.img_ids, txt_ids)
 
     @torch.no_grad()
@@ -120,9 +139,13 @@ def load(path: str, options: ModelConfig, dtype=torch.float32, device: str = "cp
     if options.resolution not in (None, meta["image_size"]):
         size = meta["image_size"]
         shape = f"{size[0]}×{size[1]}" if isinstance(size, list) else f"{size}²"
-        raise ValueError(f"model.resolution {options.resolution}: the tiny model makes {shape} "
-                         "images only; leave model.resolution unset")
-    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", torch_dtype=dtype, device_map=str(device))
+        raise ValueError(
+            f"model.resolution {options.resolution}: the tiny model makes {shape} "
+            "images only; leave model.resolution unset"
+        )
+    transformer = FluxTransformer2DModel.from_pretrained(
+        root / "transformer", torch_dtype=dtype, device_map=str(device)
+    )
     names = setup_trainable(transformer, options, default="full")
     text = text_encoder_or_cache(options, KIND, lambda: load_text_encoder(path, options, dtype))
     return TinyPolicy(transformer, text, meta["image_size"], dtype, names, tiny_model.saved_text_ids(meta))

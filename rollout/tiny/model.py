@@ -65,8 +65,9 @@ def build_tokenizer(name: str = "shapes") -> PreTrainedTokenizerFast:
     vocab = {word: i for i, word in enumerate(vocabulary(name))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     if name == "text":  # keep only the quoted string, one token per character
-        tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex('^[^"]*"'), ""),
-                                               normalizers.Replace(Regex('".*$'), "")])
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Replace(Regex('^[^"]*"'), ""), normalizers.Replace(Regex('".*$'), "")]
+        )
         tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     else:
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -113,7 +114,9 @@ def transformer_config() -> dict:
     )
 
 
-def build(seed: int = 0, name: str = "shapes") -> tuple[PreTrainedTokenizerFast, CLIPTextModel, FluxTransformer2DModel]:
+def build(
+    seed: int = 0, name: str = "shapes"
+) -> tuple[PreTrainedTokenizerFast, CLIPTextModel, FluxTransformer2DModel]:
     """Fresh, seeded, randomly initialised tokenizer / text encoder / transformer of world `name`."""
     if name not in WORLDS:
         raise ValueError(f"world {name!r}: choose one of {WORLDS}")
@@ -126,8 +129,11 @@ def build(seed: int = 0, name: str = "shapes") -> tuple[PreTrainedTokenizerFast,
 def load(path: Path) -> tuple[PreTrainedTokenizerFast, CLIPTextModel, FluxTransformer2DModel]:
     """The (tokenizer, text encoder, transformer) written by `save` (for continued pretraining)."""
     path = Path(path)
-    return (PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"), CLIPTextModel.from_pretrained(path / "text_encoder"),
-            FluxTransformer2DModel.from_pretrained(path / "transformer"))
+    return (
+        PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
+        CLIPTextModel.from_pretrained(path / "text_encoder"),
+        FluxTransformer2DModel.from_pretrained(path / "transformer"),
+    )
 
 
 def text_ids(name: str = "shapes") -> torch.Tensor:
@@ -142,8 +148,15 @@ def text_ids(name: str = "shapes") -> torch.Tensor:
     return ids
 
 
-def save(path: Path, tokenizer, text_encoder, transformer, info: dict, name: str = "shapes",
-         txt_ids: torch.Tensor | None = None) -> None:
+def save(
+    path: Path,
+    tokenizer,
+    text_encoder,
+    transformer,
+    info: dict,
+    name: str = "shapes",
+    txt_ids: torch.Tensor | None = None,
+) -> None:
     """Write the model in the layout `rollout.policy.load_policy` reads (kind 'tiny');
     `txt_ids` defaults to the world's `text_ids`."""
     path = Path(path)
@@ -153,8 +166,14 @@ def save(path: Path, tokenizer, text_encoder, transformer, info: dict, name: str
     transformer.save_pretrained(path / "transformer")
     height, width = image_shape(name)
     ids = text_ids(name) if txt_ids is None else txt_ids
-    meta = {"kind": "tiny", "world": name, "image_size": [height, width] if height != width else height,
-            "patch_size": PATCH, "txt_ids": [[round(float(v), 4) for v in row] for row in ids], **info}
+    meta = {
+        "kind": "tiny",
+        "world": name,
+        "image_size": [height, width] if height != width else height,
+        "patch_size": PATCH,
+        "txt_ids": [[round(float(v), 4) for v in row] for row in ids],
+        **info,
+    }
     (path / "raygrpo_model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

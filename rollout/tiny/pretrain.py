@@ -40,8 +40,13 @@ WORLDS = {
 
 def text_conditioning(policy: Policy, prompts: list[str]) -> Conditioning:
     """Conditioning *with* gradients into the text encoder (pretraining trains it)."""
-    tokens = policy.tokenizer(prompts, padding="max_length", max_length=policy.tokenizer.model_max_length,
-                              truncation=True, return_tensors="pt")
+    tokens = policy.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=policy.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     out = policy.text_model(input_ids=tokens.input_ids)
     return Conditioning({"prompt_embeds": out.last_hidden_state, "pooled": out.pooler_output})
 
@@ -87,8 +92,12 @@ def train(args) -> None:
     if args.init:  # continue from a saved model (a second stage; the command of each stage is recorded)
         tokenizer, text_encoder, transformer = tiny_model.load(Path(args.init))
         txt_ids = tiny_model.saved_text_ids(json.loads((Path(args.init) / "raygrpo_model.json").read_text()))
-    policy = TinyPolicy(transformer, TinyTextEncoder(text_encoder, tokenizer), tiny_model.image_shape(args.world),
-                        txt_ids=txt_ids)
+    policy = TinyPolicy(
+        transformer,
+        TinyTextEncoder(text_encoder, tokenizer),
+        tiny_model.image_shape(args.world),
+        txt_ids=txt_ids,
+    )
     policy.text_model.requires_grad_(True).train()
     params = [p for p in policy.parameters() if p.requires_grad]
     ema = copy.deepcopy(policy).requires_grad_(False)
@@ -116,8 +125,11 @@ def train(args) -> None:
                 e.lerp_(p, 1 - args.ema)
         if step % args.log_every == 0 or step == args.steps - 1:
             val_loss = validation_loss(ema, val)
-            print(f"step {step:5d}  loss {loss.item():.4f}  heldout(ema) {val_loss:.4f}  "
-                  f"{time.time() - start:6.0f}s", flush=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  heldout(ema) {val_loss:.4f}  "
+                f"{time.time() - start:6.0f}s",
+                flush=True,
+            )
         if args.save_every and step and step % args.save_every == 0:
             out = Path(args.snapshots) / f"step_{step:05d}" if args.snapshots else Path(args.out)
             _save(ema, args, step, validation_loss(ema, val), time.time() - start, out)
@@ -135,9 +147,15 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
         "heldout_flow_loss": round(val_loss, 5),
         **({"init": _init_record(args.init)} if args.init else {}),
         "train_seconds": round(seconds),
-        **({"snapshot": f"step {step} of this {args.steps}-step run (the EMA weights then)"} if step < args.steps else {}),
+        **(
+            {"snapshot": f"step {step} of this {args.steps}-step run (the EMA weights then)"}
+            if step < args.steps
+            else {}
+        ),
     }
-    txt_ids = policy.txt_ids if policy.txt_ids is not None else torch.zeros(policy.tokenizer.model_max_length, 3)
+    txt_ids = (
+        policy.txt_ids if policy.txt_ids is not None else torch.zeros(policy.tokenizer.model_max_length, 3)
+    )
     tiny_model.save(out, policy.tokenizer, policy.text_model, policy.transformer, info, args.world, txt_ids)
     print(f"saved step {step} to {out}", flush=True)
 
@@ -145,8 +163,11 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
 def _init_record(path: str) -> dict:
     """Where a continued run started: the init model's own record (its command, seed, steps)."""
     meta = json.loads((Path(path) / "raygrpo_model.json").read_text())
-    return {k: meta[k] for k in ("produced_by", "seed", "steps", "batch", "threads", "heldout_flow_loss", "init")
-            if k in meta}
+    return {
+        k: meta[k]
+        for k in ("produced_by", "seed", "steps", "batch", "threads", "heldout_flow_loss", "init")
+        if k in meta
+    }
 
 
 def main(argv=None) -> None:
@@ -163,9 +184,13 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--snapshots", help="write every --save-every snapshot to DIR/step_NNNNN instead of over --out")
+    p.add_argument(
+        "--snapshots", help="write every --save-every snapshot to DIR/step_NNNNN instead of over --out"
+    )
     args = p.parse_args(argv)
-    args.out = args.out or str(tiny_model.WEIGHTS_DIR if args.world == "shapes" else tiny_model.TEXT_WEIGHTS_DIR)
+    args.out = args.out or str(
+        tiny_model.WEIGHTS_DIR if args.world == "shapes" else tiny_model.TEXT_WEIGHTS_DIR
+    )
     train(args)
 
 

@@ -54,8 +54,13 @@ def main(argv=None) -> None:
         seeds = [derive_seed(args.seed, i) for i in range(len(batch))]
         images = sample_ode(policy, batch, seeds, num_steps=args.steps, shift=args.shift)
     else:
-        plan = sde_plan(args.steps, shift=args.shift, noise_level=args.noise_level,
-                        sde_kind=args.sde_kind, train_last=False)  # images: x̂0 of the last model call
+        plan = sde_plan(
+            args.steps,
+            shift=args.shift,
+            noise_level=args.noise_level,
+            sde_kind=args.sde_kind,
+            train_last=False,
+        )  # images: x̂0 of the last model call
         initial, noise = [], []
         for gi in range(len(prompts)):
             a, b = group_seeds(args.seed, 0, gi, g)

@@ -62,8 +62,10 @@ def parse_prompt(prompt: str) -> str:
     m = _PROMPT.match(prompt.strip())
     text = m[1] if m else ""
     if not (m and len(text) in LENGTHS and all(c in ALPHABET for c in text)):
-        raise ValueError(f"prompt {prompt!r} is not a text-world prompt; expected {TEMPLATE.format('<text>')!r} "
-                         f"with {' or '.join(map(str, LENGTHS))} characters from {ALPHABET!r}")
+        raise ValueError(
+            f"prompt {prompt!r} is not a text-world prompt; expected {TEMPLATE.format('<text>')!r} "
+            f"with {' or '.join(map(str, LENGTHS))} characters from {ALPHABET!r}"
+        )
     return text
 
 
@@ -120,7 +122,9 @@ def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
     font = _font(FONT, SIZE)
     image = Image.new("RGB", (WIDTH, HEIGHT), background)
     draw = ImageDraw.Draw(image)
-    _, top, _, bottom = draw.textbbox((0, 0), ALPHABET, font=font)  # the font's vertical extent, not the string's
+    _, top, _, bottom = draw.textbbox(
+        (0, 0), ALPHABET, font=font
+    )  # the font's vertical extent, not the string's
     y = max((HEIGHT - (bottom - top)) / 2 - top, MARGIN - top)
     draw.text((_pen_x(), round(y)), text, font=font, fill=colour)
     return np.asarray(image)

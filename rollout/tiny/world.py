@@ -86,9 +86,7 @@ def parse_prompt(prompt: str) -> Scene:
 def all_scenes() -> list[Scene]:
     """Every (colour, shape, position, background) with background != object colour."""
     return [
-        Scene(c, s, p, b)
-        for c, s, p, b in itertools.product(COLOURS, SHAPES, POSITIONS, COLOURS)
-        if b != c
+        Scene(c, s, p, b) for c, s, p, b in itertools.product(COLOURS, SHAPES, POSITIONS, COLOURS) if b != c
     ]
 
 

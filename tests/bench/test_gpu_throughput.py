@@ -29,7 +29,9 @@ def test_flux_forward_flops_by_hand_and_against_torchs_counter():
     assert flux_forward_flops(cfg, 4, 2) == 176640 + 158208 + 57344 == 392192
     model = build_transformer("flux", cfg, device="meta", dtype=torch.float32)
     with FlopCounterMode(display=False) as counter:  # every matmul torch runs (meta: attention as bmm)
-        model(**transformer_inputs("flux", cfg, 1, 32, 2, dtype=torch.float32))  # 32 px -> (32/16)² = 4 tokens
+        model(
+            **transformer_inputs("flux", cfg, 1, 32, 2, dtype=torch.float32)
+        )  # 32 px -> (32/16)² = 4 tokens
     assert counter.get_total_flops() == 392192
 
 
@@ -37,15 +39,39 @@ def test_flux_forward_flops_by_hand_and_against_torchs_counter():
 def test_tiny_run_saves_every_phase_and_keeps_going_past_a_failed_one(tmp_path):
     out = tmp_path / "gpu.json"
     # 34 px is no multiple of the tiny VAE's 4: that rollout phase fails, the others must not
-    cmd = [sys.executable, "bench/gpu_throughput.py", "--tiny", "--out", str(out), "--steps", "3", "--batch", "4",
-           "--micro-batch", "2", "--resolutions", "32", "34", "--learner-samples", "2", "--learner-micro-batch", "1"]
+    cmd = [
+        sys.executable,
+        "bench/gpu_throughput.py",
+        "--tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--micro-batch",
+        "2",
+        "--resolutions",
+        "32",
+        "34",
+        "--learner-samples",
+        "2",
+        "--learner-micro-batch",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]  # a phase failed
     result = json.loads(out.read_text())
     phases = result["phases"]
     assert result["setup"]["dtype"] == "bfloat16" and list(phases) == [
-        "build", "rollout_32", "rollout_34", "learner", "sync", "scorer_hpsv3"]
+        "build",
+        "rollout_32",
+        "rollout_34",
+        "learner",
+        "sync",
+        "scorer_hpsv3",
+    ]
     assert "must be a multiple" in phases["rollout_34"]["error"]
     # 32 px / 2× tiny VAE -> 16² latent, packed 2×2 -> 64 tokens
     assert phases["rollout_32"]["latent_tokens"] == 64 and phases["rollout_32"]["images_per_s"] > 0
@@ -59,6 +85,12 @@ def test_tiny_run_saves_every_phase_and_keeps_going_past_a_failed_one(tmp_path):
 
 
 def test_full_size_run_refuses_cpu():
-    done = subprocess.run([sys.executable, "bench/gpu_throughput.py"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_throughput.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert done.returncode != 0 and "needs a GPU" in done.stderr

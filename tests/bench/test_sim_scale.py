@@ -17,8 +17,14 @@ MIB = 2**20
 def test_quick_run_writes_every_figure(tmp_path):
     out = tmp_path / "sim"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "bench/sim_scale.py", "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "bench/sim_scale.py", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     assert out.with_suffix(".png").stat().st_size > 0
@@ -35,7 +41,9 @@ def test_quick_run_writes_every_figure(tmp_path):
     # read back: 2 scorers × 8 images (48 MiB), the learner's 8 trajectories (64 MiB), the
     # 4 MiB weights by each of 4 workers (16 MiB)
     assert even["bytes_read"] == (48 + 64 + 16) * MIB
-    assert even["store_peak_bytes"] >= even["bytes_put"]  # one iteration's payload sits in the store during the update
+    assert (
+        even["store_peak_bytes"] >= even["bytes_put"]
+    )  # one iteration's payload sits in the store during the update
     assert even["store_created_bytes"] > 0
     for r in (even, slow):
         assert r["wall_s"] > 0 and r["waits_s"] > 0 and r["driver_cpu_s"] > 0 and r["sync_s"] > 0

@@ -19,17 +19,30 @@ DRIVERS = ("chromedriver", "/snap/bin/chromium.chromedriver", "/usr/lib/chromium
 def _find(names) -> Path | None:
     found = next((shutil.which(n) for n in names if shutil.which(n)), None)
     return Path(found) if found else None
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1500,1000"]
+
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1500,1000",
+]
 
 
 def open_chromium(profile_dir: Path):
     """A fresh headless Chromium (its own profile in `profile_dir`) that records console messages."""
     browser, driver = _find(BROWSERS), _find(DRIVERS)
     if browser is None or driver is None:
-        pytest.fail(f"{'chromium' if browser is None else 'chromedriver'} missing: run `bash scripts/system-deps.sh` "
-                    "(README command 2 does)")
+        pytest.fail(
+            f"{'chromium' if browser is None else 'chromedriver'} missing: run `bash scripts/system-deps.sh` "
+            "(README command 2 does)"
+        )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -69,8 +82,12 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.25):
 def full_page_png(driver) -> bytes:
     """A screenshot of the whole page, not just the window."""
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    })
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     return base64.b64decode(shot["data"])

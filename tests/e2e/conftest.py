@@ -5,9 +5,13 @@ def small_config(**sections):
     from orchestrator.config import load_config
 
     overrides = [
-        "rollout.num_steps=5", "rollout.group_size=4", "rollout.num_workers=1",
+        "rollout.num_steps=5",
+        "rollout.group_size=4",
+        "rollout.num_workers=1",
         "learner.micro_batch=8",
-        "orchestrator.prompts_per_iter=2", "orchestrator.iterations=2", "orchestrator.eval_before_after=false",
+        "orchestrator.prompts_per_iter=2",
+        "orchestrator.iterations=2",
+        "orchestrator.eval_before_after=false",
     ]
     for key, value in sections.items():
         overrides.append(f"{key.replace('__', '.')}={value}")

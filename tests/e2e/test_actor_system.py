@@ -39,7 +39,10 @@ def test_two_rollout_workers_two_learner_ranks_and_the_driver_never_fetches(loca
     for obj in fetched:
         assert not isinstance(obj, Trajectory)
         assert not (isinstance(obj, np.ndarray) and obj.ndim == 4), "an image batch reached the driver"
-        assert not (isinstance(obj, dict) and any(isinstance(v, torch.Tensor) and v.numel() > 1000 for v in obj.values()))
+        assert not (
+            isinstance(obj, dict)
+            and any(isinstance(v, torch.Tensor) and v.numel() > 1000 for v in obj.values())
+        )
 
     rows = read_metrics(tmp_path / "run")
     assert [r["iteration"] for r in rows] == [0, 1]

@@ -18,14 +18,33 @@ from orchestrator.metrics import read_metrics
 from .conftest import small_config
 
 pytestmark = pytest.mark.slow
-SMALL = ["orchestrator.prompts_per_iter=2", "rollout.group_size=4", "rollout.num_workers=1", "orchestrator.iterations=1",
-         "orchestrator.eval_before_after=false", "orchestrator.dashboard=false"]
+SMALL = [
+    "orchestrator.prompts_per_iter=2",
+    "rollout.group_size=4",
+    "rollout.num_workers=1",
+    "orchestrator.iterations=1",
+    "orchestrator.eval_before_after=false",
+    "orchestrator.dashboard=false",
+]
 
 
 def run_preset(tmp_path, algorithm: str, *extra: str):
     run_dir = tmp_path / algorithm
-    assert main(["train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(run_dir), f"algorithm={algorithm}",
-                 *SMALL, *extra]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "deploy/configs/tiny.yaml",
+                "--run-dir",
+                str(run_dir),
+                f"algorithm={algorithm}",
+                *SMALL,
+                *extra,
+            ]
+        )
+        == 0
+    )
     rows = read_metrics(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     sources = yaml.safe_load((run_dir / "config_sources.yaml").read_text())
@@ -50,12 +69,26 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
     if algorithm == "dance_grpo":  # η 0.3 dance SDE everywhere, a random int(11·0.6) = 6 of steps 0..10
         assert (rc["sde_kind"], rc["noise_level"], lc["timestep_fraction"]) == ("dance", 0.3, 0.6)
         assert plan["sde"] == [True] * 12 and plan["trainable_steps"] == list(range(11))
-        assert plan["chunks"] == {"mode": "step", "sizes": None, "size": None, "stop_size": 5, "weighting": "uniform",
-                                  "fraction": 0.6, "layout": [1] * 11}  # every trainable step its own chunk
+        assert plan["chunks"] == {
+            "mode": "step",
+            "sizes": None,
+            "size": None,
+            "stop_size": 5,
+            "weighting": "uniform",
+            "fraction": 0.6,
+            "layout": [1] * 11,
+        }  # every trainable step its own chunk
         assert plan["update"] == {"minibatches": 3, "order": "in_order"}
         check_learner(rows, 3)
-    elif algorithm == "chunk_grpo":  # flow SDE a 0.7, GCPO's [2,3,4,7] scaled to steps 0..10, half of them, 2 shuffled steps
-        assert (rc["sde_kind"], rc["noise_level"], lc["clip_range"], lc["max_grad_norm"]) == ("flow", 0.7, 5e-5, 0.01)
+    elif (
+        algorithm == "chunk_grpo"
+    ):  # flow SDE a 0.7, GCPO's [2,3,4,7] scaled to steps 0..10, half of them, 2 shuffled steps
+        assert (rc["sde_kind"], rc["noise_level"], lc["clip_range"], lc["max_grad_norm"]) == (
+            "flow",
+            0.7,
+            5e-5,
+            0.01,
+        )
         assert plan["trainable_steps"] == list(range(11)) and plan["sde"] == [True] * 12
         assert plan["chunks"]["mode"] == "scaled" and plan["chunks"]["sizes"] == [2, 3, 4, 7]
         assert plan["chunks"]["layout"] == [1, 2, 3, 5] and plan["chunks"]["fraction"] == 0.5
@@ -76,23 +109,37 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
 
 
 def test_e_grpo_on_a_16_step_shift_3_grid_has_the_papers_windows(local_ray, tmp_path):
-    plan, rows, config, _ = run_preset(tmp_path, "e_grpo", "rollout.num_steps=16", "orchestrator.prompts_per_iter=1",
-                                       "rollout.group_size=2", "orchestrator.iterations=2")
+    plan, rows, config, _ = run_preset(
+        tmp_path,
+        "e_grpo",
+        "rollout.num_steps=16",
+        "orchestrator.prompts_per_iter=1",
+        "rollout.group_size=2",
+        "orchestrator.iterations=2",
+    )
     assert plan["windows"] == [[0, 1], [1, 2], [2, 4], [3, 5], [4, 6], [5, 8], [6, 9], [7, 10]]
     assert [round(e, 2) for e in plan["exp_entropy"][:4]] == [2.89, 2.99, 2.14, 1.76]
     assert all(e >= 2.2 for e in plan["window_exp_entropy"])
     assert config["learner"]["advantage_groups"] == "column" and config["rollout"]["entropy_threshold"] == 2.2
     # one optimizer step per active column whose advantages carry signal (zero-spread columns drop out)
     for r in rows:
-        assert 1 <= r["learner/optimizer_steps"] <= 8 and r["samples/trained"] == 2 * r["learner/optimizer_steps"]
+        assert (
+            1 <= r["learner/optimizer_steps"] <= 8
+            and r["samples/trained"] == 2 * r["learner/optimizer_steps"]
+        )
         assert abs(r["learner/ratio_mean_first"] - 1) < 1e-5
     assert any(r["learner/ratio_dev_later"] > 0 for r in rows)
 
 
 def test_kl_best_of_n_weighted_chunk_sampling_and_chunk_rewards(local_ray, tmp_path):
     cfg = small_config(
-        learner__chunks__mode="fixed", learner__chunks__sizes="[2, 2]", learner__chunks__weighting="normalized",
-        learner__best_of=2, learner__kl_coef=0.5, learner__lr=1e-3, orchestrator__iterations=3,
+        learner__chunks__mode="fixed",
+        learner__chunks__sizes="[2, 2]",
+        learner__chunks__weighting="normalized",
+        learner__best_of=2,
+        learner__kl_coef=0.5,
+        learner__lr=1e-3,
+        orchestrator__iterations=3,
         reward__chunk_weights="[{alignment: 1.0}, {preference: 1.0}]",
     )
     train(cfg, tmp_path / "run")

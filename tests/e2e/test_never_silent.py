@@ -26,15 +26,21 @@ pytestmark = pytest.mark.slow
 
 def local(rollout=None, reward=None):
     """LocalCluster with faulty actor classes."""
-    return type("FaultyLocal", (LocalCluster,), {"rollout_cls": rollout or LocalCluster.rollout_cls,
-                                                 "reward_cls": reward or LocalCluster.reward_cls})
+    return type(
+        "FaultyLocal",
+        (LocalCluster,),
+        {"rollout_cls": rollout or LocalCluster.rollout_cls, "reward_cls": reward or LocalCluster.reward_cls},
+    )
 
 
 def stopped_after_one_iteration(run_dir, err, needle):
     """The run stopped in iteration 1: its message, status, traceback log, metrics, checkpoints."""
     message = str(err.value)
     assert needle in message
-    assert f"The last checkpoint is {run_dir / 'checkpoints' / 'iter_000001'}" in message and "--resume" in message
+    assert (
+        f"The last checkpoint is {run_dir / 'checkpoints' / 'iter_000001'}" in message
+        and "--resume" in message
+    )
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and needle in status["error"]
     assert "Traceback" in (run_dir / "error.log").read_text()
@@ -49,7 +55,9 @@ def test_nan_reward_stops_the_run_before_the_update(tmp_path):
     cfg = small_config(orchestrator__checkpoint_every=1)
     with pytest.raises(NonFinite) as err:
         train(cfg, tmp_path / "run", cluster_cls=local(reward=faulty.NaNOnSecondCall))
-    stopped_after_one_iteration(tmp_path / "run", err, "iteration 1: reward scorer 'preference' returned nan for 8 of 8 samples")
+    stopped_after_one_iteration(
+        tmp_path / "run", err, "iteration 1: reward scorer 'preference' returned nan for 8 of 8 samples"
+    )
 
 
 def test_nan_loss_stops_the_run_before_sync_and_checkpoint(tmp_path, monkeypatch):
@@ -70,7 +78,9 @@ def test_nan_loss_stops_the_run_before_sync_and_checkpoint(tmp_path, monkeypatch
     monkeypatch.setattr(learner.worker.LearnerWorker, "update", counted_update)
     with pytest.raises(NonFinite) as err:
         train(small_config(orchestrator__checkpoint_every=1), tmp_path / "run", cluster_cls=LocalCluster)
-    stopped_after_one_iteration(tmp_path / "run", err, "iteration 1: the learner update went non-finite (loss nan")
+    stopped_after_one_iteration(
+        tmp_path / "run", err, "iteration 1: the learner update went non-finite (loss nan"
+    )
 
 
 def test_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, monkeypatch):
@@ -96,22 +106,37 @@ def test_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path, monkeypatch):
 def test_a_lora_sync_that_binds_no_adapter_is_an_alarm(flux_dir, tmp_path):
     """The rollout worker holds the learner's adapter weights (same checksum) but never runs
     them: the probe velocity does not change across the sync, and the run stops."""
-    cfg = small_config(model__path=str(flux_dir), model__resolution=32, model__max_sequence_length=24,
-                       model__lora__rank=4, rollout__shift="resolution", orchestrator__iterations=1)
+    cfg = small_config(
+        model__path=str(flux_dir),
+        model__resolution=32,
+        model__max_sequence_length=24,
+        model__lora__rank=4,
+        rollout__shift="resolution",
+        orchestrator__iterations=1,
+    )
     assert cfg.model.finetune in (None, "lora")
-    with pytest.raises(WeightsNotApplied, match=r"weight sync v1: the learner's weights changed, but the output of "
-                                                r"rollout worker\(s\) \[0\] on a fixed probe input did not"):
+    with pytest.raises(
+        WeightsNotApplied,
+        match=r"weight sync v1: the learner's weights changed, but the output of "
+        r"rollout worker\(s\) \[0\] on a fixed probe input did not",
+    ):
         train(cfg, tmp_path / "run", cluster_cls=local(rollout=faulty.UnboundLoraRollout))
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
 
 
 def test_a_lost_group_shows_in_groups_completed(tmp_path):
-    train(small_config(orchestrator__iterations=1), tmp_path / "run", cluster_cls=local(rollout=faulty.LosingRollout))
+    train(
+        small_config(orchestrator__iterations=1),
+        tmp_path / "run",
+        cluster_cls=local(rollout=faulty.LosingRollout),
+    )
     [row] = read_metrics(tmp_path / "run")
     assert row["groups_planned"] == 2 and row["groups_completed"] == 1
     assert row["samples/trained"] <= 4  # only the group that came back
     status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["warnings"] == ["iteration 0: 2 groups planned, 1 received: group(s) [1] never came back (not trained)"]
+    assert status["warnings"] == [
+        "iteration 0: 2 groups planned, 1 received: group(s) [1] never came back (not trained)"
+    ]
 
 
 def test_doubled_group_counts_and_a_reward_actor_error_stops_the_run(local_ray, tmp_path):
@@ -132,8 +157,12 @@ def test_doubled_group_counts_and_a_reward_actor_error_stops_the_run(local_ray, 
     status = json.loads((run_dir / "status.json").read_text())
     assert "group(s) [0] came back more than once (only the first copy is trained)" in status["warnings"][0]
     # iteration 1's batch holds 3 groups of 4 again; either scorer may be the first to fail
-    stopped_after_one_iteration(run_dir, err, "failed scoring the 12 images of rollout batch 0: "
-                                              "ConnectionError: reward server at http://scorer:8000 answered 503")
+    stopped_after_one_iteration(
+        run_dir,
+        err,
+        "failed scoring the 12 images of rollout batch 0: "
+        "ConnectionError: reward server at http://scorer:8000 answered 503",
+    )
     assert str(err.value).startswith("reward worker '")
 
 
@@ -144,16 +173,24 @@ def test_an_actor_that_cannot_load_its_model_is_named(local_ray, random_tiny_dir
     shutil.copytree(random_tiny_dir, model)
     (model / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 100)
     cfg = small_config(model__path=str(model))
-    with pytest.raises(ActorFailed, match=r"(rollout worker 0|learner rank 0) could not start: \w+Error: .*") as err:
+    with pytest.raises(
+        ActorFailed, match=r"(rollout worker 0|learner rank 0) could not start: \w+Error: .*"
+    ) as err:
         Cluster(cfg, build_plan(cfg))
-    assert f"It loads model.path {str(model)!r}: make sure those files are complete and readable" in str(err.value)
+    assert f"It loads model.path {str(model)!r}: make sure those files are complete and readable" in str(
+        err.value
+    )
     import time
 
     from ray._private import state
 
     def alive():
-        return [a for a in state.actors().values() if a["State"] != "DEAD"
-                and a["ActorClassName"].rsplit(".", 1)[-1] in ("RolloutWorker", "RewardWorker", "LearnerWorker")]
+        return [
+            a
+            for a in state.actors().values()
+            if a["State"] != "DEAD"
+            and a["ActorClassName"].rsplit(".", 1)[-1] in ("RolloutWorker", "RewardWorker", "LearnerWorker")
+        ]
 
     deadline = time.monotonic() + 30
     while alive() and time.monotonic() < deadline:  # ray.kill is asynchronous
@@ -165,10 +202,15 @@ def test_cli_prints_a_stopped_run_as_one_message(monkeypatch, capsys):
     import orchestrator.loop
 
     def stops(*args, **kwargs):
-        raise NonFinite("iteration 4: reward scorer 'hps' returned nan …\nThe last checkpoint is runs/x/checkpoints/iter_000004.")
+        raise NonFinite(
+            "iteration 4: reward scorer 'hps' returned nan …\nThe last checkpoint is runs/x/checkpoints/iter_000004."
+        )
 
     monkeypatch.setattr(orchestrator.loop, "train", stops)
-    assert main(["train", "--no-ray", "--config", "deploy/configs/tiny.yaml", "--run-dir", "/nonexistent/run"]) == 1
+    assert (
+        main(["train", "--no-ray", "--config", "deploy/configs/tiny.yaml", "--run-dir", "/nonexistent/run"])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("raygrpo: iteration 4: reward scorer 'hps' returned nan") and "Traceback" not in err
 
@@ -176,10 +218,13 @@ def test_cli_prints_a_stopped_run_as_one_message(monkeypatch, capsys):
 def test_weights_changed_check_and_group_report_by_hand():
     check_weights_changed({0: "a", 1: "b"}, {0: "c", 1: "d"}, learner_changed=True, version=3)  # both moved
     check_weights_changed({0: "a"}, {0: "a"}, learner_changed=False, version=3)  # nothing to move
-    check_weights_changed({0: "a", 1: "b"}, {0: "c"}, learner_changed=True, version=3)  # worker 1 replaced meanwhile
+    check_weights_changed(
+        {0: "a", 1: "b"}, {0: "c"}, learner_changed=True, version=3
+    )  # worker 1 replaced meanwhile
     with pytest.raises(WeightsNotApplied, match=r"rollout worker\(s\) \[1\]"):
         check_weights_changed({0: "a", 1: "b"}, {0: "c", 1: "b"}, learner_changed=True, version=3)
     assert group_report([0, 1, 2], [0, 1, 2]) is None
-    assert group_report([0, 1, 2], [2, 0, 1, 0]) == ("3 groups planned, 4 received: group(s) [0] came back more than "
-                                                     "once (only the first copy is trained)")
+    assert group_report([0, 1, 2], [2, 0, 1, 0]) == (
+        "3 groups planned, 4 received: group(s) [0] came back more than once (only the first copy is trained)"
+    )
     assert issubclass(WeightsNotApplied, RunStopped)

@@ -61,11 +61,15 @@ def test_async_ray_loop_matches_the_single_process_loop(async_reference, tmp_pat
     """LocalCluster runs each launch to completion at once: same versions, same numbers."""
     from orchestrator.local import LocalCluster
 
-    train(async_config(), tmp_path / "local",
-          cluster_cls=LocalCluster)
+    train(async_config(), tmp_path / "local", cluster_cls=LocalCluster)
     for ra, rb in zip(read_metrics(async_reference), read_metrics(tmp_path / "local")):
         assert ra["staleness"] == rb["staleness"]
-        for key in ("reward/preference/mean", "reward/alignment/mean", "learner/loss", "learner/ratio_mean_first"):
+        for key in (
+            "reward/preference/mean",
+            "reward/alignment/mean",
+            "learner/loss",
+            "learner/ratio_mean_first",
+        ):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
@@ -99,8 +103,7 @@ class KillingCluster(Cluster):
 
 
 def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async_reference, tmp_path):
-    train(async_config(), tmp_path / "run",
-          cluster_cls=KillingCluster)
+    train(async_config(), tmp_path / "run", cluster_cls=KillingCluster)
     rows, reference = read_metrics(tmp_path / "run"), read_metrics(async_reference)
     assert sum(r["recovered_failures"] for r in rows) == 2  # one rollout, one reward worker
     assert all(r["groups_planned"] == r["groups_completed"] == 2 for r in rows)
@@ -113,7 +116,13 @@ def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async
     assert sum(w["role"] == "rollout" for w in status["workers"]) == 2
     # the worker table counts the real replacements: rollout slot 0 and the preference scorer, once each
     restarts = {(w["role"], w["index"]): w["restarts"] for w in status["workers"]}
-    assert restarts == {("rollout", 0): 1, ("rollout", 1): 0, ("reward", 0): 1, ("reward", 1): 0, ("learner", 0): 0}
+    assert restarts == {
+        ("rollout", 0): 1,
+        ("rollout", 1): 0,
+        ("reward", 0): 1,
+        ("reward", 1): 0,
+        ("learner", 0): 0,
+    }
 
 
 def test_work_units_change_no_sample(local_ray, tmp_path):
@@ -129,7 +138,12 @@ def test_work_units_change_no_sample(local_ray, tmp_path):
     assert len(rows) == len(local) == 2
     assert all(r["groups_planned"] == r["groups_completed"] == 4 for r in rows)
     for ra, rb in zip(rows, local):
-        for key in ("reward/preference/mean", "reward/alignment/mean", "learner/loss", "learner/ratio_mean_first"):
+        for key in (
+            "reward/preference/mean",
+            "reward/alignment/mean",
+            "learner/loss",
+            "learner/ratio_mean_first",
+        ):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
@@ -161,7 +175,18 @@ def test_raygrpo_scale_1_2_1_during_a_run(local_ray, tmp_path):
     outputs = []
 
     def scale_up():  # a separate process, as a user would run it
-        cmd = [sys.executable, "-m", "orchestrator", "scale", "--workers", "2", "--address", address, "--run", str(run_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "scale",
+            "--workers",
+            "2",
+            "--address",
+            address,
+            "--run",
+            str(run_dir),
+        ]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         outputs.append(out.stdout)
@@ -176,7 +201,9 @@ def test_raygrpo_scale_1_2_1_during_a_run(local_ray, tmp_path):
     rows = read_metrics(run_dir)
     assert [r["rollout_workers"] for r in rows] == [1, 2, 2, 1, 1]
     assert all(r["groups_planned"] == r["groups_completed"] == 3 for r in rows)
-    assert all(abs(r["learner/ratio_mean_first"] - 1) < 1e-5 for r in rows)  # new workers held the current weights
+    assert all(
+        abs(r["learner/ratio_mean_first"] - 1) < 1e-5 for r in rows
+    )  # new workers held the current weights
     assert "asked for 2 rollout workers" in outputs[0]
     status = json.loads((run_dir / "status.json").read_text())
     assert sum(w["role"] == "rollout" for w in status["workers"]) == 1
@@ -228,7 +255,12 @@ def _train_once(cluster, cfg):
     """One real update, so the learner's weights move."""
     from orchestrator.run import compute_advantages
 
-    batches = cluster.rollouts.rollout([(0, "a red circle at the top left on a yellow background"),
-                                        (1, "a red circle at the top left on a green background")], 0)
+    batches = cluster.rollouts.rollout(
+        [
+            (0, "a red circle at the top left on a yellow background"),
+            (1, "a red circle at the top left on a green background"),
+        ],
+        0,
+    )
     adv = compute_advantages(cfg, cluster.score(batches), batches)
     cluster.update(batches, adv.samples, adv.values, adv.minibatches)

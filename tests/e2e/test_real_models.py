@@ -41,28 +41,45 @@ def check_run(run_dir, scorer_names):
 
 
 def test_flux_lora_with_hpsv3_and_clip(local_ray, flux_dir, reward_models, tmp_path):
-    cfg = small_config(model__path=str(flux_dir), model__resolution=32, model__max_sequence_length=24,
-                       model__lora__rank=4, reward__scorers=scorers_yaml(reward_models, ["hpsv3", "clip"]),
-                       rollout__shift="resolution")
+    cfg = small_config(
+        model__path=str(flux_dir),
+        model__resolution=32,
+        model__max_sequence_length=24,
+        model__lora__rank=4,
+        reward__scorers=scorers_yaml(reward_models, ["hpsv3", "clip"]),
+        rollout__shift="resolution",
+    )
     train(cfg, tmp_path / "run")
     rows = check_run(tmp_path / "run", ["hpsv3", "clip"])
     assert rows[-1]["policy_version"] == 2
     # --resume restores the LoRA run (DeepSpeed state saved without the frozen base weights)
-    train(cfg.model_copy(update={"orchestrator": cfg.orchestrator.model_copy(update={"iterations": 3})}),
-          tmp_path / "run", resume=True)
+    train(
+        cfg.model_copy(update={"orchestrator": cfg.orchestrator.model_copy(update={"iterations": 3})}),
+        tmp_path / "run",
+        resume=True,
+    )
     rows = read_metrics(tmp_path / "run")
     assert [r["iteration"] for r in rows] == [0, 1, 2] and rows[-1]["policy_version"] == 3
     assert abs(rows[-1]["learner/ratio_mean_first"] - 1) < 1e-5
 
 
 def test_sd3_cfg_with_imagereward_from_the_embedding_cache(local_ray, sd3_dir, reward_models, tmp_path):
-    overrides = [f"model.path={sd3_dir}", "model.resolution=32", "model.max_sequence_length=16",
-                 f"model.embeddings={tmp_path / 'embeddings'}", "model.guidance_scale=4.5"]
+    overrides = [
+        f"model.path={sd3_dir}",
+        "model.resolution=32",
+        "model.max_sequence_length=16",
+        f"model.embeddings={tmp_path / 'embeddings'}",
+        "model.guidance_scale=4.5",
+    ]
     # raygrpo embed: every prompt the run will see (train, eval, the CFG negative prompt) -> cache
-    assert main(["embed", "--config", "deploy/configs/tiny.yaml", "--prompts", "tiny:heldout", *overrides]) == 0
+    assert (
+        main(["embed", "--config", "deploy/configs/tiny.yaml", "--prompts", "tiny:heldout", *overrides]) == 0
+    )
     assert (tmp_path / "embeddings" / "index.json").exists()
-    cfg = small_config(**{k.replace(".", "__"): v for k, v in (o.split("=", 1) for o in overrides)},
-                       reward__scorers=scorers_yaml(reward_models, ["imagereward"]))
+    cfg = small_config(
+        **{k.replace(".", "__"): v for k, v in (o.split("=", 1) for o in overrides)},
+        reward__scorers=scorers_yaml(reward_models, ["imagereward"]),
+    )
     train(cfg, tmp_path / "run")
     check_run(tmp_path / "run", ["imagereward"])
 
@@ -71,12 +88,24 @@ def test_flux_bf16_checkpointing_lora_zero3_broadcast_iteration(local_ray, flux_
     """One iteration as a GPU node runs it, through Ray + DeepSpeed: bf16 transformer, gradient
     checkpointing, LoRA, ZeRO-3 over 2 learner ranks, the KL reference (the same transformer
     with its adapters off), weights broadcast in small buckets gathered bucket by bucket."""
-    cfg = small_config(model__path=str(flux_dir), model__resolution=32, model__max_sequence_length=24,
-                       model__dtype="bfloat16", model__gradient_checkpointing="true", model__lora__rank=4,
-                       learner__world_size=2, learner__zero_stage=3, learner__kl_coef=0.01, learner__torch_threads=1,
-                       learner__minibatches=1,  # one optimizer step: every ratio of the batch is checked below
-                       rollout__weight_sync="broadcast", rollout__sync_bucket_mb=0.01, rollout__shift="resolution",
-                       orchestrator__iterations=1, orchestrator__checkpoint_every=1)
+    cfg = small_config(
+        model__path=str(flux_dir),
+        model__resolution=32,
+        model__max_sequence_length=24,
+        model__dtype="bfloat16",
+        model__gradient_checkpointing="true",
+        model__lora__rank=4,
+        learner__world_size=2,
+        learner__zero_stage=3,
+        learner__kl_coef=0.01,
+        learner__torch_threads=1,
+        learner__minibatches=1,  # one optimizer step: every ratio of the batch is checked below
+        rollout__weight_sync="broadcast",
+        rollout__sync_bucket_mb=0.01,
+        rollout__shift="resolution",
+        orchestrator__iterations=1,
+        orchestrator__checkpoint_every=1,
+    )
     train(cfg, tmp_path / "run")
     [row] = read_metrics(tmp_path / "run")
     # bf16 rollout and checkpointed bf16 ZeRO-3 learner compute the same log-probs: every ratio of

@@ -30,8 +30,14 @@ def stable(row: dict) -> dict:
 
 
 def config(**extra):
-    return small_config(**{"orchestrator__iterations": 3, "orchestrator__checkpoint_every": 1,
-                           "orchestrator__dashboard": "false", **extra})
+    return small_config(
+        **{
+            "orchestrator__iterations": 3,
+            "orchestrator__checkpoint_every": 1,
+            "orchestrator__dashboard": "false",
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +58,14 @@ def test_newest_checkpoint_killed_resume_continues_from_the_previous_one_exactly
     run_dir = copy_of(finished, tmp_path)
     newest = run_dir / "checkpoints" / "iter_000003"
     assert checkpoint.latest(run_dir) == newest and (newest / "manifest.json").is_file()
-    weights = {k: v.clone() for k, v in checkpoint.load_policy_weights(newest).items()}  # not the mmap we truncate
+    weights = {
+        k: v.clone() for k, v in checkpoint.load_policy_weights(newest).items()
+    }  # not the mmap we truncate
     for f in (newest / "deepspeed" / "state").glob("*optim_states.pt"):  # the optimizer state: gone
         f.unlink()
-    (newest / "policy.safetensors").write_bytes((newest / "policy.safetensors").read_bytes()[:1000])  # truncated
+    (newest / "policy.safetensors").write_bytes(
+        (newest / "policy.safetensors").read_bytes()[:1000]
+    )  # truncated
     assert checkpoint.latest(run_dir) == run_dir / "checkpoints" / "iter_000002"
 
     with caplog.at_level(logging.WARNING, logger="raygrpo"):
@@ -78,22 +88,42 @@ def test_corrupt_checkpoint_files_are_named(finished, tmp_path):
     problems = checkpoint.verify(ckpts / "iter_000003")
     assert any(p.startswith("orchestrator.json does not parse") for p in problems)
     assert any("orchestrator.json has" in p and "bytes" in p for p in problems)  # against the manifest
-    assert any(p.startswith("policy.safetensors does not open") for p in checkpoint.verify(ckpts / "iter_000002"))
+    assert any(
+        p.startswith("policy.safetensors does not open") for p in checkpoint.verify(ckpts / "iter_000002")
+    )
     assert checkpoint.latest(run_dir) == ckpts / "iter_000001"
     with pytest.raises(UserError, match=r"--checkpoint .*iter_000003 is broken: orchestrator.json"):
         resolve_checkpoint(str(ckpts / "iter_000003"))
     # a run dir, its checkpoints dir or checkpoints/latest (which names the broken iter_000003): the newest that verifies
-    assert [resolve_checkpoint(str(p)) for p in (run_dir, ckpts, ckpts / "latest")] == [ckpts / "iter_000001"] * 3
+    assert [resolve_checkpoint(str(p)) for p in (run_dir, ckpts, ckpts / "latest")] == [
+        ckpts / "iter_000001"
+    ] * 3
 
 
 def test_eval_takes_a_run_dir_or_checkpoints_latest(finished, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle at the top left on a blue background\n")
     out = {}
-    for i, arg in enumerate([finished, finished / "checkpoints" / "latest", finished / "checkpoints" / "iter_000003"]):
+    for i, arg in enumerate(
+        [finished, finished / "checkpoints" / "latest", finished / "checkpoints" / "iter_000003"]
+    ):
         path = tmp_path / f"{i}.json"
-        assert main(["eval", "--checkpoint", str(arg), "--prompts", str(prompts), "--samples-per-prompt", "1",
-                     "--json", str(path)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(arg),
+                    "--prompts",
+                    str(prompts),
+                    "--samples-per-prompt",
+                    "1",
+                    "--json",
+                    str(path),
+                ]
+            )
+            == 0
+        )
         out[i] = json.loads(path.read_text())
     assert out[0] == out[1] == out[2] and set(out[0]) == {"preference", "alignment"}
     assert main(["eval", "--checkpoint", str(tmp_path), "--prompts", str(prompts)]) == 2
@@ -104,18 +134,35 @@ def test_a_used_run_dir_is_refused_without_resume(finished, tmp_path, monkeypatc
     import orchestrator.__main__ as cli
 
     before = {name: (finished / name).read_text() for name in ("metrics.jsonl", "config.yaml", "status.json")}
-    with pytest.raises(UserError, match=r"already holds a run \(3 metrics lines, checkpoints up to iter_000003\); "
-                                        r"continue it with --resume"):
+    with pytest.raises(
+        UserError,
+        match=r"already holds a run \(3 metrics lines, checkpoints up to iter_000003\); "
+        r"continue it with --resume",
+    ):
         train(config(), finished, cluster_cls=LocalCluster)
     started = []
     monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("ray"))
     assert main(["train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(finished)]) == 2
     assert capsys.readouterr().err.startswith(f"raygrpo: --run-dir {finished} already holds a run")
     # the CLI, with the run's own config and one change: refused before Ray, the change listed
-    assert main(["train", "--config", str(finished / "config.yaml"), "--run-dir", str(finished), "--resume",
-                 "learner.clip_range=0.001"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(finished / "config.yaml"),
+                "--run-dir",
+                str(finished),
+                "--resume",
+                "learner.clip_range=0.001",
+            ]
+        )
+        == 2
+    )
     # the run's clip_range is chunk_grpo's preset value, 5e-5 (GCPO finetune_hpsv3_chunk.sh:39)
-    assert "learner.clip_range: 5e-05 (checkpoint) -> 0.001 (now)" in capsys.readouterr().err and started == []
+    assert (
+        "learner.clip_range: 5e-05 (checkpoint) -> 0.001 (now)" in capsys.readouterr().err and started == []
+    )
     # nothing appended, nothing overwritten
     assert {name: (finished / name).read_text() for name in before} == before
     (tmp_path / "runs").mkdir()
@@ -135,7 +182,10 @@ def test_resume_lists_config_changes_and_refuses_them_without_the_flag(finished,
     assert "rollout.noise_level: 0.7 (checkpoint) -> 0.5 (now)" in message
     assert "--allow-config-changes" in message
     with caplog.at_level(logging.WARNING, logger="raygrpo"):
-        assert prepare(config(learner__lr=3e-4), finished, resume=True, allow_config_changes=True).name == "iter_000003"
+        assert (
+            prepare(config(learner__lr=3e-4), finished, resume=True, allow_config_changes=True).name
+            == "iter_000003"
+        )
         # operational fields (more iterations, other worker counts) change freely, with a note
         assert prepare(config(orchestrator__iterations=5, rollout__num_workers=2), finished, resume=True)
     assert "--resume changes orchestrator.iterations: 3 -> 5" in caplog.text

@@ -23,11 +23,22 @@ pytestmark = pytest.mark.slow
 def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_path):
     eval_prompts = tmp_path / "eval.txt"
     eval_prompts.write_text("\n".join(read_prompts(text_world.prompt_file("heldout"))[:2]) + "\n")
-    cfg = load_config("deploy/configs/tiny_text.yaml", [
-        "rollout.num_steps=5", "rollout.group_size=4", "rollout.num_workers=1", "learner.chunks.sizes=[2, 2]",
-        "learner.micro_batch=8", "orchestrator.prompts_per_iter=2", "orchestrator.iterations=2",
-        "orchestrator.heldout_every=1", f"orchestrator.eval_prompts={eval_prompts}", "orchestrator.eval_samples_per_prompt=2",
-        "orchestrator.dashboard=false"])
+    cfg = load_config(
+        "deploy/configs/tiny_text.yaml",
+        [
+            "rollout.num_steps=5",
+            "rollout.group_size=4",
+            "rollout.num_workers=1",
+            "learner.chunks.sizes=[2, 2]",
+            "learner.micro_batch=8",
+            "orchestrator.prompts_per_iter=2",
+            "orchestrator.iterations=2",
+            "orchestrator.heldout_every=1",
+            f"orchestrator.eval_prompts={eval_prompts}",
+            "orchestrator.eval_samples_per_prompt=2",
+            "orchestrator.dashboard=false",
+        ],
+    )
     result = train(cfg, tmp_path / "run")
     rows = read_metrics(tmp_path / "run")
     assert [r["iteration"] for r in rows] == [0, 1]
@@ -49,8 +60,13 @@ def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_pa
     with torch.no_grad():
         torch.set_num_threads(1)
         try:
-            batch, images = eval_images(policy, read_prompts(eval_prompts), seed=cfg.orchestrator.seed,
-                                        samples_per_prompt=2, num_steps=5)
+            batch, images = eval_images(
+                policy,
+                read_prompts(eval_prompts),
+                seed=cfg.orchestrator.seed,
+                samples_per_prompt=2,
+                num_steps=5,
+            )
         finally:
             torch.set_num_threads(2)
     assert images.shape == (4, 32, 64, 3)

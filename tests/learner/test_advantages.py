@@ -47,15 +47,17 @@ def test_aggregation_modes_by_hand():
     rewards = {"m1": torch.tensor([1.0, 2.0, 3.0]), "m2": torch.tensor([3.0, 3.0, 6.0])}
     ids = torch.zeros(3, dtype=torch.long)
     adv, zero = combined_advantages(rewards, {"m1": 1.0, "m2": 1.0}, ids, mode="advantage")
-    s3 = 3 ** 0.5
+    s3 = 3**0.5
     torch.testing.assert_close(adv, torch.tensor([-1 - 1 / s3, -1 / s3, 1 + 2 / s3]))
     assert not zero.any()
     # reward mode: r = [4, 5, 9], mean 6, unbiased var (4 + 1 + 9)/2 = 7 -> A = [-2, -1, 3]/√7
     adv, _ = combined_advantages(rewards, {"m1": 1.0, "m2": 1.0}, ids, mode="reward")
-    torch.testing.assert_close(adv, torch.tensor([-2.0, -1.0, 3.0]) / 7 ** 0.5)
+    torch.testing.assert_close(adv, torch.tensor([-2.0, -1.0, 3.0]) / 7**0.5)
     # a group is dropped only when every reward model is flat in it
     flat = {"m1": torch.tensor([1.0, 1.0]), "m2": torch.tensor([0.0, 1.0])}
-    _, zero = combined_advantages(flat, {"m1": 1.0, "m2": 1.0}, torch.zeros(2, dtype=torch.long), mode="advantage")
+    _, zero = combined_advantages(
+        flat, {"m1": 1.0, "m2": 1.0}, torch.zeros(2, dtype=torch.long), mode="advantage"
+    )
     assert not zero.any()
 
 
@@ -85,8 +87,12 @@ def test_granular_advantages_sum_z_scores_per_granularity_then_clamp():
     # second column: r1 = [0, 0, 3] (mean 1, std sqrt(3)) -> [-0.57735, -0.57735, 1.1547]; r2 all 5 -> 0
     rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 3.0], [6.0, 4.0, 2.0, 5.0, 5.0, 5.0]])
     ids = torch.tensor([0, 0, 0, 1, 1, 1])
-    torch.testing.assert_close(granular_advantages(rewards, ids),
-                               torch.tensor([0.0, 0.0, 0.0, -0.57735, -0.57735, 1.1547]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        granular_advantages(rewards, ids),
+        torch.tensor([0.0, 0.0, 0.0, -0.57735, -0.57735, 1.1547]),
+        atol=1e-5,
+        rtol=0,
+    )
     # clamp after the sum: z = [-1.5, 0.5, 0.5, 0.5] twice sums to [-3, 1, 1, 1]; clip 2 -> [-2, 1, 1, 1]
     r = torch.tensor([0.0, 2.0, 2.0, 2.0])
     twice = granular_advantages(torch.stack([r, r]), torch.zeros(4, dtype=torch.long), clip=2.0)

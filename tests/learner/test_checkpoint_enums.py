@@ -14,7 +14,9 @@ from learner.engine import _deepspeed_safe_globals, enum_values
 
 @pytest.fixture
 def python_3_11_2_enum_pickling(monkeypatch):
-    monkeypatch.setattr(ZeroStageEnum, "__reduce_ex__", lambda self, proto: (getattr, (type(self), self._name_)))
+    monkeypatch.setattr(
+        ZeroStageEnum, "__reduce_ex__", lambda self, proto: (getattr, (type(self), self._name_))
+    )
 
 
 def weights_only_load(path):
@@ -23,7 +25,11 @@ def weights_only_load(path):
 
 
 def test_enum_members_are_saved_as_values(tmp_path, python_3_11_2_enum_pickling):
-    state = {"zero_stage": ZeroStageEnum.gradients, "state": {0: {"exp_avg": torch.ones(3)}}, "groups": [(1, 2)]}
+    state = {
+        "zero_stage": ZeroStageEnum.gradients,
+        "state": {0: {"exp_avg": torch.ones(3)}},
+        "groups": [(1, 2)],
+    }
     torch.save(state, tmp_path / "raw.pt")
     with pytest.raises(pickle.UnpicklingError, match="getattr"):  # what a fresh Debian 12 hit on resume
         weights_only_load(tmp_path / "raw.pt")

@@ -29,7 +29,24 @@ def test_adaptive_chunks_worked_examples():
     # 1/(k+1): first order all negative -> halves of 6 -> second order all positive -> halves of 3
     assert adaptive_chunks([1 / (k + 1) for k in range(12)]) == [[3, 3, 3, 3]]
     assert adaptive_chunks([1 / (k + 1) for k in range(10)]) == [[5, 5]]
-    curve = [0.30, 0.22, 0.15, 0.11, 0.09, 0.08, 0.075, 0.07, 0.068, 0.07, 0.075, 0.08, 0.09, 0.10, 0.12, 0.15]
+    curve = [
+        0.30,
+        0.22,
+        0.15,
+        0.11,
+        0.09,
+        0.08,
+        0.075,
+        0.07,
+        0.068,
+        0.07,
+        0.075,
+        0.08,
+        0.09,
+        0.10,
+        0.12,
+        0.15,
+    ]
     assert adaptive_chunks(curve) == [[4, 4, 1, 3, 4]]
     assert adaptive_chunks([0.5] * 7) == [[3, 4]]  # one run of zeros -> halves 3, 4
     assert adaptive_chunks([3.0, 1.0, 2.0]) == [[3]]
@@ -42,8 +59,30 @@ def test_adaptive_chunks_do_not_depend_on_the_input_dtype():
     # − (0.07 − 0.08)/2 = 0), whose sign is float rounding. Written as float64 literals that rounding
     # gives [4, 4, 1, 3, 4]; a float32 tensor of the same decimals is widened through its shortest
     # decimal form, so it splits the same (plain widening would give [3, 4, 1, 1, 1, 1, 3, 2]).
-    curve = [0.30, 0.22, 0.15, 0.11, 0.09, 0.08, 0.075, 0.07, 0.068, 0.07, 0.075, 0.08, 0.09, 0.10, 0.12, 0.15]
-    for values in (curve, torch.tensor(curve), torch.tensor(curve, dtype=torch.float64), np.array(curve, dtype=np.float32)):
+    curve = [
+        0.30,
+        0.22,
+        0.15,
+        0.11,
+        0.09,
+        0.08,
+        0.075,
+        0.07,
+        0.068,
+        0.07,
+        0.075,
+        0.08,
+        0.09,
+        0.10,
+        0.12,
+        0.15,
+    ]
+    for values in (
+        curve,
+        torch.tensor(curve),
+        torch.tensor(curve, dtype=torch.float64),
+        np.array(curve, dtype=np.float32),
+    ):
         assert adaptive_chunks(values) == [[4, 4, 1, 3, 4]], type(values)
     harmonic = [1 / (k + 1) for k in range(12)]
     assert adaptive_chunks(torch.tensor(harmonic)) == adaptive_chunks(harmonic) == [[3, 3, 3, 3]]
@@ -72,10 +111,14 @@ def test_chunk_sampling_probs_by_hand():
     l1 = torch.tensor([[0.4, 0.2, 0.1, 0.1, 0.1, 0.1]])
     torch.testing.assert_close(chunk_sampling_probs(l1, [2, 4]), torch.tensor([[0.75, 0.25]]))
     # softmax(0.3, 0.1) = [e^0.2, 1] / (1 + e^0.2) = [0.549834, 0.450166]
-    torch.testing.assert_close(chunk_sampling_probs(l1, [2, 4], "softmax"), torch.tensor([[0.549834, 0.450166]]))
+    torch.testing.assert_close(
+        chunk_sampling_probs(l1, [2, 4], "softmax"), torch.tensor([[0.549834, 0.450166]])
+    )
     # one size list per row, padded with 0: row 1 has one chunk -> [1, 0]
     two = torch.tensor([[0.4, 0.2, 0.1, 0.1, 0.1, 0.1], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
-    torch.testing.assert_close(chunk_sampling_probs(two, [[2, 4], [6, 0]]), torch.tensor([[0.75, 0.25], [1.0, 0.0]]))
+    torch.testing.assert_close(
+        chunk_sampling_probs(two, [[2, 4], [6, 0]]), torch.tensor([[0.75, 0.25], [1.0, 0.0]])
+    )
     with pytest.raises(ValueError, match="sum to 5"):
         chunk_sampling_probs(l1, [2, 3])
 

@@ -21,7 +21,9 @@ from rollout.sampler import generate
 from rollout.sde import sde_step
 
 pytestmark = pytest.mark.slow
-PROMPTS = ["a red circle at the center on a blue background"] * 3 + ["a blue square at the top left on a red background"] * 2
+PROMPTS = ["a red circle at the center on a blue background"] * 3 + [
+    "a blue square at the top left on a red background"
+] * 2
 
 
 def plain_steps(policy, traj, adv, cfg, minibatches):
@@ -40,10 +42,26 @@ def plain_steps(policy, traj, adv, cfg, minibatches):
         for s in range(t.shape[1]):
             x, x_next = sub.latents[r, t[:, s]], sub.latents[r, e[:, s]]
             v = policy.velocity(x, sub.sigmas[t[:, s]], cond)
-            log_prob.append(sde_step(x, v, sub.sigmas[t[:, s]], sub.sigmas[e[:, s]], noise_level=sub.noise_level,
-                                     kind=sub.sde_kind, x_next=x_next, guard_sigma=float(sub.sigmas[1])).log_prob)
-        loss, _ = clipped_objective(torch.stack(log_prob, 1), sub.log_probs[r[:, None], t], adv[rows], sub.chunk_ids,
-                                    clip_range=cfg.clip_range, mask=sub.train_steps >= 0)
+            log_prob.append(
+                sde_step(
+                    x,
+                    v,
+                    sub.sigmas[t[:, s]],
+                    sub.sigmas[e[:, s]],
+                    noise_level=sub.noise_level,
+                    kind=sub.sde_kind,
+                    x_next=x_next,
+                    guard_sigma=float(sub.sigmas[1]),
+                ).log_prob
+            )
+        loss, _ = clipped_objective(
+            torch.stack(log_prob, 1),
+            sub.log_probs[r[:, None], t],
+            adv[rows],
+            sub.chunk_ids,
+            clip_range=cfg.clip_range,
+            mask=sub.train_steps >= 0,
+        )
         opt.zero_grad()
         loss.backward()
         norms.append(float(torch.nn.utils.clip_grad_norm_(params, float("inf"))))  # the norm, unclipped
@@ -57,8 +75,16 @@ def chunk_batch(policy):
     sizes 1 or 3, -1 padded): unequal passes and per-sample chunk counts."""
     plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True)
     select = ChunkSelector(mode="fixed", sizes=(1, 3), fraction=0.5)
-    _, traj = generate(policy, PROMPTS, [0, 0, 0, 1, 1], plan, [1, 1, 1, 2, 2], [3, 4, 5, 6, 7], policy_version=0,
-                       select=select)
+    _, traj = generate(
+        policy,
+        PROMPTS,
+        [0, 0, 0, 1, 1],
+        plan,
+        [1, 1, 1, 2, 2],
+        [3, 4, 5, 6, 7],
+        policy_version=0,
+        select=select,
+    )
     assert set((traj.train_steps >= 0).sum(dim=1).tolist()) == {1, 3}
     return traj
 
@@ -67,8 +93,16 @@ def window_batch(policy):
     """E-GRPO: one prompt, windows of an 8-step grid (one from σ = 1 spans two steps), 2 members each."""
     plan = entropy_window_plan(8, noise_level=0.7, tau=2.9)
     members = plan.members_per_group(2)
-    _, traj = generate(policy, PROMPTS[:1] * members, [plan.column_label(0, m, 2) for m in range(members)], plan,
-                       [1] * members, list(range(10, 10 + members)), policy_version=0, group_size=2)
+    _, traj = generate(
+        policy,
+        PROMPTS[:1] * members,
+        [plan.column_label(0, m, 2) for m in range(members)],
+        plan,
+        [1] * members,
+        list(range(10, 10 + members)),
+        policy_version=0,
+        group_size=2,
+    )
     return traj
 
 
@@ -101,7 +135,9 @@ def test_learner_steps_equal_plain_torch_over_several_passes_and_minibatches(bat
         torch.testing.assert_close(mine[name].detach(), p.detach(), atol=2e-5, rtol=0, msg=name)
 
 
-@pytest.mark.parametrize("zero_stage, offload", [(2, False), (3, False), (3, True)], ids=["zero2", "zero3", "zero3-offload"])
+@pytest.mark.parametrize(
+    "zero_stage, offload", [(2, False), (3, False), (3, True)], ids=["zero2", "zero3", "zero3-offload"]
+)
 def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray, zero_stage, offload):
     """ZeRO-2 / ZeRO-3 over 2 Ray actors, 5 samples in minibatches [0, 1, 2] and [3]: in the second,
     rank 0's shard is empty and it runs zero-weight passes on the minibatch's first sample, so both
@@ -112,24 +148,37 @@ def test_two_ranks_with_an_empty_shard_equal_plain_steps(local_ray, zero_stage, 
 
     torch.manual_seed(0)
     factory = functools.partial(policy_from_config, ModelConfig(path="tiny"), device="cpu")
-    cfg = LearnerConfig(lr=1e-3, micro_batch=2, clip_range=0.5, max_grad_norm=1e9, world_size=2, torch_threads=1,
-                        zero_stage=zero_stage, offload_optimizer=offload)
+    cfg = LearnerConfig(
+        lr=1e-3,
+        micro_batch=2,
+        clip_range=0.5,
+        max_grad_norm=1e9,
+        world_size=2,
+        torch_threads=1,
+        zero_stage=zero_stage,
+        offload_optimizer=offload,
+    )
     reference = factory()
     traj = chunk_batch(reference)
     adv = torch.tensor([1.0, -0.5, 0.3, 1.0, -1.0])
     samples, minibatches = [0, 1, 2, 3, 4], [[0, 1, 2], [3]]  # sample 4 is not trained (say, best-of-N)
 
-    remote = ray.remote(LearnerWorker).options(num_cpus=0, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
+    remote = ray.remote(LearnerWorker).options(
+        num_cpus=0, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}
+    )
     ranks = [remote.remote(factory, cfg, r, 2) for r in range(2)]
     try:
         addr, port = ray.get(ranks[0].rendezvous.remote())
         ray.get([a.setup.remote(addr, port) for a in ranks])
         ref = ray.put(traj)
-        stats = ray.get([a.update.remote([ref], [5], samples, adv.tolist(), minibatches) for a in ranks],
-                        timeout=300)  # unequal backward counts would leave one rank waiting here
+        stats = ray.get(
+            [a.update.remote([ref], [5], samples, adv.tolist(), minibatches) for a in ranks], timeout=300
+        )  # unequal backward counts would leave one rank waiting here
         (state, _), _ = ray.get([a.publish.remote() for a in ranks])
         held = ray.get([a.__ray_call__.remote(_held_elements) for a in ranks])  # (held here, full model)
-        offloaded = ray.get([a.__ray_call__.remote(lambda w: bool(w.engine.zero_offload_optimizer())) for a in ranks])
+        offloaded = ray.get(
+            [a.__ray_call__.remote(lambda w: bool(w.engine.zero_offload_optimizer())) for a in ranks]
+        )
     finally:
         for a in ranks:
             ray.kill(a)

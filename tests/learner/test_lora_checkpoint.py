@@ -20,8 +20,13 @@ pytestmark = pytest.mark.slow
 
 def test_lora_update_save_and_load(flux_dir, tmp_path):
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    model = ModelConfig(path=str(flux_dir), resolution=32, max_sequence_length=16, finetune="lora",
-                        lora=LoraConfig(rank=4, alpha=8))
+    model = ModelConfig(
+        path=str(flux_dir),
+        resolution=32,
+        max_sequence_length=16,
+        finetune="lora",
+        lora=LoraConfig(rank=4, alpha=8),
+    )
     factory = functools.partial(policy_from_config, model)
     cfg = LearnerConfig(lr=1e-2, micro_batch=4)
     a = LearnerWorker(factory, cfg, 0, 1)

@@ -51,7 +51,13 @@ def test_chunk_ratio_is_the_geometric_mean_of_its_step_ratios():
 
 def test_negative_advantage_takes_the_pessimistic_branch():
     # ratio e^0.5 = 1.6487 with A = -1: min(-1.6487, -1.2) = -1.6487 -> loss 1.6487 (unclipped)
-    loss, _ = clipped_objective(torch.tensor([[0.5]]), torch.zeros(1, 1), -torch.ones(1), torch.zeros(1, dtype=torch.long), clip_range=0.2)
+    loss, _ = clipped_objective(
+        torch.tensor([[0.5]]),
+        torch.zeros(1, 1),
+        -torch.ones(1),
+        torch.zeros(1, dtype=torch.long),
+        clip_range=0.2,
+    )
     assert loss.item() == pytest.approx(math.exp(0.5), rel=1e-6)
 
 
@@ -70,7 +76,9 @@ def test_mask_drops_transitions_and_empty_chunks():
 
 def test_per_chunk_advantages_and_gradient_flows():
     new = torch.zeros(1, 2, requires_grad=True)
-    loss, _ = clipped_objective(new, torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]), torch.tensor([0, 1]), clip_range=0.2)
+    loss, _ = clipped_objective(
+        new, torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]), torch.tensor([0, 1]), clip_range=0.2
+    )
     loss.backward()
     # d/dlogp of -ratio·A at ratio 1 is -A, averaged over 2 chunks -> [-0.5, +0.5]
     torch.testing.assert_close(new.grad, torch.tensor([[-0.5, 0.5]]))
@@ -89,7 +97,9 @@ def test_kl_is_zero_for_identical_policies_and_exact_by_hand():
 def test_a_block_of_pads_only_has_no_chunk_and_zero_loss():
     # weighted chunk sampling pads short selections with -1; a column block can hold pads only
     new = torch.tensor([[0.3, 0.2]], requires_grad=True)
-    loss, stats = clipped_objective(new, torch.zeros(1, 2), torch.ones(1), torch.tensor([[-1, -1]]), clip_range=0.2)
+    loss, stats = clipped_objective(
+        new, torch.zeros(1, 2), torch.ones(1), torch.tensor([[-1, -1]]), clip_range=0.2
+    )
     assert loss.item() == 0.0 and stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0
     loss.backward()
     assert torch.equal(new.grad, torch.zeros(1, 2))
@@ -112,12 +122,19 @@ def test_clip_range_high_clips_the_upper_side_only():
     # sample 1: max(0.7408, clip(0.7408, 0.9, 1.5) = 0.9) = 0.9 (clipped below)
     # L = (-1.3499 + 0.9) / 2 = -0.22493; both ratios lie outside [0.9, 1.5]? 1.35 no, 0.74 yes -> 0.5
     new = torch.tensor([[0.3], [-0.3]])
-    loss, stats = clipped_objective(new, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.zeros(1, dtype=torch.long),
-                                    clip_range=0.1, clip_range_high=0.5)
+    loss, stats = clipped_objective(
+        new,
+        torch.zeros(2, 1),
+        torch.tensor([1.0, -1.0]),
+        torch.zeros(1, dtype=torch.long),
+        clip_range=0.1,
+        clip_range_high=0.5,
+    )
     assert loss.item() == pytest.approx((-math.exp(0.3) + 0.9) / 2, rel=1e-6)
     assert stats["clip_fraction"] == 0.5
-    symmetric, _ = clipped_objective(new, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.zeros(1, dtype=torch.long),
-                                     clip_range=0.1)
+    symmetric, _ = clipped_objective(
+        new, torch.zeros(2, 1), torch.tensor([1.0, -1.0]), torch.zeros(1, dtype=torch.long), clip_range=0.1
+    )
     assert symmetric.item() == pytest.approx((-1.1 + 0.9) / 2, rel=1e-6)  # the upper side clips at 1.1 now
 
 

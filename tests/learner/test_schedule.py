@@ -11,7 +11,10 @@ def test_shuffled_is_a_seeded_permutation_in_near_equal_parts():
     assert a == minibatch_schedule(groups, minibatches=2, order="shuffled", seed=7)
     assert a != minibatch_schedule(groups, minibatches=2, order="shuffled", seed=8)
     assert a[0] != sorted(a[0])  # not contiguous, not in order
-    assert [len(p) for p in minibatch_schedule(list(range(5)), minibatches=2, order="shuffled", seed=0)] == [3, 2]
+    assert [len(p) for p in minibatch_schedule(list(range(5)), minibatches=2, order="shuffled", seed=0)] == [
+        3,
+        2,
+    ]
 
 
 def test_in_order_takes_the_same_members_of_every_group():
@@ -19,7 +22,11 @@ def test_in_order_takes_the_same_members_of_every_group():
     # step m holds members 4m..4m+3 of every group
     groups = [g for g in (5, 9) for _ in range(12)]
     parts = minibatch_schedule(groups, minibatches=3, order="in_order", seed=0)
-    assert parts == [[0, 1, 2, 3, 12, 13, 14, 15], [4, 5, 6, 7, 16, 17, 18, 19], [8, 9, 10, 11, 20, 21, 22, 23]]
+    assert parts == [
+        [0, 1, 2, 3, 12, 13, 14, 15],
+        [4, 5, 6, 7, 16, 17, 18, 19],
+        [8, 9, 10, 11, 20, 21, 22, 23],
+    ]
     # best-of-N leaves 3 members of a group: split 1 / 1 / 1
     parts = minibatch_schedule([0, 0, 0, 1, 1, 1, 1, 1, 1], minibatches=3, order="in_order", seed=0)
     assert parts == [[0, 3, 4], [1, 5, 6], [2, 7, 8]]

@@ -13,16 +13,19 @@ TINY = "deploy/configs/tiny.yaml"
 
 
 def batch(groups, columns=None):
-    return SimpleNamespace(groups=list(groups), columns=list(columns if columns is not None else groups),
-                           info={})  # no "groups" report: every sample is a first copy
+    return SimpleNamespace(
+        groups=list(groups), columns=list(columns if columns is not None else groups), info={}
+    )  # no "groups" report: every sample is a first copy
 
 
 def test_zero_spread_groups_are_dropped_and_the_rest_split_in_order():
     # dance_grpo: 3 steps per batch, in order. Group 0 has no spread (dropped); groups 1, 2 of 3:
     # each step takes one member of each -> [[3, 6], [4, 7], [5, 8]] as positions into the kept list
     cfg = load_config(TINY, ["algorithm=dance_grpo", "rollout.group_size=3"])
-    rewards = {"preference": np.array([1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 3.0, 1.0, 2.0]),
-               "alignment": np.array([0.5] * 9)}
+    rewards = {
+        "preference": np.array([1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 3.0, 1.0, 2.0]),
+        "alignment": np.array([0.5] * 9),
+    }
     adv = compute_advantages(cfg, rewards, [batch([0] * 3 + [1] * 3), batch([2] * 3)], iteration=0)
     assert adv.samples == [3, 4, 5, 6, 7, 8] and adv.zero_std_ratio == pytest.approx(1 / 3)
     # group 1: r = 0, 1, 2 -> z = -1, 0, 1; group 2: r = 3, 1, 2 -> 1, -1, 0 (alignment has no spread: 0)

@@ -29,14 +29,32 @@ def test_tiny_config_pins_no_algorithm_knob_and_each_preset_is_its_paper():
             assert section == value, (algorithm, path)
             assert cfg.sources[".".join(path)].startswith(f"preset {algorithm}: ")
     dance = load_config(TINY, ["algorithm=dance_grpo"])
-    assert (dance.rollout.sde_kind, dance.rollout.noise_level, dance.learner.timestep_fraction) == ("dance", 0.3, 0.6)
+    assert (dance.rollout.sde_kind, dance.rollout.noise_level, dance.learner.timestep_fraction) == (
+        "dance",
+        0.3,
+        0.6,
+    )
     assert (dance.learner.minibatches, dance.learner.minibatch_order) == (3, "in_order")
     chunk = load_config(TINY)
-    assert chunk.algorithm == "chunk_grpo" and (chunk.learner.chunks.mode, chunk.learner.chunks.sizes) == ("scaled", [2, 3, 4, 7])
-    assert (chunk.learner.clip_range, chunk.learner.max_grad_norm, chunk.learner.timestep_fraction) == (5e-5, 0.01, 0.5)
+    assert chunk.algorithm == "chunk_grpo" and (chunk.learner.chunks.mode, chunk.learner.chunks.sizes) == (
+        "scaled",
+        [2, 3, 4, 7],
+    )
+    assert (chunk.learner.clip_range, chunk.learner.max_grad_norm, chunk.learner.timestep_fraction) == (
+        5e-5,
+        0.01,
+        0.5,
+    )
     e = load_config(TINY, ["algorithm=e_grpo"])
     assert build_plan(e).windows == ((0, 1), (1, 2), (2, 4), (3, 5), (4, 6), (5, 8))  # 12 steps, τ 2.2
-    assert build_plan(load_config(TINY, ["algorithm=mix_grpo"])).at(25).trainable[:6] == (False, True, True, True, True, False)
+    assert build_plan(load_config(TINY, ["algorithm=mix_grpo"])).at(25).trainable[:6] == (
+        False,
+        True,
+        True,
+        True,
+        True,
+        False,
+    )
 
 
 def test_the_user_wins_over_the_preset_and_sources_say_who_set_what():
@@ -59,12 +77,21 @@ def test_run_dir_gets_config_and_sources(tmp_path):
     written = yaml.safe_load((tmp_path / "config.yaml").read_text())
     sources = yaml.safe_load((tmp_path / "config_sources.yaml").read_text())
     assert written["learner"]["kl_coef"] == 0.01 and sources["learner.kl_coef"] == "command line"
-    assert written["learner"]["advantage_std"] == "batch" and sources["learner.advantage_std"].startswith("preset flow_grpo")
+    assert written["learner"]["advantage_std"] == "batch" and sources["learner.advantage_std"].startswith(
+        "preset flow_grpo"
+    )
 
 
 def test_overrides_parse_as_yaml_and_config_is_frozen():
-    cfg = load_config(TINY, ["learner.lr=3e-4", "learner.chunks.mode=fixed", "learner.chunks.sizes=[5, 6]",
-                             "orchestrator.iterations=3"])
+    cfg = load_config(
+        TINY,
+        [
+            "learner.lr=3e-4",
+            "learner.chunks.mode=fixed",
+            "learner.chunks.sizes=[5, 6]",
+            "orchestrator.iterations=3",
+        ],
+    )
     assert cfg.learner.lr == 3e-4 and cfg.learner.chunks.sizes == [5, 6]
     with pytest.raises(Exception):
         cfg.learner.lr = 1.0
@@ -75,8 +102,10 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
     "overrides, needle",
     [
         (["learner.lrr=1e-4"], "learner.lrr: unknown field"),
-        (["learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 3, 4]"],
-         "chunk sizes [2, 3, 4] sum to 9 but the plan trains 11 transitions; set learner.chunks.sizes"),
+        (
+            ["learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 3, 4]"],
+            "chunk sizes [2, 3, 4] sum to 9 but the plan trains 11 transitions; set learner.chunks.sizes",
+        ),
         (["rollout.group_size=1"], "rollout.group_size"),
         (["orchestrator.train_prompts=/nowhere.txt"], "orchestrator.train_prompts: no file /nowhere.txt"),
         (["algorithm=ppo"], "algorithm"),
@@ -84,13 +113,24 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
         (["algorithm=dance_grpo", "learner.chunks.mode=fixed"], "learner.chunks.sizes is not set"),
         (["rollout.ode_last_step=true"], "rollout.ode_last_step was removed"),
         (["learner.chunks.profile=p.json"], "learner.chunks.profile was removed"),
-        (["algorithm=e_grpo", "rollout.entropy_threshold=40"], "rollout.entropy_threshold 40.0: the window of step 0 reaches σ = 0"),
+        (
+            ["algorithm=e_grpo", "rollout.entropy_threshold=40"],
+            "rollout.entropy_threshold 40.0: the window of step 0 reaches σ = 0",
+        ),
         (["algorithm=e_grpo", "learner.chunks.mode=adaptive"], "set learner.chunks.mode: step"),
-        (["learner.chunks.mode=adaptive", "reward.chunk_weights=[{alignment: 1.0}]"],
-         "reward.chunk_weights needs the same chunks in every trajectory"),
+        (
+            ["learner.chunks.mode=adaptive", "reward.chunk_weights=[{alignment: 1.0}]"],
+            "reward.chunk_weights needs the same chunks in every trajectory",
+        ),
         (["learner.minibatch_order=column"], "need E-GRPO's columns"),
-        (["algorithm=mix_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 2]"], "sliding window's length"),
-        (["reward.chunk_weights=[{alignment: 1.0}]"], "reward.chunk_weights has 1 mixes but the plan has 4 chunks"),
+        (
+            ["algorithm=mix_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 2]"],
+            "sliding window's length",
+        ),
+        (
+            ["reward.chunk_weights=[{alignment: 1.0}]"],
+            "reward.chunk_weights has 1 mixes but the plan has 4 chunks",
+        ),
     ],
 )
 def test_bad_config_errors_name_the_field_and_fix(overrides, needle):

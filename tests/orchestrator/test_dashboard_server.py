@@ -22,9 +22,16 @@ PNG = bytes.fromhex("89504e470d0a1a0a") + b"not really a png, served as bytes"
 
 
 def metrics_row(i: int, phase_seconds: float, **extra) -> dict:
-    return {"iteration": i, "policy_version": i + 1, "reward/pref/mean": 0.5 + i / 10, "reward/pref/std": 0.1,
-            "learner/clip_fraction": 0.25 * i, "time/rollout": phase_seconds / 2, "time/update": phase_seconds / 2,
-            **extra}
+    return {
+        "iteration": i,
+        "policy_version": i + 1,
+        "reward/pref/mean": 0.5 + i / 10,
+        "reward/pref/std": 0.1,
+        "learner/clip_fraction": 0.25 * i,
+        "time/rollout": phase_seconds / 2,
+        "time/update": phase_seconds / 2,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -32,16 +39,32 @@ def run_dir(tmp_path) -> Path:
     """A run of 10 iterations, 3 logged (wall 2, 3, 4 s), a torn 4th line, grids 0 and 2, eval before."""
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
-    status = {"state": "running", "iteration": 2, "iterations": 10, "phase": "rollout", "started": 1000.0,
-              "updated": 1020.0, "workers": [{"role": "rollout", "index": 0, "pid": 11, "images_per_s": 3.5}],
-              "last_metrics": {"big": "dropped"}, "run_dir": str(run)}
+    status = {
+        "state": "running",
+        "iteration": 2,
+        "iterations": 10,
+        "phase": "rollout",
+        "started": 1000.0,
+        "updated": 1020.0,
+        "workers": [{"role": "rollout", "index": 0, "pid": 11, "images_per_s": 3.5}],
+        "last_metrics": {"big": "dropped"},
+        "run_dir": str(run),
+    }
     (run / "status.json").write_text(json.dumps(status))
-    rows = [metrics_row(0, 2.0), metrics_row(1, 3.0, **{"learner/grad_norm": float("nan")}), metrics_row(2, 4.0)]
+    rows = [
+        metrics_row(0, 2.0),
+        metrics_row(1, 3.0, **{"learner/grad_norm": float("nan")}),
+        metrics_row(2, 4.0),
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"iteration": 3, "rew')
     for i in (0, 2):
         (run / "samples" / f"iter_{i:05d}.png").write_bytes(PNG + bytes([i]))
-        meta = {"iteration": i, "policy_version": i, "group_size": 2,
-                "rows": [{"prompt": "a red circle", "group": 0, "rewards": {"pref": [0.25, 0.75]}}]}
+        meta = {
+            "iteration": i,
+            "policy_version": i,
+            "group_size": 2,
+            "rows": [{"prompt": "a red circle", "group": 0, "rewards": {"pref": [0.25, 0.75]}}],
+        }
         (run / "samples" / f"iter_{i:05d}.json").write_text(json.dumps(meta))
     (run / "samples" / "eval_before.png").write_bytes(PNG)
     (run / "config.yaml").write_text("secret: not served\n")
@@ -57,7 +80,9 @@ def server(run_dir):
 
 def fetch(url: str, method: str = "GET"):
     """(status code, headers, body) of one request; HTTP errors are answers, not exceptions."""
-    req = urllib.request.Request(url, method=method, data=b"{}" if method in ("POST", "PUT", "PATCH") else None)
+    req = urllib.request.Request(
+        url, method=method, data=b"{}" if method in ("POST", "PUT", "PATCH") else None
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers, r.read()
@@ -66,7 +91,11 @@ def fetch(url: str, method: str = "GET"):
 
 
 def tree_digest(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_status_derives_elapsed_eta_and_seconds_per_iteration(run_dir, server):
@@ -116,8 +145,15 @@ def test_samples_list_grids_newest_first_with_their_rewards(run_dir, server):
     code, headers, body = fetch(server.url + "samples/iter_00002.png")
     assert code == 200 and headers["Content-Type"] == "image/png" and body == PNG + bytes([2])
     # only grid names are served: nothing else in (or outside) the run dir
-    for path in ("samples/../config.yaml", "samples/%2e%2e/config.yaml", "samples/config.yaml",
-                 "samples/iter_00001.png", "config.yaml", "status.json", "static/../server.py"):
+    for path in (
+        "samples/../config.yaml",
+        "samples/%2e%2e/config.yaml",
+        "samples/config.yaml",
+        "samples/iter_00001.png",
+        "config.yaml",
+        "status.json",
+        "static/../server.py",
+    ):
         assert fetch(server.url + path)[0] == 404, path
 
 

@@ -25,7 +25,9 @@ def test_gpu_configs_fill_one_8_gpu_node_and_cite_every_value(name):
     path = Path("deploy/configs") / name
     cfg = load_config(path)
     r, lc = cfg.rollout, cfg.learner
-    gpus = r.num_workers * r.num_gpus + sum(s.num_gpus for s in cfg.reward.scorers) + lc.world_size * lc.num_gpus
+    gpus = (
+        r.num_workers * r.num_gpus + sum(s.num_gpus for s in cfg.reward.scorers) + lc.world_size * lc.num_gpus
+    )
     assert gpus == pytest.approx(8)
     assert cfg.model.dtype == "bfloat16" and cfg.model.embeddings  # workers never load T5
     assert cfg.model.embeddings.startswith("/")  # not under the job's working dir (runs/ is excluded)
@@ -34,7 +36,10 @@ def test_gpu_configs_fill_one_8_gpu_node_and_cite_every_value(name):
     assert "raygrpo embed" in text and "PROVISIONAL" in text
     # no algorithm knob is pinned without a source: every such line carries a comment
     for line in text.splitlines():
-        if re.match(r"\s+(lr|num_steps|shift|group_size|resolution|guidance_scale|rank|alpha|sizes|minibatches|iterations):", line):
+        if re.match(
+            r"\s+(lr|num_steps|shift|group_size|resolution|guidance_scale|rank|alpha|sizes|minibatches|iterations):",
+            line,
+        ):
             assert "#" in line, line
     assert (cfg.model.finetune == "lora") == name.endswith("_lora.yaml") or name.startswith("sd35_flow")
 
@@ -72,7 +77,11 @@ def test_flux_dance_mix_and_sd35_flow_recipes():
     dance = load_config("deploy/configs/flux_dance_grpo.yaml")
     assert (dance.rollout.num_steps, dance.rollout.noise_level, dance.learner.minibatches) == (16, 0.3, 3)
     dance_lora = load_config("deploy/configs/flux_dance_grpo_lora.yaml")
-    assert (dance_lora.rollout.num_steps, dance_lora.learner.minibatches, dance_lora.learner.lr) == (12, 2, 3e-4)
+    assert (dance_lora.rollout.num_steps, dance_lora.learner.minibatches, dance_lora.learner.lr) == (
+        12,
+        2,
+        3e-4,
+    )
     mix = load_config("deploy/configs/flux_mix_grpo.yaml")
     plan = build_plan(mix)
     assert plan.num_transitions == 25 and plan.at(0).trainable == tuple(k < 4 for k in range(25))

@@ -11,7 +11,11 @@ def test_readme_documents_every_metric_as_metrics_py_does():
     missing = [name for name in METRICS if f"| `{name}` |" not in readme]
     assert not missing, f"README metric table lacks {missing}"
     cells = readme.replace("\\|", "¦")  # a | inside a markdown cell is written \|
-    differ = [name for name, meaning in METRICS.items() if f"| `{name}` | {meaning.replace('|', '¦')} |" not in cells]
+    differ = [
+        name
+        for name, meaning in METRICS.items()
+        if f"| `{name}` | {meaning.replace('|', '¦')} |" not in cells
+    ]
     assert not differ, f"README describes {differ} otherwise than orchestrator/metrics.py"
 
 

@@ -10,7 +10,9 @@ JUDGES = "reward.heldout=[{name: ocr_heldout, kind: ocr_heldout}, {name: fidelit
 
 
 def monitor(*overrides):
-    return HackingMonitor(load_config("deploy/configs/tiny.yaml", [JUDGES, "orchestrator.heldout_every=5", *overrides]))
+    return HackingMonitor(
+        load_config("deploy/configs/tiny.yaml", [JUDGES, "orchestrator.heldout_every=5", *overrides])
+    )
 
 
 def test_warns_when_the_training_reward_rises_while_a_judge_falls():
@@ -43,7 +45,9 @@ def test_hacking_stop_and_its_config_errors():
     assert m.check(4, {"preference": 1.0, "alignment": 0.8, "ocr_heldout": 0.1, "fidelity": 0.7}).stop
     with pytest.raises(ConfigError, match="hacking_stop is true but orchestrator.heldout_every is 0"):
         load_config("deploy/configs/tiny.yaml", ["orchestrator.hacking_stop=true"])
-    with pytest.raises(ConfigError, match=r"reward.scorers and reward.heldout names must be unique; \['alignment'\]"):
+    with pytest.raises(
+        ConfigError, match=r"reward.scorers and reward.heldout names must be unique; \['alignment'\]"
+    ):
         load_config("deploy/configs/tiny.yaml", ["reward.heldout=[{name: alignment, kind: fidelity}]"])
     with pytest.raises(RuntimeError, match="before baseline"):
         monitor().check(4, {})

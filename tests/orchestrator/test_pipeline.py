@@ -30,8 +30,14 @@ class Recorder(RolloutSchedule):
 
 
 def events(mode, iterations=5, checkpoint_every=3):
-    cfg = load_config("deploy/configs/tiny.yaml", [f"orchestrator.mode={mode}", f"orchestrator.iterations={iterations}",
-                                                   f"orchestrator.checkpoint_every={checkpoint_every}"])
+    cfg = load_config(
+        "deploy/configs/tiny.yaml",
+        [
+            f"orchestrator.mode={mode}",
+            f"orchestrator.iterations={iterations}",
+            f"orchestrator.checkpoint_every={checkpoint_every}",
+        ],
+    )
     prompts, rollouts = PromptSampler([f"p{i}" for i in range(50)], seed=0), Recorder(cfg)
     for k in range(iterations):
         rollouts.start(k, prompts, checkpoint=due(cfg, k))
@@ -42,27 +48,49 @@ def events(mode, iterations=5, checkpoint_every=3):
 
 def test_sync_launches_each_iteration_inside_it():
     assert events("sync") == [
-        ("launch", 0), ("collect", 0), ("end", 0),
-        ("launch", 1), ("collect", 1), ("end", 1),
-        ("launch", 2), ("collect", 2), ("checkpoint", 2),
-        ("launch", 3), ("collect", 3), ("end", 3),
-        ("launch", 4), ("collect", 4), ("checkpoint", 4),
+        ("launch", 0),
+        ("collect", 0),
+        ("end", 0),
+        ("launch", 1),
+        ("collect", 1),
+        ("end", 1),
+        ("launch", 2),
+        ("collect", 2),
+        ("checkpoint", 2),
+        ("launch", 3),
+        ("collect", 3),
+        ("end", 3),
+        ("launch", 4),
+        ("collect", 4),
+        ("checkpoint", 4),
     ]
 
 
 def test_async_launches_one_ahead_but_never_past_a_checkpoint_or_the_end():
     assert events("async") == [
-        ("launch", 0), ("launch", 1), ("collect", 0), ("end", 0),  # 1 runs during 0's update
-        ("launch", 2), ("collect", 1), ("end", 1),
-        ("collect", 2), ("checkpoint", 2),  # 2 checkpoints: nothing ahead, resume is exact
-        ("launch", 3), ("launch", 4), ("collect", 3), ("end", 3),
-        ("collect", 4), ("checkpoint", 4),
+        ("launch", 0),
+        ("launch", 1),
+        ("collect", 0),
+        ("end", 0),  # 1 runs during 0's update
+        ("launch", 2),
+        ("collect", 1),
+        ("end", 1),
+        ("collect", 2),
+        ("checkpoint", 2),  # 2 checkpoints: nothing ahead, resume is exact
+        ("launch", 3),
+        ("launch", 4),
+        ("collect", 3),
+        ("end", 3),
+        ("collect", 4),
+        ("checkpoint", 4),
     ]
 
 
 def test_async_draws_the_same_prompts_in_the_same_order_as_sync():
     def drawn(mode):
-        cfg = load_config("deploy/configs/tiny.yaml", [f"orchestrator.mode={mode}", "orchestrator.iterations=4"])
+        cfg = load_config(
+            "deploy/configs/tiny.yaml", [f"orchestrator.mode={mode}", "orchestrator.iterations=4"]
+        )
         prompts, got = PromptSampler([f"p{i}" for i in range(50)], seed=0), []
 
         class Drawn(Recorder):

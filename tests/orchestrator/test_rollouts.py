@@ -32,8 +32,13 @@ class WaitWorker:
 
     def rollout(self, groups, iteration, preview=False):
         time.sleep(self.seconds * len(groups))
-        info = {"worker": self.index, "policy_version": 0, "groups": [g for g, _ in groups],
-                "iteration": iteration, "preview": preview}
+        info = {
+            "worker": self.index,
+            "policy_version": 0,
+            "groups": [g for g, _ in groups],
+            "iteration": iteration,
+            "preview": preview,
+        }
         return [self.index] * len(groups), None, info
 
 
@@ -50,8 +55,12 @@ class TwoEven(WaitWorker):
 
 
 def make_rollouts(actor_cls, units: int, overrides: tuple = ()) -> Rollouts:
-    overrides = ["rollout.group_size=2", f"rollout.num_workers={len(actor_cls.SECONDS)}",
-                 f"rollout.units_per_worker={units}", *overrides]
+    overrides = [
+        "rollout.group_size=2",
+        f"rollout.num_workers={len(actor_cls.SECONDS)}",
+        f"rollout.units_per_worker={units}",
+        *overrides,
+    ]
     cfg = load_config("deploy/configs/tiny.yaml", overrides)
     return Rollouts(cfg, build_plan(cfg), learners=[], actor_cls=actor_cls)  # returns once all started
 
@@ -94,8 +103,9 @@ def test_one_unit_per_actor_is_the_static_split():
 def test_async_launches_queue_behind_older_ones_and_are_taken_in_order():
     # async mode: starting iteration 0 launches 1 too, while 0 still runs; taking 0 returns only
     # 0's groups; taking 1 afterwards returns 1's, each once, all units accounted for
-    rollouts = make_rollouts(TwoEven, units=3,
-                             overrides=["orchestrator.mode=async", "orchestrator.prompts_per_iter=6"])
+    rollouts = make_rollouts(
+        TwoEven, units=3, overrides=["orchestrator.mode=async", "orchestrator.prompts_per_iter=6"]
+    )
     prompts = PromptSampler([f"p{i}" for i in range(12)], seed=0)
     rollouts.start(0, prompts, checkpoint=False)
     assert sorted(rollouts.started) == [0, 1] and len(rollouts._queue) == 10  # two units running, ten waiting

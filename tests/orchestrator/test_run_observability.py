@@ -18,16 +18,23 @@ def test_preview_json_holds_each_grid_rows_prompt_and_rewards(tmp_path):
     run = Run(cfg, tmp_path / "run", resume=False)
     prompts = ["p0", "p1", "p2"]
     # worker 0 rolled out groups 5, 6, 7 (4 samples each); its grid shows the first 2 groups
-    batch = RolloutBatch(images=None, trajectory=None, prompts=tuple(p for p in prompts for _ in range(4)),
-                         groups=tuple(g for g in (5, 6, 7) for _ in range(4)),
-                         info={"preview_png": b"png", "preview_rows": 2, "policy_version": 3})
+    batch = RolloutBatch(
+        images=None,
+        trajectory=None,
+        prompts=tuple(p for p in prompts for _ in range(4)),
+        groups=tuple(g for g in (5, 6, 7) for _ in range(4)),
+        info={"preview_png": b"png", "preview_rows": 2, "policy_version": 3},
+    )
     rewards = {"preference": np.arange(16, dtype=np.float32) / 10, "alignment": np.full(16, 0.5, np.float32)}
     run.write_preview(7, batch, rewards)
     run.close()
     meta = json.loads((tmp_path / "run" / "samples" / "iter_00007.json").read_text())
     assert (tmp_path / "run" / "samples" / "iter_00007.png").read_bytes() == b"png"
     assert meta["iteration"] == 7 and meta["policy_version"] == 3 and meta["group_size"] == 4
-    assert [r["prompt"] for r in meta["rows"]] == ["p0", "p1"] and [r["group"] for r in meta["rows"]] == [5, 6]
+    assert [r["prompt"] for r in meta["rows"]] == ["p0", "p1"] and [r["group"] for r in meta["rows"]] == [
+        5,
+        6,
+    ]
     # row 1 is samples 4..7 of the batch: preference 0.4, 0.5, 0.6, 0.7
     assert meta["rows"][1]["rewards"]["preference"] == pytest.approx([0.4, 0.5, 0.6, 0.7])
     assert meta["rows"][0]["rewards"]["alignment"] == [0.5] * 4
@@ -43,9 +50,21 @@ def test_no_preview_no_files(tmp_path):
 
 
 def test_worker_row_adds_busy_throughput_and_restarts():
-    row = worker_row("reward", 1, {"pid": 7, "node": "n", "images": 12, "seconds": 3.0, "scorer": "preference"})
-    assert row == {"role": "reward", "index": 1, "state": "alive", "restarts": 0, "pid": 7, "node": "n",
-                   "images": 12, "seconds": 3.0, "scorer": "preference", "images_per_s": 4.0}
+    row = worker_row(
+        "reward", 1, {"pid": 7, "node": "n", "images": 12, "seconds": 3.0, "scorer": "preference"}
+    )
+    assert row == {
+        "role": "reward",
+        "index": 1,
+        "state": "alive",
+        "restarts": 0,
+        "pid": 7,
+        "node": "n",
+        "images": 12,
+        "seconds": 3.0,
+        "scorer": "preference",
+        "images_per_s": 4.0,
+    }
     assert worker_row("learner", 0, {"images": 0, "seconds": 0.0})["images_per_s"] is None
 
 
@@ -88,27 +107,42 @@ def test_ray_metrics_record_the_rows_values(monkeypatch):
     monkeypatch.setattr(ray.util.metrics, "Gauge", Gauge)
     metrics = RayMetrics("run-a")
     metrics.record_iteration({"iteration": 3, "throughput/images_per_s": 2.5, "staleness": 0})
-    metrics.record_workers([{"role": "rollout", "index": 1, "images_per_s": 5.0},
-                            {"role": "learner", "index": 0, "images_per_s": None}])
+    metrics.record_workers(
+        [
+            {"role": "rollout", "index": 1, "images_per_s": 5.0},
+            {"role": "learner", "index": 0, "images_per_s": None},
+        ]
+    )
     run = (("run", "run-a"),)
-    assert seen == {("raygrpo_iteration", run): 3, ("raygrpo_images_per_s", run): 2.5,
-                    ("raygrpo_staleness", run): 0,
-                    ("raygrpo_actor_images_per_s", (("index", "1"), ("role", "rollout"), ("run", "run-a"))): 5.0}
+    assert seen == {
+        ("raygrpo_iteration", run): 3,
+        ("raygrpo_images_per_s", run): 2.5,
+        ("raygrpo_staleness", run): 0,
+        ("raygrpo_actor_images_per_s", (("index", "1"), ("role", "rollout"), ("run", "run-a"))): 5.0,
+    }
 
 
 def test_e_grpo_preview_rows_are_labelled_as_window_columns(tmp_path):
     """Under E-GRPO a grid row of G samples is one window column of a prompt group, not a prompt."""
     from orchestrator.config import build_plan
 
-    cfg = load_config("deploy/configs/tiny.yaml", ["algorithm=e_grpo", "rollout.group_size=2", "orchestrator.dashboard=false"])
+    cfg = load_config(
+        "deploy/configs/tiny.yaml",
+        ["algorithm=e_grpo", "rollout.group_size=2", "orchestrator.dashboard=false"],
+    )
     plan = build_plan(cfg)
     k = len(plan.windows)
     assert k >= 2
     run = Run(cfg, tmp_path / "run", resume=False)
     run.write_plan(plan)
     members = 2 * k  # one group: K columns of G = 2
-    batch = RolloutBatch(images=None, trajectory=None, prompts=("p0",) * members, groups=(0,) * members,
-                         info={"preview_png": b"png", "preview_rows": 2})
+    batch = RolloutBatch(
+        images=None,
+        trajectory=None,
+        prompts=("p0",) * members,
+        groups=(0,) * members,
+        info={"preview_png": b"png", "preview_rows": 2},
+    )
     run.write_preview(0, batch, {"preference": np.arange(members, dtype=np.float32)})
     run.close()
     meta = json.loads((tmp_path / "run" / "samples" / "iter_00000.json").read_text())

@@ -33,8 +33,10 @@ def test_ocr_scorers_as_ray_reward_actors(local_ray):
     truth = text_world.render_prompts(PROMPTS, rng)
     blank = np.full_like(truth, 235)
     wrong = text_world.render_prompts(PROMPTS[1:] + PROMPTS[:1], rng)
-    actors = {kind: local_ray.remote(RewardWorker).remote(ScorerConfig(name=kind, kind=kind, batch_size=3))
-              for kind in ("ocr", "ocr_heldout")}
+    actors = {
+        kind: local_ray.remote(RewardWorker).remote(ScorerConfig(name=kind, kind=kind, batch_size=3))
+        for kind in ("ocr", "ocr_heldout")
+    }
     for kind, actor in actors.items():
         right, empty, other = local_ray.get([actor.score.remote(x, PROMPTS) for x in (truth, blank, wrong)])
         assert right.dtype == np.float32 and right.shape == (4,)

@@ -47,11 +47,17 @@ def test_clip_style_matches_transformers_clip_image_processor():
         torch.testing.assert_close(clip_style(image, 224), reference, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("hw, expected", [
-    ((512, 512), (448, 448)),  # 512 rounds to 504; 504² > 200704, β = 512/448 -> floor to 448
-    ((720, 720), (448, 448)),
-    ((200, 300), (392, 560)),  # 196·308 < 200704: β = sqrt(200704/60000) = 1.829 -> ceil(13.06)·28, ceil(19.60)·28
-    ((1024, 768), (504, 364)),  # β = sqrt(786432/200704) = 1.9795 -> floor(18.47)·28, floor(13.85)·28
-])
+@pytest.mark.parametrize(
+    "hw, expected",
+    [
+        ((512, 512), (448, 448)),  # 512 rounds to 504; 504² > 200704, β = 512/448 -> floor to 448
+        ((720, 720), (448, 448)),
+        (
+            (200, 300),
+            (392, 560),
+        ),  # 196·308 < 200704: β = sqrt(200704/60000) = 1.829 -> ceil(13.06)·28, ceil(19.60)·28
+        ((1024, 768), (504, 364)),  # β = sqrt(786432/200704) = 1.9795 -> floor(18.47)·28, floor(13.85)·28
+    ],
+)
 def test_hpsv3_pixel_budget_by_hand(hw, expected):
     assert smart_resize(*hw, min_pixels=256 * 28 * 28, max_pixels=256 * 28 * 28) == expected

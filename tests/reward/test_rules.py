@@ -21,8 +21,14 @@ def test_render_of_a_different_prompt_scores_low():
     images = world.render_prompts(ALL, seed=1)
     others = []
     for s in scenes:  # a prompt differing in every attribute
-        cands = [q for q in scenes if q.colour != s.colour and q.shape != s.shape
-                 and q.position != s.position and q.background != s.background]
+        cands = [
+            q
+            for q in scenes
+            if q.colour != s.colour
+            and q.shape != s.shape
+            and q.position != s.position
+            and q.background != s.background
+        ]
         others.append(cands[rng.integers(len(cands))].prompt)
     scores = AlignmentScorer().score(images, others)
     assert scores.mean() <= 0.1 and scores.max() <= 0.3
@@ -31,10 +37,12 @@ def test_render_of_a_different_prompt_scores_low():
 def test_one_wrong_attribute_costs_about_a_quarter():
     prompt = "a red circle at the center on a blue background"
     images = world.render_prompts([prompt] * 16, seed=2)
-    for wrong in ("a green circle at the center on a blue background",
-                  "a red square at the center on a blue background",
-                  "a red circle at the top left on a blue background",
-                  "a red circle at the center on a yellow background"):
+    for wrong in (
+        "a green circle at the center on a blue background",
+        "a red square at the center on a blue background",
+        "a red circle at the top left on a blue background",
+        "a red circle at the center on a yellow background",
+    ):
         s = AlignmentScorer().score(images, [wrong] * 16)
         assert 0.6 <= s.mean() <= 0.8, wrong
 

@@ -8,8 +8,12 @@ from reward.config import ScorerConfig
 from reward.preprocess import to_pil
 from reward.worker import build_scorer
 
-PROMPTS = ["a red circle at the top left on a blue background", "a photo of a cat",
-           "a blue square " + "and more words " * 20, ""]
+PROMPTS = [
+    "a red circle at the top left on a blue background",
+    "a photo of a cat",
+    "a blue square " + "and more words " * 20,
+    "",
+]
 
 
 def images(n=4, size=64, seed=0):
@@ -26,7 +30,7 @@ def test_batched_scores_equal_one_at_a_time(reward_models, kind):
     s = scorer(reward_models, kind, batch_size=3)
     x = images()
     batched = s.score(x, PROMPTS)
-    single = np.array([s.score(x[i:i + 1], PROMPTS[i:i + 1])[0] for i in range(4)])
+    single = np.array([s.score(x[i : i + 1], PROMPTS[i : i + 1])[0] for i in range(4)])
     assert batched.dtype == np.float32 and batched.shape == (4,)
     np.testing.assert_allclose(batched, single, atol=1e-5)  # (right padding never reaches the score)
     assert np.ptp(batched) > 1e-3  # the scores depend on image and prompt
@@ -112,8 +116,18 @@ def test_scoring_never_imports_torchvision(reward_models, monkeypatch):
             return None
 
     monkeypatch.setattr(sys, "meta_path", [Forbid(), *sys.meta_path])
-    for name in [m for m in sys.modules if m.startswith(("reward.", "transformers.models.clip",
-                                                          "transformers.models.blip", "transformers.models.qwen2_vl"))]:
+    for name in [
+        m
+        for m in sys.modules
+        if m.startswith(
+            (
+                "reward.",
+                "transformers.models.clip",
+                "transformers.models.blip",
+                "transformers.models.qwen2_vl",
+            )
+        )
+    ]:
         monkeypatch.delitem(sys.modules, name)
     for kind in ("hpsv3", "clip", "imagereward"):
         scorer(reward_models, kind).score(images(1), PROMPTS[:1])
@@ -134,4 +148,6 @@ def test_hpsv3_embedding_rows_come_from_the_checkpoint(reward_models, tmp_path):
     s = build_scorer(ScorerConfig(name="hpsv3", kind="hpsv3", path=str(tmp_path), base=base))
     rows = s.model.vlm.model.language_model.embed_tokens.weight.shape[0]
     assert rows == len(s.processor.tokenizer) + 7 and s.model.vlm.lm_head.weight.shape[0] == rows
-    np.testing.assert_array_equal(s.score(images(2), PROMPTS[:2]), scorer(reward_models, "hpsv3").score(images(2), PROMPTS[:2]))
+    np.testing.assert_array_equal(
+        s.score(images(2), PROMPTS[:2]), scorer(reward_models, "hpsv3").score(images(2), PROMPTS[:2])
+    )

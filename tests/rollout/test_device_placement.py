@@ -19,14 +19,19 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flux", "sd3"])
 def test_sampler_with_the_policy_on_a_device(kind, flux_dir, sd3_dir):
     path, options = (flux_dir, {}) if kind == "flux" else (sd3_dir, {"guidance_scale": 4.5})  # SD3: true CFG
-    policy = policy_from_config(ModelConfig(path=str(path), resolution=32, dtype="bfloat16", **options), device="meta")
+    policy = policy_from_config(
+        ModelConfig(path=str(path), resolution=32, dtype="bfloat16", **options), device="meta"
+    )
     plan = sde_plan(4, noise_level=0.7, sde_kind="flow", train_last=True)
     branch = entropy_window_plan(8, noise_level=0.7, sde_kind="flow", active_fraction=0.5)
     m = branch.members_per_group(2)
     with MetaHost():
-        images, traj = generate(policy, ["a red circle", "a blue square"], [0, 1], plan, [1, 2], [3, 4], 0, micro_batch=1)
-        b_images, b_traj = generate(policy, ["a"] * m, list(range(m)), branch, [1] * m, list(range(m)), 0,
-                                    micro_batch=4, group_size=2)
+        images, traj = generate(
+            policy, ["a red circle", "a blue square"], [0, 1], plan, [1, 2], [3, 4], 0, micro_batch=1
+        )
+        b_images, b_traj = generate(
+            policy, ["a"] * m, list(range(m)), branch, [1] * m, list(range(m)), 0, micro_batch=4, group_size=2
+        )
         ode = sample_ode(policy, ["a", "b", "c"], [1, 2, 3], num_steps=3, micro_batch=2)
     latent = policy.latent_shape
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and ode.shape == (3, 32, 32, 3)

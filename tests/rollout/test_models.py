@@ -36,13 +36,28 @@ def test_ode_samples_match_the_diffusers_pipeline(kind, flux_dir, sd3_dir):
         # FluxPipeline: sigmas linspace(1, 1/N, N) shifted by exp(μ(seq_len)), then 0 — our schedule.
         shift = flux_resolution_shift(policy.latent_shape[0])
         pipe = FluxPipeline.from_pretrained(str(path))
-        out = pipe(PROMPTS, height=32, width=32, num_inference_steps=steps, guidance_scale=3.5,
-                   latents=noise, output_type="np").images
+        out = pipe(
+            PROMPTS,
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            guidance_scale=3.5,
+            latents=noise,
+            output_type="np",
+        ).images
     else:
         shift = 3.0  # the scheduler config's static shift, applied to the sigmas we pass
         pipe = StableDiffusion3Pipeline.from_pretrained(str(path))
-        out = pipe(PROMPTS, height=32, width=32, num_inference_steps=steps, guidance_scale=4.5,
-                   sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), latents=noise, output_type="np").images
+        out = pipe(
+            PROMPTS,
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            guidance_scale=4.5,
+            sigmas=np.linspace(1.0, 1 / steps, steps).tolist(),
+            latents=noise,
+            output_type="np",
+        ).images
     ours = sample_ode(policy, PROMPTS, seeds, num_steps=steps, shift=shift)
     reference = (out * 255).round().astype(np.uint8)  # diffusers' numpy_to_pil quantisation
     assert ours.shape == reference.shape == (2, 32, 32, 3)
@@ -64,8 +79,9 @@ def test_flux_layout_shapes_guidance_and_mixed_sigmas(flux_dir):
     assert v.dtype == torch.float32 and v.shape == x.shape
     # the learner mixes sigmas in one batch: row b must equal a call at sigma[b] alone
     for b in range(2):
-        torch.testing.assert_close(v[b:b + 1], policy.velocity(x[b:b + 1], float(sigma[b]), cond.take([b])),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            v[b : b + 1], policy.velocity(x[b : b + 1], float(sigma[b]), cond.take([b])), rtol=1e-4, atol=1e-5
+        )
     # the guidance embedding is an input of FLUX.1-dev
     assert not torch.allclose(v, policy_of(flux_dir, guidance_scale=1.0).velocity(x, sigma, cond))
 
@@ -91,8 +107,9 @@ def test_sd3_true_cfg_is_the_velocity(sd3_dir):
     sigma = torch.tensor([0.8, 0.4])
     v_text = plain.velocity(x, sigma, cond)
     v_uncond = plain.velocity(x, sigma, plain.encode([""] * 2))
-    torch.testing.assert_close(policy.velocity(x, sigma, cond), v_uncond + 4.5 * (v_text - v_uncond),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        policy.velocity(x, sigma, cond), v_uncond + 4.5 * (v_text - v_uncond), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_sd3_without_t5(tmp_path):
@@ -106,8 +123,11 @@ def test_sd3_without_t5(tmp_path):
 
 
 def test_lora_trains_only_adapters_and_starts_at_the_base(flux_dir):
-    lora = policy_of(flux_dir, lora={"rank": 4, "alpha": 8, "targets": ["attn.to_q", "attn.to_v"]},
-                     gradient_checkpointing=True)
+    lora = policy_of(
+        flux_dir,
+        lora={"rank": 4, "alpha": 8, "targets": ["attn.to_q", "attn.to_v"]},
+        gradient_checkpointing=True,
+    )
     full = policy_of(flux_dir, finetune="full")
     assert lora.trainable_names and all(".lora_A." in n or ".lora_B." in n for n in lora.trainable_names)
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora.trainable_names} == {"to_q", "to_v"}
@@ -129,7 +149,9 @@ def test_lora_trains_only_adapters_and_starts_at_the_base(flux_dir):
 
 
 def test_bf16_transformer_float32_velocity(flux_dir):
-    policy = load_policy(str(flux_dir), dtype=torch.bfloat16, options=ModelConfig(path=str(flux_dir), resolution=32))
+    policy = load_policy(
+        str(flux_dir), dtype=torch.bfloat16, options=ModelConfig(path=str(flux_dir), resolution=32)
+    )
     # LoRA adapters too: learner (DeepSpeed bf16) and rollout must hold the same dtype, or the
     # sync checksum and the ratio would differ
     assert {p.dtype for p in policy.transformer.parameters()} == {torch.bfloat16}
@@ -146,7 +168,10 @@ def test_embedding_cache_replaces_the_text_encoders(sd3_dir, tmp_path):
     kind, encoder = text_encoder_from_config(options)
     write_embeddings(encoder, PROMPTS + [""], tmp_path / "emb", kind=kind, model=str(sd3_dir), shard_size=2)
     assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [
-        "embeddings-00000.safetensors", "embeddings-00001.safetensors", "index.json"]
+        "embeddings-00000.safetensors",
+        "embeddings-00001.safetensors",
+        "index.json",
+    ]
     live = policy_of(sd3_dir)
     cached = policy_of(sd3_dir, embeddings=str(tmp_path / "emb"))
     assert isinstance(cached.text_encoder, EmbeddingCache)  # no CLIP / T5 loaded

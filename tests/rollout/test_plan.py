@@ -32,7 +32,16 @@ def test_step_exp_entropy_on_the_flux_grid_by_hand():
 
 def test_flux_default_windows_overlap_and_do_not_rebuild_the_grid():
     # ALGORITHMS.md §2.2: τ = 2.2 on the FLUX grid, active k = 0..7
-    assert entropy_merge_windows(FLUX, 0.7) == [(0, 1), (1, 2), (2, 4), (3, 5), (4, 6), (5, 8), (6, 9), (7, 10)]
+    assert entropy_merge_windows(FLUX, 0.7) == [
+        (0, 1),
+        (1, 2),
+        (2, 4),
+        (3, 5),
+        (4, 6),
+        (5, 8),
+        (6, 9),
+        (7, 10),
+    ]
     # each window is the shortest that reaches τ: (2, 3) has E 2.14 < 2.2, (2, 4) reaches it
     assert step_exp_entropy(FLUX, 2, 3, 0.7) < 2.2 <= step_exp_entropy(FLUX, 2, 4, 0.7)
     assert step_exp_entropy(FLUX, 5, 7, 0.7) < 2.2 <= step_exp_entropy(FLUX, 5, 8, 0.7)
@@ -56,7 +65,9 @@ def test_entropy_window_plan_is_the_base_grid_with_one_column_per_active_step():
 
 
 def test_a_window_reaching_sigma_zero_is_a_config_error():
-    with pytest.raises(ValueError, match="rollout.entropy_threshold 50.0: the window of step 0 reaches σ = 0"):
+    with pytest.raises(
+        ValueError, match="rollout.entropy_threshold 50.0: the window of step 0 reaches σ = 0"
+    ):
         entropy_window_plan(16, noise_level=0.7, tau=50.0)
 
 
@@ -97,5 +108,8 @@ def test_sliding_window_plan_is_a_pure_function_of_the_iteration():
     assert plan.at(5) == it5 and plan.at(18).trainable == tuple(k == 9 for k in range(12))  # s = 9: [9, 10)
     assert plan.at(20).trainable == plan.at(0).trainable  # 10 // 2 = 5 ... 20 // 2 = 10 -> rolled back to 0
     runs = plan.describe(6)["sliding_window"]["schedule"]
-    assert runs == [{"iterations": [0, 1], "sde_steps": [0, 1, 2, 3]}, {"iterations": [2, 3], "sde_steps": [1, 2, 3, 4]},
-                    {"iterations": [4, 5], "sde_steps": [2, 3, 4, 5]}]
+    assert runs == [
+        {"iterations": [0, 1], "sde_steps": [0, 1, 2, 3]},
+        {"iterations": [2, 3], "sde_steps": [1, 2, 3, 4]},
+        {"iterations": [4, 5], "sde_steps": [2, 3, 4, 5]},
+    ]

@@ -7,14 +7,19 @@ import torch
 from rollout.policy import load_policy
 from rollout.tiny import model as tiny_model
 
-PROMPTS = ["a red circle at the top left on a blue background", "a cyan square at the center on a red background"]
+PROMPTS = [
+    "a red circle at the top left on a blue background",
+    "a cyan square at the center on a red background",
+]
 
 
 def test_load_from_save_pretrained_layout(random_tiny_dir):
     policy = load_policy(str(random_tiny_dir))
     assert policy.latent_shape == (64, 48)
     cond = policy.encode(PROMPTS)
-    assert cond["prompt_embeds"].shape == (2, tiny_model.MAX_TOKENS["shapes"], 64) and cond["pooled"].shape == (2, 64)
+    assert cond["prompt_embeds"].shape == (2, tiny_model.MAX_TOKENS["shapes"], 64) and cond[
+        "pooled"
+    ].shape == (2, 64)
     x = torch.randn(2, 64, 48)
     v = policy.velocity(x, torch.tensor([1.0, 0.5]), cond)
     assert v.shape == x.shape and v.dtype == torch.float32

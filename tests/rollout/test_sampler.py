@@ -97,8 +97,9 @@ def window_rollout(policy, plan, g, prompts=(PROMPT_A, PROMPT_B)):
         columns += [plan.column_label(group, m, g) for m in range(members)]
         initial += a
         noise += b
-    images, traj = generate(policy, all_prompts, columns, plan, initial, noise, policy_version=0, group_size=g,
-                            micro_batch=5)
+    images, traj = generate(
+        policy, all_prompts, columns, plan, initial, noise, policy_version=0, group_size=g, micro_batch=5
+    )
     return images, traj, noise
 
 
@@ -134,7 +135,9 @@ def test_egrpo_members_follow_branch_path_from_the_shared_anchor(random_tiny_dir
             for t in range(k + 1):  # up to x_k every member of the column sits on the anchor
                 assert torch.equal(lat[rows[0], t], lat[rows[1], t])
             assert not torch.equal(lat[rows[0], e], lat[rows[1], e])  # own SDE noise
-            assert all(torch.equal(lat[r, t], lat[r, e]) for r in rows for t in range(k + 1, e))  # inside: x_e
+            assert all(
+                torch.equal(lat[r, t], lat[r, e]) for r in rows for t in range(k + 1, e)
+            )  # inside: x_e
 
 
 def test_branch_path_granularity_stride_continues_on_a_coarser_grid():
@@ -155,7 +158,9 @@ def test_branch_path_granularity_stride_continues_on_a_coarser_grid():
     assert calls == [round(s, 6) for s in (sigmas[0], sigmas[1], sigmas[3], sigmas[4], sigmas[6])]
     # v = 0: anchor x stays 1; the SDE mean is x·(1 + g²/(2σ)·(σ_3 − σ_1)), the tail keeps it
     g2 = 0.49 * sigmas[1] / (1 - sigmas[1])
-    torch.testing.assert_close(out.x_end, torch.full((2, 3), 1 + g2 / (2 * sigmas[1]) * (sigmas[3] - sigmas[1])))
+    torch.testing.assert_close(
+        out.x_end, torch.full((2, 3), 1 + g2 / (2 * sigmas[1]) * (sigmas[3] - sigmas[1]))
+    )
     torch.testing.assert_close(out.x0, out.x_end)
     with pytest.raises(ValueError, match="0 <= start < end < 8"):
         branch_path(velocity, x, sigmas, (2, 8), torch.zeros(2, 3), noise_level=0.7)
@@ -172,6 +177,14 @@ def test_egrpo_recomputed_log_probs_match_with_the_window_and_its_guard(random_t
     rows = torch.arange(len(t))
     x, x_next = traj.latents[rows, t], traj.latents[rows, e]
     v = policy.velocity(x, traj.sigmas[t], cond)
-    new = sde_step(x, v, traj.sigmas[t], traj.sigmas[e], noise_level=0.7, kind="flow", x_next=x_next,
-                   guard_sigma=float(traj.sigmas[1]))
+    new = sde_step(
+        x,
+        v,
+        traj.sigmas[t],
+        traj.sigmas[e],
+        noise_level=0.7,
+        kind="flow",
+        x_next=x_next,
+        guard_sigma=float(traj.sigmas[1]),
+    )
     torch.testing.assert_close(new.log_prob, traj.log_probs[rows, t], atol=1e-5, rtol=0)

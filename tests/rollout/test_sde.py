@@ -71,7 +71,9 @@ def test_math_is_float32_for_bf16_inputs_and_tensor_sigmas_match_floats():
     torch.manual_seed(2)
     x, v = torch.randn(2, 5).bfloat16(), torch.randn(2, 5).bfloat16()
     noise = torch.randn(2, 5)
-    batched = sde_step(x, v, torch.tensor([0.7, 0.7]), torch.tensor([0.5, 0.5]), noise_level=0.7, kind="flow", noise=noise)
+    batched = sde_step(
+        x, v, torch.tensor([0.7, 0.7]), torch.tensor([0.5, 0.5]), noise_level=0.7, kind="flow", noise=noise
+    )
     scalar = sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=noise)
     assert batched.x_next.dtype == batched.log_prob.dtype == torch.float32
     torch.testing.assert_close(batched.x_next, scalar.x_next)
@@ -111,5 +113,9 @@ def test_guard_sigma_keeps_the_base_grid_sigma_one_for_a_window_from_sigma_one()
     assert out.std.item() == pytest.approx(guarded, rel=1e-6)
     # away from σ = 1 the guard changes nothing; for a one-transition step it equals the default
     inner = sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2), guard_sigma=0.9)
-    torch.testing.assert_close(inner.mean, sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2)).mean)
-    assert transition_std(1.0, 0.9, noise_level=0.7, kind="flow", guard_sigma=0.9).item() == pytest.approx(0.7, rel=1e-6)
+    torch.testing.assert_close(
+        inner.mean, sde_step(x, v, 0.7, 0.5, noise_level=0.7, kind="flow", noise=torch.zeros(1, 2)).mean
+    )
+    assert transition_std(1.0, 0.9, noise_level=0.7, kind="flow", guard_sigma=0.9).item() == pytest.approx(
+        0.7, rel=1e-6
+    )

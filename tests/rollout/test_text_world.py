@@ -13,15 +13,21 @@ def test_split_is_fixed_disjoint_and_matches_the_committed_files():
     assert len(train) == 4000 and len(heldout) == 64 and not set(train) & set(heldout)
     assert read_prompts(tw.prompt_file("train")) == [tw.prompt_of(t) for t in train]
     assert read_prompts(tw.prompt_file("heldout")) == [tw.prompt_of(t) for t in heldout]
-    assert (tw.prompts("train"), tw.prompts("heldout")) == ([tw.prompt_of(t) for t in train],
-                                                           [tw.prompt_of(t) for t in heldout])
+    assert (tw.prompts("train"), tw.prompts("heldout")) == (
+        [tw.prompt_of(t) for t in train],
+        [tw.prompt_of(t) for t in heldout],
+    )
     # every character of a held-out string is seen in training: only the string is new
     assert set("".join(heldout)) <= set("".join(train)) == set(tw.ALPHABET)
 
 
 def test_prompt_round_trip_and_errors():
     assert tw.parse_prompt('a sign that says "k7pa"') == "k7pa"
-    for bad in ('a sign that says "k0qa"', 'a sign that says "ab"', "a red circle at the center on a blue background"):
+    for bad in (
+        'a sign that says "k0qa"',
+        'a sign that says "ab"',
+        "a red circle at the center on a blue background",
+    ):
         with pytest.raises(ValueError, match="not a text-world prompt"):
             tw.parse_prompt(bad)
 
@@ -54,17 +60,27 @@ def test_character_j_is_drawn_in_cell_j_whatever_the_length():
             ys.append((ink * (rows + 0.5)).sum() / ink.sum())
         x, y = tw.slot_centre(j)
         assert abs(np.mean(xs) - x) < 0.6, (j, np.mean(xs), x)
-        assert abs(np.mean(ys) - y) < 2.5, (j, np.mean(ys), y)  # "x" sits on the baseline, below the font's middle
-        assert x == pytest.approx(8 + (j + 0.5) * 12.047, abs=0.01)  # cell j: pen 8, advance 0.6023 em × 20 px
+        assert abs(np.mean(ys) - y) < 2.5, (
+            j,
+            np.mean(ys),
+            y,
+        )  # "x" sits on the baseline, below the font's middle
+        assert x == pytest.approx(
+            8 + (j + 0.5) * 12.047, abs=0.01
+        )  # cell j: pen 8, advance 0.6023 em × 20 px
 
 
 def test_text_tokens_sit_on_their_character_cells_in_every_loading_path(tmp_path):
     ids = tiny_model.text_ids("text")  # [8, 3]: <bos>, c1..c4, <eos>/<pad>...
-    advance = tw.slot_centre(1)[0] - tw.slot_centre(0)[0]  # DejaVu Sans Mono Bold: 0.602 em × 20 px = 12.04 px
+    advance = (
+        tw.slot_centre(1)[0] - tw.slot_centre(0)[0]
+    )  # DejaVu Sans Mono Bold: 0.602 em × 20 px = 12.04 px
     assert advance == pytest.approx(12.04, abs=0.01)
     # character 1 (token 1) in cell 0: x = 8 + 0.5 · 12.04 = 14.02 px -> column 14.02 / 4 − 0.5 = 3.005
     assert ids[1].tolist() == pytest.approx([0.0, 16 / 4 - 0.5, 3.005], abs=1e-3)
-    assert ids[:, 2].diff().tolist() == pytest.approx([advance / 4] * 7, abs=1e-4) and (ids[:, 1] == 3.5).all()
+    assert (
+        ids[:, 2].diff().tolist() == pytest.approx([advance / 4] * 7, abs=1e-4) and (ids[:, 1] == 3.5).all()
+    )
     assert not tiny_model.text_ids("shapes").any()  # FLUX's zeros for the shapes model
     tokenizer, text_encoder, transformer = tiny_model.build(seed=0, name="text")
     tiny_model.save(tmp_path, tokenizer, text_encoder, transformer, {"produced_by": "test"}, "text")

@@ -10,10 +10,12 @@ from rollout.weight_sync import TensorSpec, WeightGroup, pack, plan_buckets, ten
 
 
 def test_buckets_by_hand():
-    specs = [TensorSpec("a", (10,), "float32"),  # 40 bytes
-             TensorSpec("b", (4, 5), "float32"),  # 80 bytes
-             TensorSpec("c", (5,), "float32"),  # 20 bytes
-             TensorSpec("d", (8,), "bfloat16")]  # 16 bytes
+    specs = [
+        TensorSpec("a", (10,), "float32"),  # 40 bytes
+        TensorSpec("b", (4, 5), "float32"),  # 80 bytes
+        TensorSpec("c", (5,), "float32"),  # 20 bytes
+        TensorSpec("d", (8,), "bfloat16"),
+    ]  # 16 bytes
     # bucket of 100 bytes: a + b = 120 > 100 so a travels alone; b + c = 100 fits; d has its own dtype
     plan = plan_buckets(specs, 100)
     assert [[s.name for s in bucket] for bucket in plan] == [["d"], ["a"], ["b", "c"]]
@@ -21,8 +23,11 @@ def test_buckets_by_hand():
 
 def test_every_tensor_in_exactly_one_bucket_of_one_dtype_within_the_limit():
     g = torch.Generator().manual_seed(0)
-    state = {f"layer{i}.{kind}": torch.zeros(int(torch.randint(1, 300, (1,), generator=g))).to(dtype)
-             for i in range(40) for kind, dtype in (("weight", torch.float32), ("lora_A", torch.bfloat16))}
+    state = {
+        f"layer{i}.{kind}": torch.zeros(int(torch.randint(1, 300, (1,), generator=g))).to(dtype)
+        for i in range(40)
+        for kind, dtype in (("weight", torch.float32), ("lora_A", torch.bfloat16))
+    }
     state["huge"] = torch.zeros(5000)  # 20 kB > the limit: alone
     limit = 1000
     plan = plan_buckets(tensor_specs(state), limit)
@@ -80,7 +85,12 @@ def test_checksum_catches_any_single_changed_element_of_a_large_tensor():
     for dtype, word in ((torch.bfloat16, torch.int16), (torch.float32, torch.int32)):
         t = torch.randn(5_000_000, generator=g).to(dtype)
         base = tensor_digest(t)
-        positions = torch.randint(0, t.numel(), (6,), generator=g).tolist() + [0, (1 << 22) - 1, 1 << 22, t.numel() - 1]
+        positions = torch.randint(0, t.numel(), (6,), generator=g).tolist() + [
+            0,
+            (1 << 22) - 1,
+            1 << 22,
+            t.numel() - 1,
+        ]
         for i in positions:
             u = t.clone()
             u.view(word)[i] += 1  # one ulp
@@ -94,13 +104,17 @@ def test_checksum_catches_swaps_and_is_order_free():
     t = torch.randn(3, 1000).bfloat16()
     swapped = t.clone()
     swapped[0, [10, 500]] = t[0, [500, 10]]  # S unchanged; W catches it
-    assert tensor_digest(swapped)[0] == tensor_digest(t)[0] and tensor_digest(swapped)[1] != tensor_digest(t)[1]
+    assert (
+        tensor_digest(swapped)[0] == tensor_digest(t)[0] and tensor_digest(swapped)[1] != tensor_digest(t)[1]
+    )
     state = {"a": t, "b": torch.arange(7.0), "c": torch.zeros(0)}
     reverse = Checksum()
     for k in reversed(list(state)):
         reverse.update(k, state[k])
     assert reverse.hexdigest() == state_checksum(state)  # names sorted: update order does not matter
-    assert state_checksum({**state, "b": torch.arange(7.0).reshape(7, 1)}) != state_checksum(state)  # shape counts
+    assert state_checksum({**state, "b": torch.arange(7.0).reshape(7, 1)}) != state_checksum(
+        state
+    )  # shape counts
     assert state_checksum({**state, "a": t.float()}) != state_checksum(state)  # so does dtype
     assert state_checksum({"a": t.T}) == state_checksum({"a": t.T.contiguous()})  # layout does not
 
@@ -180,7 +194,9 @@ def test_sync_with_both_policies_on_a_device(flux_dir):
         checksum = sender_policy.checksum()
         sender.close()
     thread.join(60)
-    assert got["checksum"] == checksum  # (meta weights read as zeros: equal by construction; placement is the test)
+    assert (
+        got["checksum"] == checksum
+    )  # (meta weights read as zeros: equal by construction; placement is the test)
     assert {p.device.type for p in receiver_policy.parameters()} == {"meta"}
 
 
@@ -189,6 +205,10 @@ def test_device_and_host_digests_are_the_same_integers():
     on CPU tensors spanning several 2^22-element chunks."""
     from rollout.weight_sync import _WORDS, _digest_device, tensor_digest
 
-    for t in (torch.randn(9_000_000).bfloat16(), torch.randn(5_000_000), torch.tensor([-0.0, 1.5, -2.0]).half()):
+    for t in (
+        torch.randn(9_000_000).bfloat16(),
+        torch.randn(5_000_000),
+        torch.tensor([-0.0, 1.5, -2.0]).half(),
+    ):
         words = t.reshape(-1).view(_WORDS[t.element_size()])
         assert _digest_device(words).tolist() == tensor_digest(t).tolist()
