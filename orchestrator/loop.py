@@ -43,9 +43,8 @@ def train(
     preflight(cfg)
     run, plan = Run(cfg, run_dir, resume, allow_config_changes), build_plan(cfg)
     run.write_plan(plan)
-    dashboard = start_dashboard(
-        cfg.orchestrator, run.run_dir, run.status
-    )  # read-only web page of the run dir
+    # the dashboard: a read-only web page of the run dir
+    dashboard = start_dashboard(cfg.orchestrator, run.run_dir, run.status)
     cluster = None
     try:
         cluster = cluster_cls(cfg, plan, run.run_dir)  # reward, learner and control actors
@@ -76,24 +75,14 @@ def train(
                 checksum = sync(rollouts, run, previous=checksum)
             verdict = heldout_check(cfg, rollouts, cluster, run, monitor, iteration, timer)  # when due
             with timer("log"):
-                run.log(
-                    iteration,
-                    rewards,
-                    adv,
-                    stats,
-                    timer,
-                    batches,
-                    checksum,
-                    health(rollouts, cluster),
-                    extra=verdict.row,
-                )
+                state = health(rollouts, cluster)
+                run.log(iteration, rewards, adv, stats, timer, batches, checksum, state, extra=verdict.row)
                 if run.due(iteration) or verdict.stop:
                     run.checkpoint(cluster, iteration, checksum)
             if verdict.stop:
                 break
-            del (
-                batches
-            )  # its payloads leave the object store now, not in the next rollout (bench/sim_scale.py)
+            # the payloads leave the object store now, not during the next rollout (bench/sim_scale.py)
+            del batches
             rollouts.rescale()  # `raygrpo scale` requests take effect between iterations
             run.update_workers(worker_table(rollouts, cluster))
         after = evaluate(cfg, rollouts, cluster, run, "after") if before is not None else None
