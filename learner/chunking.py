@@ -134,7 +134,8 @@ def chunk_sampling_probs(l1_rel, sizes, method: str = "normalized") -> torch.Ten
     for b, row_sizes in enumerate(per_row):
         if sum(row_sizes) != values.shape[1]:
             raise ValueError(
-                f"chunk sizes {row_sizes} sum to {sum(row_sizes)}, not the {values.shape[1]} transitions of l1_rel"
+                f"chunk sizes {row_sizes} sum to {sum(row_sizes)}, "
+                f"not the {values.shape[1]} transitions of l1_rel"
             )
         w = torch.stack([part.mean() for part in torch.split(values[b], row_sizes)]) + 1e-8  # [J_b]
         out[b, : len(w)] = w / w.sum() if method == "normalized" else torch.softmax(w, dim=0)
@@ -175,7 +176,8 @@ class ChunkSelector:
     def __post_init__(self) -> None:
         if self.mode not in MODES or self.weighting not in WEIGHTINGS:
             raise ValueError(
-                f"ChunkSelector mode {self.mode!r} / weighting {self.weighting!r}; modes {MODES}, weightings {WEIGHTINGS}"
+                f"ChunkSelector mode {self.mode!r} / weighting {self.weighting!r}; "
+                f"modes {MODES}, weightings {WEIGHTINGS}"
             )
 
     def layouts(self, l1_rel: torch.Tensor) -> list[list[int]]:
@@ -194,7 +196,8 @@ class ChunkSelector:
         if sum(sizes) != n:
             raise ValueError(
                 f"chunk sizes {sizes} sum to {sum(sizes)} but the plan trains {n} transitions; set "
-                f"learner.chunks.sizes to sizes summing to {n}, or use learner.chunks.mode: scaled / adaptive / uniform"
+                f"learner.chunks.sizes to sizes summing to {n}, "
+                "or use learner.chunks.mode: scaled / adaptive / uniform"
             )
         return [sizes] * b
 

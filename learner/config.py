@@ -1,6 +1,6 @@
 """Configuration of the learner group (composed in orchestrator/config.py).
 
-Fields a preset fills (orchestrator/config.py PRESETS, each value with its source) say
+Fields a preset fills (orchestrator/presets.py PRESETS, each value with its source) say
 "default from `algorithm`": the preset's value applies whenever the file and the command line
 leave them out (or null); the defaults written here only serve code that builds a section
 directly, without a preset.
@@ -20,14 +20,15 @@ class Section(BaseModel):
 class ChunkConfig(Section):
     mode: Literal["step", "fixed", "scaled", "uniform", "adaptive"] | None = Field(
         "step",
-        description="chunks of a trajectory's trainable transitions: 'step' (one transition each: DanceGRPO, "
-        "Flow-GRPO, MixGRPO), 'fixed' (`sizes`, summing to the trainable transitions), 'scaled' (`sizes`' chunk "
-        "boundaries scaled to the trainable transitions: GCPO's [2, 3, 4, 7] on any grid), 'uniform' (`size`), "
-        "'adaptive' (per trajectory, from its own L1_rel, GCPO v3 §4.3); default from `algorithm`",
+        description="chunks of the trainable transitions: 'step' (one each: DanceGRPO, Flow-GRPO, "
+        "MixGRPO), 'fixed' (`sizes`, summing to them), 'scaled' (`sizes`' boundaries scaled to them: "
+        "GCPO's [2, 3, 4, 7] on any grid), 'uniform' (`size`), 'adaptive' (from each trajectory's "
+        "L1_rel, GCPO v3 §4.3); default from `algorithm`",
     )
     sizes: list[int] | None = Field(
         None,
-        description="fixed chunk sizes in step order, summing to the trainable transitions, e.g. [2, 3, 4, 7]",
+        description="fixed chunk sizes in step order, summing to the trainable transitions, "
+        "e.g. [2, 3, 4, 7]",
     )
     size: int | None = Field(
         None, ge=1, description="uniform chunk size (the last chunk takes the remainder)"
@@ -37,8 +38,9 @@ class ChunkConfig(Section):
     )
     weighting: Literal["uniform", "normalized", "softmax"] | None = Field(
         "uniform",
-        description="which chunks a trajectory trains: 'uniform' (a random subset), or drawn ∝ its chunks' mean "
-        "L1_rel, 'normalized' or 'softmax' (GCPO's --sample_weight); default from `algorithm`",
+        description="which chunks a trajectory trains: 'uniform' (a random subset), or drawn ∝ its "
+        "chunks' mean L1_rel, 'normalized' or 'softmax' (GCPO's --sample_weight); default from "
+        "`algorithm`",
     )
 
     @model_validator(mode="before")
@@ -60,7 +62,8 @@ class ChunkConfig(Section):
     def _needs(self):
         if self.mode in ("fixed", "scaled") and not self.sizes:
             raise ValueError(
-                f"learner.chunks.mode is '{self.mode}' but learner.chunks.sizes is not set; give e.g. sizes: [2, 3, 4, 7]"
+                f"learner.chunks.mode is '{self.mode}' but learner.chunks.sizes is not set; "
+                "give e.g. sizes: [2, 3, 4, 7]"
             )
         if self.mode == "uniform" and not self.size:
             raise ValueError("learner.chunks.mode is 'uniform' but learner.chunks.size is not set")
@@ -79,7 +82,8 @@ class LearnerConfig(Section):
     offload_optimizer: bool = Field(
         False,
         description="ZeRO-Offload: keep the fp32 master weights and Adam moments in CPU "
-        "memory and run the optimizer step there (saves 12 bytes a trainable parameter / ranks of GPU memory)",
+        "memory and run the optimizer step there (saves 12 bytes a trainable parameter / ranks "
+        "of GPU memory)",
     )
     offload_params: bool = Field(
         False, description="ZeRO-3 only: keep the parameters in CPU memory between uses (ZeRO-Infinity)"
@@ -92,7 +96,8 @@ class LearnerConfig(Section):
     clip_range: float | None = Field(
         1e-4,
         gt=0,
-        description="ε (lower side) of the clipped ratio (log-probs are dimension-averaged, hence small); default from `algorithm`",
+        description="ε (lower side) of the clipped ratio (log-probs are dimension-averaged, hence "
+        "small); default from `algorithm`",
     )
     clip_range_high: float | None = Field(
         None, gt=0, description="ε of the upper side; null: the same as clip_range"
@@ -103,13 +108,14 @@ class LearnerConfig(Section):
     minibatches: int | None = Field(
         1,
         ge=1,
-        description="optimizer steps per rollout batch (orders 'shuffled' and 'in_order'); default from `algorithm`",
+        description="optimizer steps per rollout batch (orders 'shuffled' and 'in_order'); "
+        "default from `algorithm`",
     )
     minibatch_order: Literal["shuffled", "in_order", "column"] | None = Field(
         "shuffled",
-        description="how the batch becomes minibatches: 'shuffled' (a random permutation: GCPO, Flow-GRPO), "
-        "'in_order' (members m·G/M… of every group: DanceGRPO, MixGRPO), 'column' (one step per E-GRPO column); "
-        "default from `algorithm` (learner/schedule.py)",
+        description="how the batch becomes minibatches: 'shuffled' (a random permutation: GCPO, "
+        "Flow-GRPO), 'in_order' (members m·G/M… of every group: DanceGRPO, MixGRPO), 'column' "
+        "(one step per E-GRPO column); default from `algorithm` (learner/schedule.py)",
     )
     micro_batch: int = Field(
         16, ge=1, description="model inputs per forward/backward pass (a chunk is never split)"
@@ -117,22 +123,25 @@ class LearnerConfig(Section):
     adv_clip: float = Field(5.0, gt=0, description="advantages clipped to ±adv_clip (every reference: 5)")
     advantage_groups: Literal["prompt", "column"] | None = Field(
         None,
-        description="normalise advantages per prompt group, or per (prompt, active step) column (E-GRPO); default from `algorithm`",
+        description="normalise advantages per prompt group, or per (prompt, active step) column "
+        "(E-GRPO); default from `algorithm`",
     )
     advantage_std: Literal["group", "batch"] | None = Field(
         "group",
-        description="'group': the group's unbiased std + 1e-8; 'batch': the whole batch's std + 1e-4 (Flow-GRPO's "
-        "global_std); default from `algorithm`",
+        description="'group': the group's unbiased std + 1e-8; 'batch': the whole batch's std + 1e-4 "
+        "(Flow-GRPO's global_std); default from `algorithm`",
     )
     best_of: int | None = Field(
         None,
         ge=2,
-        description="DanceGRPO best-of-N: train only the top k/2 and bottom k/2 members of each group by advantage",
+        description="DanceGRPO best-of-N: train only the top k/2 and bottom k/2 members of each "
+        "group by advantage",
     )
     kl_coef: float | None = Field(
         0.0,
         ge=0,
-        description="β of the KL to the frozen base policy (exact Gaussian KL of transition means); default from `algorithm`",
+        description="β of the KL to the frozen base policy (exact Gaussian KL of transition means); "
+        "default from `algorithm`",
     )
     train_last_step: bool | None = Field(
         False, description="the final transition may be trained (no reference does); default from `algorithm`"
@@ -141,7 +150,8 @@ class LearnerConfig(Section):
         1.0,
         gt=0,
         le=1,
-        description="a trajectory with K chunks trains max(1, int(K·f)) of them (DanceGRPO 0.6 of its steps, GCPO 0.5 of its chunks); default from `algorithm`",
+        description="a trajectory with K chunks trains max(1, int(K·f)) of them (DanceGRPO 0.6 of "
+        "its steps, GCPO 0.5 of its chunks); default from `algorithm`",
     )
     chunks: ChunkConfig = Field(default_factory=ChunkConfig)
     num_gpus: float = Field(0, ge=0, description="GPUs per learner rank")

@@ -1,10 +1,11 @@
 """DeepSpeed plumbing for the learner: process group, ZeRO engine, safe checkpoints.
 
 The device is chosen in the actor (`actor_device`); on CPU: `DS_ACCELERATOR=cpu` and the gloo
-backend; on GPUs: nccl, plus a gloo group of the same ranks for host-side ints (`host_group`). The optimizer is torch's AdamW (`torch_adam`) so no
-fused CUDA op has to be compiled. Checkpoints are DeepSpeed's own layout, but read back
-with `torch.load(weights_only=True)` only (DeepSpeed's default loader unpickles arbitrary
-objects); the few DeepSpeed classes its state holds are allow-listed explicitly.
+backend; on GPUs: nccl, plus a gloo group of the same ranks for host-side ints (`host_group`).
+The optimizer is torch's AdamW (`torch_adam`) so no fused CUDA op has to be compiled.
+Checkpoints are DeepSpeed's own layout, but read back with `torch.load(weights_only=True)`
+only (DeepSpeed's default loader unpickles arbitrary objects); the few DeepSpeed classes its
+state holds are allow-listed explicitly.
 """
 
 from __future__ import annotations

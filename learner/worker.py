@@ -284,7 +284,10 @@ class LearnerWorker(WeightPublisher):
             index[u, : len(cs)] = torch.arange(lo, lo + len(cs))
             lo += len(cs)
         mask = (index >= 0).to(device)
-        pick = lambda z: z[index.clamp(min=0).to(z.device)]  # [T] -> [U, L]
+
+        def pick(z):  # [T] -> [U, L]
+            return z[index.clamp(min=0).to(z.device)]
+
         old = traj.log_probs[rows, t].to(device)
         unit_rows = [r for r, _ in units]
         chunk = torch.tensor([int(traj.chunk_ids[r, cs[0]]) for r, cs in units])

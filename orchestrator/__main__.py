@@ -1,6 +1,7 @@
 """The `raygrpo` command line.
 
-    raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR] [--resume [--allow-config-changes]] [key.sub=value ...]
+    raygrpo train --config deploy/configs/tiny.yaml [--run-dir DIR]
+                  [--resume [--allow-config-changes]] [key.sub=value ...]
     raygrpo eval  --checkpoint RUN_DIR|CHECKPOINT|base --prompts FILE [--seed N] [--json OUT]
     raygrpo embed --config FILE --prompts FILE [--out DIR] [key.sub=value ...]
     raygrpo dashboard --run-dir DIR [--host 127.0.0.1] [--port 8266]
@@ -226,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-ray",
         action="store_true",
-        help="run the same loop in this process without Ray (one learner rank; for debugging and bench/overhead.py)",
+        help="run the same loop in this process without Ray (one learner rank; for debugging and "
+        "bench/overhead.py)",
     )
     t.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     t.set_defaults(func=cmd_train)
@@ -234,8 +236,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--checkpoint",
         required=True,
-        help="a run dir or its checkpoints/latest (the newest checkpoint that verifies), a checkpoints/iter_* "
-        "dir, or 'base'",
+        help="a run dir or its checkpoints/latest (the newest checkpoint that verifies), a "
+        "checkpoints/iter_* dir, or 'base'",
     )
     e.add_argument("--prompts", required=True, help="prompt file (one a line), or tiny:heldout")
     e.add_argument("--seed", type=int, default=0)

@@ -183,8 +183,9 @@ def resume_hint(run_dir: Path) -> str:
     last = latest(run_dir)
     if last is None:
         return (
-            f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new --run-dir if "
-            "this one has metrics lines (set orchestrator.checkpoint_every lower to lose less next time)."
+            f"No checkpoint was written yet in {run_dir}/checkpoints: start the run again, in a new "
+            "--run-dir if this one has metrics lines (set orchestrator.checkpoint_every lower to lose "
+            "less next time)."
         )
     return (
         f"The last checkpoint is {last}. Resume from it with:\n"

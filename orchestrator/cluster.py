@@ -177,15 +177,19 @@ class Cluster:
         refs = [b.trajectory for b in batches]
         sizes = [len(b.prompts) for b in batches]
         per_rank = gather_learners(
-            [l.update.remote(refs, sizes, samples, advantages, minibatches) for l in self.learners], "update"
+            [
+                learner.update.remote(refs, sizes, samples, advantages, minibatches)
+                for learner in self.learners
+            ],
+            "update",
         )
         return merge_rank_stats(per_rank)
 
     def save(self, path: str) -> None:
-        gather_learners([l.save.remote(path) for l in self.learners], "checkpoint save")
+        gather_learners([learner.save.remote(path) for learner in self.learners], "checkpoint save")
 
     def load(self, path: str) -> None:
-        gather_learners([l.load.remote(path) for l in self.learners], "checkpoint load")
+        gather_learners([learner.load.remote(path) for learner in self.learners], "checkpoint load")
 
     # -- reporting -----------------------------------------------------------------------------
     def health(self) -> dict:

@@ -42,9 +42,10 @@ def check_rewards(rewards: dict[str, np.ndarray], prompts: list[str], iteration:
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise NonFinite(
-                f"iteration {iteration}: reward scorer {name!r} returned {values[first]} for {int(bad.sum())} of "
-                f"{len(values)} samples (first: prompt {prompts[first]!r}); a non-finite reward is never trained on. "
-                "The run stops before the update: fix the scorer (its inputs, its dtype) and resume"
+                f"iteration {iteration}: reward scorer {name!r} returned {values[first]} for "
+                f"{int(bad.sum())} of {len(values)} samples (first: prompt {prompts[first]!r}); a "
+                "non-finite reward is never trained on. The run stops before the update: fix the "
+                "scorer (its inputs, its dtype) and resume"
             )
 
 
@@ -76,10 +77,11 @@ def check_weights_changed(before: dict, after: dict, learner_changed: bool, vers
     same = [k for k in before if k in after and before[k] == after[k]]
     if same:
         raise WeightsNotApplied(
-            f"weight sync v{version}: the learner's weights changed, but the output of rollout worker(s) {same} on a "
-            "fixed probe input did not: the loaded weights do not reach the model (LoRA adapters not bound or not "
-            "active, or weights copied where the forward never reads them). The run stops rather than train on "
-            "stale rollouts; check model.finetune / model.lora.targets and Policy.load_trainable_state"
+            f"weight sync v{version}: the learner's weights changed, but the output of rollout "
+            f"worker(s) {same} on a fixed probe input did not: the loaded weights do not reach the "
+            "model (LoRA adapters not bound or not active, or weights copied where the forward never "
+            "reads them). The run stops rather than train on stale rollouts; check model.finetune / "
+            "model.lora.targets and Policy.load_trainable_state"
         )
 
 

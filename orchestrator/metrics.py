@@ -51,38 +51,45 @@ def phase_time(phase: str) -> str:
 
 METRICS: dict[str, str] = {
     ITERATION: "iteration index (0-based) the line describes",
-    POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version k − staleness)",
+    POLICY_VERSION: "weights version after this iteration's sync (rollouts of iteration k use version "
+    "k − staleness)",
     WEIGHTS_CHECKSUM: "checksum of the published weights (exact integer sums per tensor on its device, "
     "rollout/weight_sync.py); every rollout worker verified to hold the same",
     ELAPSED: "seconds since the run (or resume) started",
     IMAGES_PER_S: "images generated per second of iteration wall time",
     GROUPS_PLANNED: "prompt groups planned this iteration",
-    GROUPS_COMPLETED: "prompt groups received: reported by the rollout workers and scored (a re-run of a dead worker's batch counts once; a lost group lowers it below groups_planned, a doubled one raises it, and either is a warning in status.json)",
-    RECOVERED_FAILURES: "rollout / reward workers that died and were replaced since the previous line (their unfinished work re-run)",
+    GROUPS_COMPLETED: "prompt groups received: reported by the rollout workers and scored (a re-run of "
+    "a dead worker's batch counts once; a lost group lowers it below groups_planned, a doubled one raises "
+    "it, and either is a warning in status.json)",
+    RECOVERED_FAILURES: "rollout / reward workers that died and were replaced since the previous line "
+    "(their unfinished work re-run)",
     ROLLOUT_WORKERS: "rollout workers in the pool when the line was written (`raygrpo scale` changes it)",
-    STALENESS: "policy versions between the weights that generated the samples and the weights the learner updated (0 sync, ≤ max_staleness async)",
-    ZERO_STD_RATIO: "share of advantage groups (prompt groups; E-GRPO: branch columns) whose rewards have zero spread (dropped: no signal)",
+    STALENESS: "policy versions between the weights that generated the samples and the weights the "
+    "learner updated (0 sync, ≤ max_staleness async)",
+    ZERO_STD_RATIO: "share of advantage groups (prompt groups; E-GRPO: branch columns) whose rewards "
+    "have zero spread (dropped: no signal)",
     ADVANTAGE_ABS: "mean absolute advantage over trained samples",
     TRAINED_SAMPLES: "samples the learner trained on (after dropping zero-spread groups and best-of-N)",
     reward_mean("<name>"): "mean reward of scorer <name> over the iteration's samples",
     reward_std("<name>"): "std of scorer <name>'s rewards over the iteration's samples",
     LOSS: "clipped surrogate loss: per minibatch the mean over samples of each sample's mean chunk loss, "
     "averaged over the iteration's minibatches (optimizer steps)",
-    CLIP_FRACTION: "share of (sample, chunk) ratios outside [1 − clip_range, 1 + clip_range_high], all minibatches",
+    CLIP_FRACTION: "share of (sample, chunk) ratios outside [1 − clip_range, 1 + clip_range_high], "
+    "all minibatches",
     APPROX_KL: "½·mean(Δlogp²) over trained transitions, all minibatches",
     RATIO_MEAN: "mean (sample, chunk) ratio over all minibatches",
     RATIO_MIN: "smallest (sample, chunk) ratio",
     RATIO_MAX: "largest (sample, chunk) ratio",
     RATIO_MEAN_FIRST: "mean ratio at the first minibatch: must be 1 (rollout and learner agree)",
-    RATIO_DEV_LATER: "mean |ratio − 1| over the minibatches after the first: > 0 once an optimizer step has moved the "
-    "policy (0 with one minibatch)",
-    GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps (a non-finite "
-    "one wins)",
-    KL: "KL to the frozen base policy (per-sample mean over its trained transitions, mean over samples), averaged "
-    "over the iteration's minibatches (0 unless learner.kl_coef > 0)",
+    RATIO_DEV_LATER: "mean |ratio − 1| over the minibatches after the first: > 0 once an optimizer "
+    "step has moved the policy (0 with one minibatch)",
+    GRAD_NORM: "global gradient norm before clipping, the largest over the iteration's optimizer steps "
+    "(a non-finite one wins)",
+    KL: "KL to the frozen base policy (per-sample mean over its trained transitions, mean over samples), "
+    "averaged over the iteration's minibatches (0 unless learner.kl_coef > 0)",
     OPTIMIZER_STEPS: "optimizer steps this iteration (non-empty minibatches of learner/schedule.py)",
-    NONFINITE: "non-finite losses (backward passes, summed over ranks) plus optimizer steps with a non-finite "
-    "gradient norm, this iteration",
+    NONFINITE: "non-finite losses (backward passes, summed over ranks) plus optimizer steps with a "
+    "non-finite gradient norm, this iteration",
     phase_time("<phase>"): f"seconds spent in phase <phase>, one of {', '.join(PHASES)}",
 }
 
@@ -105,8 +112,9 @@ METRICS.update(
         ): "held-out evaluation (ODE samples of orchestrator.eval_prompts after this iteration's "
         "update): mean of trained scorer or held-out judge <name>",
         HELDOUT_TRAIN_REWARD: "held-out evaluation: the training reward Σ w·mean of the trained scorers",
-        HACKING: "1 when the held-out training reward rose above its value before training while a held-out judge fell "
-        "more than orchestrator.hacking_tolerance below its own (reward hacking suspected), else 0",
+        HACKING: "1 when the held-out training reward rose above its value before training while a "
+        "held-out judge fell more than orchestrator.hacking_tolerance below its own (reward hacking "
+        "suspected), else 0",
         phase_time(HELDOUT_PHASE): "seconds spent in the held-out evaluation of this iteration",
     }
 )

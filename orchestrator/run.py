@@ -129,7 +129,8 @@ class PhaseTimer:
 class Run:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool, allow_config_changes: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        # a used run dir without --resume, or a resume that changes the run, is refused before anything is written
+        # a used run dir without --resume, or a resume that changes the run, is refused before
+        # anything is written
         self.resume_from = rundir.prepare(cfg, self.run_dir, resume, allow_config_changes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(exist_ok=True)

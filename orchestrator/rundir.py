@@ -54,7 +54,8 @@ def default_run_dir(algorithm: str) -> Path:
 
 
 def holds_run(run_dir: Path) -> str | None:
-    """What shows `run_dir` already holds a run ('3 metrics lines, checkpoints up to iter_000004'), or None."""
+    """What shows `run_dir` already holds a run ('3 metrics lines, checkpoints up to iter_000004'),
+    or None."""
     lines = len(M.read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
     ckpts = checkpoint.complete(run_dir)
     found = ([f"{lines} metrics lines"] if lines else []) + (

@@ -52,7 +52,7 @@ class WeightSync:
         Returns (checksum, indices of actors that died on the way; the caller replaces them)."""
         if self.mode == "broadcast":
             return self._install_broadcast(version, actors)
-        published = [l.publish.options(num_returns=2).remote() for l in self.learners]
+        published = [learner.publish.options(num_returns=2).remote() for learner in self.learners]
         state_ref, checksum_ref = published[0]
         gather_learners([c for _, c in published], "sync")  # other ranks join the (ZeRO-3) gather
         self.version, self.checksum, self.ref = version, ray.get(checksum_ref), state_ref
@@ -65,7 +65,7 @@ class WeightSync:
             if dead:
                 return self.checksum, dead
             self._build_group(actors)
-        sent = [l.broadcast_weights.remote(self.plan_ref) for l in self.learners]
+        sent = [learner.broadcast_weights.remote(self.plan_ref) for learner in self.learners]
         got = [a.receive_weights.remote(self.plan_ref, version) for a in actors]
         dead = self._dead(got)
         if dead:  # the collective lost a member: rebuild without it once the caller replaced it
@@ -79,8 +79,10 @@ class WeightSync:
         addr, port = ray.get(self.learners[0].rendezvous.remote())
         world = len(actors) + 1
         plans = [
-            l.join_weight_group.remote(addr, port, world, self.backend, self.timeout_s, self.bucket_bytes)
-            for l in self.learners
+            learner.join_weight_group.remote(
+                addr, port, world, self.backend, self.timeout_s, self.bucket_bytes
+            )
+            for learner in self.learners
         ]
         joined = [
             w.join_weight_group.remote(addr, port, rank + 1, world, self.backend, self.timeout_s)
@@ -105,7 +107,7 @@ class WeightSync:
         self.members = []  # broadcast: the group no longer matches the actors
 
     def _learner_copy(self):
-        published = [l.publish.options(num_returns=2).remote() for l in self.learners]
+        published = [learner.publish.options(num_returns=2).remote() for learner in self.learners]
         gather_learners([c for _, c in published], "sync")
         return published[0][0]
 

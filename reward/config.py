@@ -23,9 +23,9 @@ class ScorerConfig(Section):
     kind: Literal[
         "alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity"
     ] = Field(
-        description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), hpsv3, clip, "
-        "imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text "
-        "of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)"
+        description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), "
+        "hpsv3, clip, imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text "
+        "task: the quoted text of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)"
     )
     weight: float = Field(1.0, description="w_m in the multi-reward aggregation")
     path: str | None = Field(
@@ -33,7 +33,8 @@ class ScorerConfig(Section):
     )
     base: str | None = Field(
         None,
-        description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); imagereward: the BERT tokenizer (default bert-base-uncased)",
+        description="hpsv3: the base VLM (config + processor; default Qwen/Qwen2-VL-7B-Instruct); "
+        "imagereward: the BERT tokenizer (default bert-base-uncased)",
     )
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU"
@@ -77,8 +78,8 @@ class RewardConfig(Section):
     )
     chunk_weights: list[dict[str, float]] | None = Field(
         None,
-        description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. alignment early, "
-        "preference late); replaces the scorer weights for that chunk's advantage",
+        description="per-chunk reward mixes w_{m,j}: one {scorer name: weight} per chunk (e.g. "
+        "alignment early, preference late); replaces the scorer weights for that chunk's advantage",
     )
 
     @model_validator(mode="after")

@@ -5,9 +5,11 @@ Official layout (hub THUDM/ImageReward): `ImageReward.pt` — the state dict of
 `blip.text_encoder` and an MLP head `mlp.layers`) — and `med_config.json` (the BERT config);
 the tokenizer is bert-base-uncased plus BLIP's [DEC] / [ENC] tokens. Loaded by key mapping:
 
-    blip.visual_encoder.cls_token / pos_embed / patch_embed.proj -> vision.embeddings.{class,position,patch}_embedding
+    blip.visual_encoder.cls_token / pos_embed / patch_embed.proj
+                                   -> vision.embeddings.{class,position,patch}_embedding
     blip.visual_encoder.blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}
-                                   -> vision.encoder.layers.i.{layer_norm1, self_attn.qkv, self_attn.projection, …}
+                                   -> vision.encoder.layers.i.{layer_norm1, self_attn.qkv,
+                                      self_attn.projection, …}
     blip.visual_encoder.norm       -> vision.post_layernorm
     blip.text_encoder.*            -> text.*  (transformers' BlipTextModel is BLIP's med.py port)
     mlp.layers.*                   -> mlp.layers.*

@@ -88,8 +88,8 @@ def validate_prompts(cfg: ScorerConfig, prompts: list[str]) -> None:
         @staticmethod
         def validate_prompts(prompts: list[str]) -> None   # ValueError naming the first bad prompt
 
-    when the class defines one (alignment: its grammar; the OCR kinds: a quoted text); a class without it reads any prompt
-    (the model scorers: their tokenizers truncate)."""
+    when the class defines one (alignment: its grammar; the OCR kinds: a quoted text); a class
+    without it reads any prompt (the model scorers: their tokenizers truncate)."""
     hook = getattr(scorer_class(cfg.kind), "validate_prompts", None)
     if hook is not None:
         hook(prompts)

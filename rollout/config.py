@@ -43,7 +43,9 @@ class LoraConfig(Section):
 class ModelConfig(Section):
     path: str = Field(
         "tiny",
-        description="'tiny' (the shipped shapes-world model), a directory (raygrpo_model.json or a diffusers FluxPipeline / StableDiffusion3Pipeline with model_index.json), or a hub id such as black-forest-labs/FLUX.1-dev",
+        description="'tiny' (the shipped shapes-world model), a directory (raygrpo_model.json or a "
+        "diffusers FluxPipeline / StableDiffusion3Pipeline with model_index.json), or a hub id such as "
+        "black-forest-labs/FLUX.1-dev",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="transformer, VAE and text-encoder dtype; step math and latents stay float32"
@@ -51,12 +53,15 @@ class ModelConfig(Section):
     resolution: int | None = Field(
         None,
         ge=16,
-        description="image side in pixels (square images), a multiple of 16; default: the pipeline's (1024 for FLUX.1 / SD3.5); the tiny model is fixed at 32",
+        description="image side in pixels (square images), a multiple of 16; default: the pipeline's "
+        "(1024 for FLUX.1 / SD3.5); the tiny model is fixed at 32",
     )
     guidance_scale: float | None = Field(
         None,
         ge=0,
-        description="FLUX: the distilled guidance the transformer is conditioned on (default 3.5); SD3: true classifier-free guidance scale, applied in rollout and training alike (default 4.5; <= 1 turns CFG off)",
+        description="FLUX: the distilled guidance the transformer is conditioned on (default 3.5); "
+        "SD3: true classifier-free guidance scale, applied in rollout and training alike (default 4.5; "
+        "<= 1 turns CFG off)",
     )
     negative_prompt: str = Field("", description="SD3 CFG: the unconditional prompt")
     max_sequence_length: int | None = Field(
@@ -64,7 +69,8 @@ class ModelConfig(Section):
     )
     finetune: Literal["full", "lora"] | None = Field(
         None,
-        description="'lora': train only peft LoRA adapters (they alone are synced and checkpointed); 'full': every transformer weight; default lora for FLUX / SD3, full for tiny",
+        description="'lora': train only peft LoRA adapters (they alone are synced and checkpointed); "
+        "'full': every transformer weight; default lora for FLUX / SD3, full for tiny",
     )
     lora: LoraConfig = Field(
         default_factory=LoraConfig, description="LoRA rank / alpha / target modules (finetune: lora)"
@@ -74,7 +80,8 @@ class ModelConfig(Section):
     )
     embeddings: str | None = Field(
         None,
-        description="directory written by `raygrpo embed`: workers read prompt embeddings from it and never load the text encoders (T5)",
+        description="directory written by `raygrpo embed`: workers read prompt embeddings from it and "
+        "never load the text encoders (T5)",
     )
 
     @model_validator(mode="after")
@@ -94,7 +101,8 @@ class RolloutConfig(Section):
     num_steps: int = Field(12, ge=2, description="N: denoising steps (transitions) per sample")
     shift: float | Literal["resolution"] = Field(
         3.0,
-        description="schedule shift: σ = shift·s / (1 + (shift−1)·s); 'resolution': FLUX's resolution-dependent shift exp(μ) for model.resolution",
+        description="schedule shift: σ = shift·s / (1 + (shift−1)·s); 'resolution': FLUX's "
+        "resolution-dependent shift exp(μ) for model.resolution",
     )
     noise_level: float | None = Field(
         None, gt=0, description="η (dance) or a (flow) of the SDE; default from `algorithm`"
@@ -104,21 +112,22 @@ class RolloutConfig(Section):
     )
     plan: Literal["sde", "entropy_windows", "sliding_window"] | None = Field(
         None,
-        description="'sde': every step SDE (DanceGRPO, Chunk-GRPO, Flow-GRPO); 'entropy_windows': E-GRPO's ODE "
-        "anchor and one column per active step's entropy window; 'sliding_window': MixGRPO's moving SDE window, ODE "
-        "elsewhere; default from `algorithm`",
+        description="'sde': every step SDE (DanceGRPO, Chunk-GRPO, Flow-GRPO); 'entropy_windows': "
+        "E-GRPO's ODE anchor and one column per active step's entropy window; 'sliding_window': "
+        "MixGRPO's moving SDE window, ODE elsewhere; default from `algorithm`",
     )
     entropy_threshold: float | None = Field(
         None,
         ge=0,
-        description="E-GRPO τ: an active step's window is the shortest (k, k+l) whose exp-entropy per element "
-        "sqrt(2πe)·std reaches τ (0 never merges); default from `algorithm`",
+        description="E-GRPO τ: an active step's window is the shortest (k, k+l) whose exp-entropy per "
+        "element sqrt(2πe)·std reaches τ (0 never merges); default from `algorithm`",
     )
     branch_window: float | None = Field(
         None,
         gt=0,
         le=1,
-        description="E-GRPO: active steps start in this first fraction of the schedule; default from `algorithm`",
+        description="E-GRPO: active steps start in this first fraction of the schedule; default from "
+        "`algorithm`",
     )
     sde_window: int | None = Field(
         None, ge=1, description="MixGRPO: SDE transitions in the sliding window; default from `algorithm`"
@@ -150,8 +159,9 @@ class RolloutConfig(Section):
     )
     weight_sync: Literal["auto", "object_store", "broadcast"] = Field(
         "auto",
-        description="how weights reach the workers: 'object_store' (one ray.put per version), 'broadcast' "
-        "(a collective group with learner rank 0: NCCL on GPUs, gloo on CPU); 'auto': broadcast when rollout and learner have GPUs",
+        description="how weights reach the workers: 'object_store' (one ray.put per version), "
+        "'broadcast' (a collective group with learner rank 0: NCCL on GPUs, gloo on CPU); 'auto': "
+        "broadcast when rollout and learner have GPUs",
     )
     sync_bucket_mb: float = Field(256, gt=0, description="broadcast sync: MiB of weights per collective call")
     sync_timeout_s: float = Field(

@@ -84,8 +84,9 @@ class EmbeddingCache:
         missing = [p for p in prompts if p not in self.index]
         if missing:
             raise KeyError(
-                f"prompt {missing[0]!r} (and {len(missing) - 1} more) is not in the embedding cache {self.dir}; "
-                "run `raygrpo embed --config FILE --prompts FILE` with a prompt file that holds it"
+                f"prompt {missing[0]!r} (and {len(missing) - 1} more) is not in the embedding cache "
+                f"{self.dir}; run `raygrpo embed --config FILE --prompts FILE` with a prompt file that "
+                "holds it"
             )
         by_shard: dict[str, list[tuple[int, str]]] = {}
         for i, p in enumerate(prompts):

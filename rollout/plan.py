@@ -262,9 +262,9 @@ def entropy_window_plan(
         if end == num_steps:
             e_max = _exp_entropy(sigmas, start, end, noise_level, sde_kind)
             raise ValueError(
-                f"rollout.entropy_threshold {tau}: the window of step {start} reaches σ = 0 (E({start}, {end}) = "
-                f"{e_max:.3f} < {tau}), so all its members would decode one image; lower rollout.entropy_threshold "
-                "or rollout.branch_window"
+                f"rollout.entropy_threshold {tau}: the window of step {start} reaches σ = 0 "
+                f"(E({start}, {end}) = {e_max:.3f} < {tau}), so all its members would decode one image; "
+                "lower rollout.entropy_threshold or rollout.branch_window"
             )
     mask = tuple(k in active for k in range(num_steps))
     return RolloutPlan(

@@ -72,8 +72,9 @@ class Trajectory:
         shapes = {tuple(t.shape) for t in (self.train_steps, self.train_ends, self.chunk_ids)}
         if len(shapes) != 1 or self.train_steps.ndim != 2 or self.train_steps.shape[0] != b:
             raise ValueError(
-                f"Trajectory.train_steps {tuple(self.train_steps.shape)}, train_ends {tuple(self.train_ends.shape)} "
-                f"and chunk_ids {tuple(self.chunk_ids.shape)} must all be [{b}, S]"
+                f"Trajectory.train_steps {tuple(self.train_steps.shape)}, "
+                f"train_ends {tuple(self.train_ends.shape)} and chunk_ids {tuple(self.chunk_ids.shape)} "
+                f"must all be [{b}, S]"
             )
         if self.latents.dtype != torch.float32:
             raise ValueError(f"Trajectory.latents must be float32, got {self.latents.dtype}")

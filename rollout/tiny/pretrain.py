@@ -2,7 +2,7 @@
 
     python -m rollout.tiny.pretrain                     # the shipped shapes weights (seed 0)
     python -m rollout.tiny.pretrain --world text --out rollout/tiny/weights_text --steps 1500 --batch 64
-                                                        # the shipped text weights (see weights_text/raygrpo_model.json)
+                                       # the shipped text weights (see weights_text/raygrpo_model.json)
     python -m rollout.tiny.pretrain --steps 300 --out /tmp/tiny   # a quick smoke run
 
 Data are rendered on the fly from the *train* prompts (held-out combinations are never
