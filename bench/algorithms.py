@@ -253,8 +253,8 @@ def main() -> None:
         + " | ".join(f"{k} @ {budget:.0f} s" for k in scorers)
     )
     lines = [
-        f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, and after "
-        f"{budget:.0f} s of training (the shortest run). Base: "
+        f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, "
+        f"and after {budget:.0f} s of training (the shortest run). Base: "
         + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers)
         + ".",
         "",

@@ -1,6 +1,7 @@
 """Held-out and train quality of the shipped tiny models (the starting points RL must improve).
 
-    python bench/base_model.py [--out bench/results/base_model.json] [--hacked bench/fixtures/hacked_shapes.safetensors]
+    python bench/base_model.py [--out bench/results/base_model.json]
+        [--hacked bench/fixtures/hacked_shapes.safetensors]
 
 Machine and command are recorded in the JSON. Both worlds, ODE and SDE samples (4 per prompt):
 
@@ -206,13 +207,15 @@ def markdown(result: dict) -> str:
                 )
     f = result["fidelity_check"]
     lines.append(
-        f"\nFidelity check (shapes, held-out, ODE): ground truth {f['ground_truth']:.3f} > base {f['base']:.3f}"
+        f"\nFidelity check (shapes, held-out, ODE): ground truth {f['ground_truth']:.3f} "
+        f"> base {f['base']:.3f}"
         + (
             f" > hacked {f['hacked']:.3f} (its preference {f['hacked_preference']:.3f})"
             if "hacked" in f
             else ""
         )
-        + ". text train = the first 64 train prompts; ocr_heldout and fidelity are never trained on by default."
+        + ". text train = the first 64 train prompts; ocr_heldout and fidelity are never trained on "
+        "by default."
     )
     return "\n".join(lines) + "\n"
 

@@ -187,8 +187,9 @@ def render(result: dict) -> str:
     its = sorted({c["iteration"] for r in runs for c in r["curve"]})
     per_it = runs[0]["images_per_iteration"]
     lines = [
-        f"chunk_grpo on the shapes task, held-out preference (ODE) after k iterations of {per_it} images, mean ± std over "
-        f"seeds {seeds} (base: preference {base['preference']:.3f}, alignment {base['alignment']:.3f}).",
+        f"chunk_grpo on the shapes task, held-out preference (ODE) after k iterations of {per_it} images, "
+        f"mean ± std over seeds {seeds} (base: preference {base['preference']:.3f}, "
+        f"alignment {base['alignment']:.3f}).",
         "",
         "| chunks | " + " | ".join(f"it {i}" for i in its) + " | mean over evals | alignment, last |",
         "|---|" + "---|" * (len(its) + 2),

@@ -108,7 +108,8 @@ def markdown(result: dict) -> list[str]:
         for c in (r["heldout_curve"][0], r["heldout_curve"][-1]):
             gap = (c["preference"] - r["preference_before"]) / (1 - r["preference_before"])
             cells.append(
-                f"{c['iteration']} ({c['train_seconds']:.0f} s) | {c['preference']:.3f} | {100 * gap:.0f} % | "
+                f"{c['iteration']} ({c['train_seconds']:.0f} s) | {c['preference']:.3f} | "
+                f"{100 * gap:.0f} % | "
                 f"{c['alignment']:.3f} ({c['alignment'] - r['alignment_before']:+.3f})"
             )
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + " |")

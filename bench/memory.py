@@ -1,8 +1,11 @@
 """GPU memory of every actor of every deploy config, at real model sizes, measured without a GPU.
 
-    python bench/memory.py               # every deploy/configs/*.yaml with GPUs -> bench/results/memory.{json,md}
-    python bench/memory.py --validate    # also: the tracker against a real CPU run of a scaled-down FLUX
-    python bench/memory.py --config deploy/configs/flux_dance_grpo.yaml learner.micro_batch=2   # one config, overridden
+    # every deploy/configs/*.yaml with GPUs -> bench/results/memory.{json,md}
+    python bench/memory.py
+    # also: the tracker against a real CPU run of a scaled-down FLUX
+    python bench/memory.py --validate
+    # one config, overridden
+    python bench/memory.py --config deploy/configs/flux_dance_grpo.yaml learner.micro_batch=2
 
 Per actor, in GB (10^9 bytes); P = transformer parameters, T = trainable ones, N = learner ranks:
 
@@ -311,7 +314,8 @@ def analyse(name: str, cfg) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| config | actor | × | rows | weights | grads | optimizer | reference | activations | VAE decode | total GB | fits 80 / 141 |",
+        "| config | actor | × | rows | weights | grads | optimizer | reference | activations | VAE decode "
+        "| total GB | fits 80 / 141 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -132,7 +132,8 @@ CLIP_L14 = dict(
     ),
     projection_dim=768,
 )
-# THUDM/ImageReward: BLIP ViT-L/16 at 224 + med_config.json (BERT-base with cross-attention) + MLP 768-1024-128-64-16-1
+# THUDM/ImageReward: BLIP ViT-L/16 at 224 + med_config.json (BERT-base with cross-attention)
+# + MLP 768-1024-128-64-16-1
 IMAGEREWARD = dict(
     vision=dict(
         hidden_size=1024,

@@ -1,8 +1,9 @@
 """The memory tracker against reality: a scaled-down FLUX (bf16, LoRA, gradient checkpointing),
 one forward + backward on the meta device and for real on the CPU, both under the same
-LiveBytes tracker, and the real run's resident-memory growth (a fresh subprocess, /proc/self/statm sampled every ms).
-Equal meta and CPU peaks mean the meta run counts what real tensors allocate; RSS growth adds
-the allocator's own slack (and, being a high-water mark of the whole process, nothing freed earlier)."""
+LiveBytes tracker, and the real run's resident-memory growth (a fresh subprocess, /proc/self/statm
+sampled every ms). Equal meta and CPU peaks mean the meta run counts what real tensors allocate;
+RSS growth adds the allocator's own slack (and, being a high-water mark of the whole process,
+nothing freed earlier)."""
 
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def run(device: str) -> dict:
 def validate() -> dict:
     meta, cpu = run("meta"), run("cpu")
     return {
-        "model": f"FLUX width 512, 2 + 4 blocks, {RESOLUTION}² ({(RESOLUTION // 16) ** 2} image + {TEXT} text "
-        f"tokens), {ROWS} rows, bf16, LoRA r16, checkpointing",
+        "model": f"FLUX width 512, 2 + 4 blocks, {RESOLUTION}² ({(RESOLUTION // 16) ** 2} image "
+        f"+ {TEXT} text tokens), {ROWS} rows, bf16, LoRA r16, checkpointing",
         "meta_mb": meta["peak"] / 1e6,
         "cpu_mb": cpu["peak"] / 1e6,
         "rss_mb": cpu["rss"] / 1e6,

@@ -5,9 +5,10 @@
 The same config and iterations run through `raygrpo train` (Ray actors, object store,
 DeepSpeed) and `raygrpo train --no-ray` (the same worker classes called in one process,
 `orchestrator/local.py`), alternating, one rollout worker and one learner rank, 2 torch
-threads everywhere (`--threads N` sets another count and writes overhead_threads{N}.*). Per-iteration time = sum of the phase times in metrics.jsonl, the
-first 2 iterations (warm-up) excluded, median per phase over iterations (robust to a burst
-of load from another process); the ratio compares medians over repeats.
+threads everywhere (`--threads N` sets another count and writes overhead_threads{N}.*).
+Per-iteration time = sum of the phase times in metrics.jsonl, the first 2 iterations (warm-up)
+excluded, median per phase over iterations (robust to a burst of load from another process); the
+ratio compares medians over repeats.
 Writes bench/results/overhead.json and overhead.md.
 """
 
@@ -214,7 +215,8 @@ def main() -> None:
     )
     for role in ("rollout", "learner"):
         lines.append(
-            f"| {role} worker busy (inside its methods) | {busy['ray'][role]:.3f} | {busy['local'][role]:.3f} |"
+            f"| {role} worker busy (inside its methods) | {busy['ray'][role]:.3f} "
+            f"| {busy['local'][role]:.3f} |"
         )
     lines.append(
         f"\nRay ÷ single process = **{result['ratio_ray_over_local']:.3f}** over the timed phases, "

@@ -31,14 +31,16 @@ SECTIONS = (
     (
         "overhead_threads1",
         "Ray overhead at 1 thread per worker",
-        "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending on 2 fully used cores",
+        "the same at 1 torch thread: most of the 2-thread gap is OMP barriers contending "
+        "on 2 fully used cores",
     ),
     ("async", "Async mode", "async ÷ sync wall time against the ideal overlap"),
     ("scaling", "Rollout scaling", "rollout images/s, 2 workers ÷ 1, one core each"),
     (
         "sim_scale",
         "Orchestration at 1…64 workers, simulated",
-        "the real driver, pool, scoring and weight sync with waiting workers and FLUX-size payloads (see below the tables)",
+        "the real driver, pool, scoring and weight sync with waiting workers and FLUX-size payloads "
+        "(see below the tables)",
     ),
     ("soak", "Soak", "object store and process memory over 200 iterations"),
     ("oracle", "Oracle", "our HPSv3 / ImageReward against the official packages"),

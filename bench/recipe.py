@@ -145,7 +145,8 @@ def main() -> None:
                     *variants[name],
                     f"orchestrator.seed={seed}",
                     f"orchestrator.iterations={iterations}",
-                    f"orchestrator.heldout_every={every}",  # before/after kept: the grids, and "before" is the baseline
+                    # before/after kept: the grids, and "before" is the baseline
+                    f"orchestrator.heldout_every={every}",
                     f"orchestrator.eval_samples_per_prompt={args.eval_samples}",
                     "orchestrator.dashboard=false",
                     f"orchestrator.checkpoint_every={iterations}",
@@ -198,9 +199,11 @@ def markdown(result: dict) -> str:
             "–" if r["gap_closed_within_budget"] is None else f"{100 * r['gap_closed_within_budget']:.0f} %"
         )
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | {100 * r['gap_closed']:.0f} % ({within}) | "
+            f"| {r['variant']} | {r['seed']} | {b[j]:.3f} → {e[j]:.3f} | "
+            f"{100 * r['gap_closed']:.0f} % ({within}) | "
             f"{b['fidelity']:.3f} → {e['fidelity']:.3f} ({100 * r['fidelity_kept']:.0f} %) | "
-            f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | {'yes' if r['meets_target'] else 'no'} |"
+            f"{r['hacking_flags']} | {e['iteration']}, {e['elapsed_s']:.0f} | "
+            f"{'yes' if r['meets_target'] else 'no'} |"
         )
     commands = sorted({r["command"] for r in result["runs"] if "command" in r})
     lines.append(

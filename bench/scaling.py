@@ -78,8 +78,9 @@ def main() -> None:
             **machine(),
             "ray_num_cpus": 3,
             "per_worker": "rollout.num_cpus=1, rollout.torch_threads=1",
-            "workload": f"{args.groups} groups x {cfg.rollout.group_size} images, {cfg.rollout.num_steps} steps, "
-            f"{args.rounds} timed rollouts per measurement, {args.repeats} measurements per count",
+            "workload": f"{args.groups} groups x {cfg.rollout.group_size} images, "
+            f"{cfg.rollout.num_steps} steps, {args.rounds} timed rollouts per measurement, "
+            f"{args.repeats} measurements per count",
         },
     }
     table = [

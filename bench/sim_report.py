@@ -21,24 +21,27 @@ def _row(n, r) -> str:
         f"| {n} | {e['wall_s']:.3f} | {e['overhead_s'] * 1e3:.0f} | {e['driver_cpu_s'] * 1e3:.0f} | "
         f"{e['rollout_to_update_s'] * 1e3:.0f} ({e['rollout_to_update_minus_scoring_s'] * 1e3:.0f}) | "
         f"{e['sync_s'] * 1e3:.0f} ({e['sync_overhead_s'] * 1e3:.0f}) | {e['bytes_put'] / MIB:.0f} | "
-        f"{e['bytes_read'] / MIB:.0f} | {e['store_peak_bytes'] / MIB:.0f} | {s['wall_s']:.3f} | {r['tail_cost']:+.1%} "
-        f"({rollout_tail(r):+.1%}) |"
+        f"{e['bytes_read'] / MIB:.0f} | {e['store_peak_bytes'] / MIB:.0f} | {s['wall_s']:.3f} | "
+        f"{r['tail_cost']:+.1%} ({rollout_tail(r):+.1%}) |"
     )
 
 
 def tables(result: dict) -> list[str]:
     spec, mem = result["spec"], result["actor_memory"]
     lines = [
-        f"Machine: {result['machine']['machine']}, torch {result['machine']['torch']}, ray {result['machine']['ray']}, "
+        f"Machine: {result['machine']['machine']}, torch {result['machine']['torch']}, "
+        f"ray {result['machine']['ray']}, "
         f"load average at start {result['machine']['load_average_at_start']}. Command: `{result['command']}`",
         "",
-        f"Simulated waits (tiny model's phase shares, scaled): rollout {spec['rollout_s_per_group']:.3f} s per group, "
-        f"update {spec['learner_s']:.3f} s, scoring {spec['reward_s_per_image'] * 1e3:.2f} ms per image per scorer. "
-        f"Payload per image: {spec['image_side']}² RGB uint8 + {spec['transitions']} × {spec['latent_tokens']} × "
+        f"Simulated waits (tiny model's phase shares, scaled): rollout {spec['rollout_s_per_group']:.3f} s "
+        f"per group, update {spec['learner_s']:.3f} s, scoring {spec['reward_s_per_image'] * 1e3:.2f} ms "
+        f"per image per scorer. Payload per image: {spec['image_side']}² RGB uint8 + {spec['transitions']} × "
+        f"{spec['latent_tokens']} × "
         f"{spec['latent_channels']} latents at {spec['latent_bytes']} B. Each simulated rollout actor: "
         f"{mem['actor_pss_mib_median']:.0f} MiB PSS.",
         "",
-        "| N | step (s) | driver overhead (ms) | driver CPU (ms) | last rollout → update (ms) (minus scoring) | "
+        "| N | step (s) | driver overhead (ms) | driver CPU (ms) "
+        "| last rollout → update (ms) (minus scoring) | "
         "sync (ms) (minus waits) | MiB put | MiB read | store peak (MiB) | step, 1 worker 2× slow (s) | "
         "tail cost (rollout phase only) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -53,8 +56,9 @@ def tables(result: dict) -> list[str]:
         lines.append(
             f"Growth of {label}: "
             + "; ".join(
-                f"{m}: a = {f[m]['a_s'] * 1e3:.1f} ms, b = {f[m]['b_s'] * 1e3:.3f} ms, residual {f[m]['residual_ss']:.2e} s², "
-                f"reaches 2 % of a 300 s FLUX iteration (6 s) at N ≈ {f[m]['crosses_2pct_at_workers'] or 'never (no growth)'}"
+                f"{m}: a = {f[m]['a_s'] * 1e3:.1f} ms, b = {f[m]['b_s'] * 1e3:.3f} ms, "
+                f"residual {f[m]['residual_ss']:.2e} s², reaches 2 % of a 300 s FLUX iteration (6 s) at N ≈ "
+                f"{f[m]['crosses_2pct_at_workers'] or 'never (no growth)'}"
                 for m in ("O(N)", "O(N log N)")
             )
             + f". Better fit: **{f['best']}**."
@@ -98,7 +102,8 @@ def tables(result: dict) -> list[str]:
             "|---|---|---|",
         ]
         lines += [
-            f"| `{f['function']}` | {f['tottime_s_per_iteration'] * 1e3:.1f} | {f['calls_per_iteration']:.0f} |"
+            f"| `{f['function']}` | {f['tottime_s_per_iteration'] * 1e3:.1f} | "
+            f"{f['calls_per_iteration']:.0f} |"
             for f in prof["top"]
         ]
     return lines

@@ -284,8 +284,8 @@ def sweep(ns: list[int], spec: SimSpec, args, units: int = 1) -> dict:
         out[n] = {"even": even, "one_slow": slow, "tail_cost": slow["wall_s"] / even["wall_s"] - 1}
         print(
             f"N={n:3d} units/worker={units}: overhead {even['overhead_s'] * 1e3:.0f} ms, driver cpu "
-            f"{even['driver_cpu_s'] * 1e3:.0f} ms, step {even['wall_s']:.2f} s, one slow {slow['wall_s']:.2f} s "
-            f"(tail {out[n]['tail_cost']:+.0%})",
+            f"{even['driver_cpu_s'] * 1e3:.0f} ms, step {even['wall_s']:.2f} s, "
+            f"one slow {slow['wall_s']:.2f} s (tail {out[n]['tail_cost']:+.0%})",
             flush=True,
         )
     return out
@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
         type=int,
         default=0,
         metavar="K",
-        help="also sweep --steal-workers with --steal-groups groups per worker: static split vs K units per worker",
+        help="also sweep --steal-workers with --steal-groups groups per worker: "
+        "static split vs K units per worker",
     )
     p.add_argument("--steal-workers", type=int, nargs="+", default=[2, 4, 8, 16])
     p.add_argument("--steal-groups", type=int, default=4)

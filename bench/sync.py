@@ -17,8 +17,9 @@ bench/memory_model.LiveBytes): one packed bucket and the checksum's int64 tempor
 copy of the weight set. The full set (23.8 GB) does not fit this machine (24 GiB for everyone),
 so sizes up to a few GB are measured and the seconds per GB are fitted (least squares) and
 extrapolated. One-time per-process costs (the first dispatch-mode call imports torch._dynamo; the
-checksum's weight table) are paid before the clock starts, as a worker pays them once, not per version. For comparison, the path this replaced: a CPU clone of every weight and a
-blake2b hash of its bytes on each side (`--baseline`, measured on the same sets).
+checksum's weight table) are paid before the clock starts, as a worker pays them once, not per
+version. For comparison, the path this replaced: a CPU clone of every weight and a blake2b hash
+of its bytes on each side (`--baseline`, measured on the same sets).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def main() -> None:
     baseline = not args.no_baseline
     lora = measure(flux_shapes(lora=True), None, bucket, baseline)
     print(
-        f"LoRA {lora['gb']:.3f} GB: send {lora['sender']['seconds']:.2f} s, receive {lora['receiver']['seconds']:.2f} s",
+        f"LoRA {lora['gb']:.3f} GB: send {lora['sender']['seconds']:.2f} s, "
+        f"receive {lora['receiver']['seconds']:.2f} s",
         flush=True,
     )
     full_shapes = flux_shapes(lora=False)
@@ -220,7 +222,8 @@ def table(r: dict) -> str:
         )
     f = r["full_fit"]
     lines.append(
-        f"\nFull FLUX.1-dev ({r['full_gb']} GB bf16), extrapolated: sender {f['sender']['s_per_gb']:.2f} s/GB "
+        f"\nFull FLUX.1-dev ({r['full_gb']} GB bf16), extrapolated: "
+        f"sender {f['sender']['s_per_gb']:.2f} s/GB "
         f"→ {f['sender']['extrapolated_full_s']:.1f} s, receiver {f['receiver']['s_per_gb']:.2f} s/GB → "
         f"{f['receiver']['extrapolated_full_s']:.1f} s (CPU + gloo; a GPU + NCCL path is far faster)."
     )

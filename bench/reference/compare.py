@@ -189,7 +189,8 @@ def sde_checks(ref: Path, results: list) -> None:
     check(
         results,
         "flow SDE log-prob and mean (SD3 scheduler patch)",
-        f"flow_grpo@{COMMITS['flow_grpo']} flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:11 sde_step_with_logprob",
+        f"flow_grpo@{COMMITS['flow_grpo']} flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:11 "
+        "sde_step_with_logprob",
         worst,
     )
 
@@ -253,7 +254,8 @@ def window_checks(ref: Path, results: list) -> None:
     check(
         results,
         "window step log-prob (0,2) (2,4) (5,8), guard σ' = σ_1",
-        f"VisualGRPO@{COMMITS['VisualGRPO']} fastvideo/workers/sampler/flux_sampler.py:133 _flow_grpo_step(merge_step)",
+        f"VisualGRPO@{COMMITS['VisualGRPO']} fastvideo/workers/sampler/flux_sampler.py:133 "
+        "_flow_grpo_step(merge_step)",
         worst,
     )
 
@@ -295,15 +297,16 @@ def window_checks(ref: Path, results: list) -> None:
         tol = 0.05
         if e > k + 1:
             note = (
-                "differs by design: after a merged window the release restarts the ODE at σ_{k+1} and integrates "
-                "the window again (flux_sampler.py:387, ALGORITHMS.md §5); ours continues from σ_e"
+                "differs by design: after a merged window the release restarts the ODE at σ_{k+1} "
+                "and integrates the window again (flux_sampler.py:387, ALGORITHMS.md §5); "
+                "ours continues from σ_e"
             )
             tol = float("inf")
         check(
             results,
             f"E-GRPO branch, window ({k},{e}), granularity {stride}: anchor x_k, x_e, x̂0",
-            f"VisualGRPO@{COMMITS['VisualGRPO']} flux_sampler.py:246-410 _run_anchor_sample / _run_sde_sample_step / "
-            "_run_ode_sample",
+            f"VisualGRPO@{COMMITS['VisualGRPO']} flux_sampler.py:246-410 _run_anchor_sample / "
+            "_run_sde_sample_step / _run_ode_sample",
             d,
             note,
             tol=tol,
@@ -512,7 +515,8 @@ def window_schedule_checks(ref: Path, results: list) -> None:
         "MixGRPO sliding window over iterations 0..574 (25 steps, window 4, every 25, stride 1)",
         f"MixGRPO@{COMMITS['MixGRPO']} fastvideo/utils/grpo_states.py:85,141",
         float(mismatch),
-        "at iteration 575 the release's window would be empty (start 23 = max_timesteps); ours rolls back there",
+        "at iteration 575 the release's window would be empty (start 23 = max_timesteps); "
+        "ours rolls back there",
     )
 
 
@@ -602,7 +606,8 @@ def main() -> int:
     }
     out.write_text(json.dumps({"setup": setup, "references": heads, "checks": results}, indent=2) + "\n")
     lines = [
-        "Each reference function is loaded from its file at the commit named and run on the same inputs as ours.",
+        "Each reference function is loaded from its file at the commit named and run on the same inputs "
+        "as ours.",
         "",
         "| check | reference | max abs diff | agrees | note |",
         "|---|---|---|---|---|",
@@ -615,7 +620,8 @@ def main() -> int:
             else ("by design: no" if r["note"] else "NO")
         )
         lines.append(
-            f"| {cell(r['check'])} | {cell(r['reference'])} | {r['max_abs_diff']:.2g} | {agree} | {cell(r['note'])} |"
+            f"| {cell(r['check'])} | {cell(r['reference'])} | {r['max_abs_diff']:.2g} | {agree} "
+            f"| {cell(r['note'])} |"
         )
     lines += [
         "",

@@ -28,7 +28,10 @@ def test_ci_runs_the_readme_command_which_installs_system_packages_first():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-HAVE_LIBS = "echo '\tlibGL.so.1 (libc6,x86-64) => /x/libGL.so.1'; echo '\tlibgthread-2.0.so.0 (libc6,x86-64) => /x/g.so'"
+HAVE_LIBS = (
+    "echo '\tlibGL.so.1 (libc6,x86-64) => /x/libGL.so.1'; "
+    "echo '\tlibgthread-2.0.so.0 (libc6,x86-64) => /x/g.so'"
+)
 
 
 def run_script(tmp_path, tools: dict[str, str], os_release: str = "ID=debian\n", ldconfig: str = HAVE_LIBS):

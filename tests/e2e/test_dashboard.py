@@ -47,9 +47,11 @@ return Array.from(document.querySelectorAll("#workers tbody tr")).map(tr => ({
   cells: Array.from(tr.cells).map(td => td.textContent)}));"""
 SAMPLE_VIEW = """
 const img = document.getElementById("sample-grid");
-return {iteration: img.dataset.iteration, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight,
+return {iteration: img.dataset.iteration, complete: img.complete,
+        width: img.naturalWidth, height: img.naturalHeight,
         cells: Array.from(document.querySelectorAll("#sample-rewards td.reward")).map(
-          td => [Number(td.dataset.row), Number(td.dataset.col), td.dataset.scorer, Number(td.dataset.value)])};"""
+          td => [Number(td.dataset.row), Number(td.dataset.col), td.dataset.scorer,
+                 Number(td.dataset.value)])};"""
 EVAL_IMAGES = """
 return Array.from(document.querySelectorAll("#eval-samples img")).map(
   img => ({alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}));"""
@@ -330,7 +332,8 @@ def test_dashboard_follows_a_live_run_in_chromium(local_ray, tmp_path, monkeypat
 
 
 def eval_grid_size(run_dir: Path, tag: str) -> tuple[int, int]:
-    """(width, height) of samples/eval_<tag>.png: one row of 2 tiles (2 prompts × 2 samples over 2 workers)."""
+    """(width, height) of samples/eval_<tag>.png: one row of 2 tiles (2 prompts × 2 samples over
+    2 workers)."""
     size = Image.open(run_dir / "samples" / f"eval_{tag}.png").size
     assert size[1] > 32, f"eval_{tag}.png holds no image row: {size}"
     return size

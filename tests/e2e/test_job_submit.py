@@ -166,7 +166,8 @@ def test_command_1_ends_on_its_summary(tmp_path):
     message comes after it."""
     heldout = tmp_path / "heldout.txt"
     heldout.write_text(
-        "a red circle at the top left on a blue background\na green square at the center on a magenta background\n"
+        "a red circle at the top left on a blue background\n"
+        "a green square at the center on a magenta background\n"
     )
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

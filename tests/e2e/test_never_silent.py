@@ -203,7 +203,8 @@ def test_cli_prints_a_stopped_run_as_one_message(monkeypatch, capsys):
 
     def stops(*args, **kwargs):
         raise NonFinite(
-            "iteration 4: reward scorer 'hps' returned nan …\nThe last checkpoint is runs/x/checkpoints/iter_000004."
+            "iteration 4: reward scorer 'hps' returned nan …\n"
+            "The last checkpoint is runs/x/checkpoints/iter_000004."
         )
 
     monkeypatch.setattr(orchestrator.loop, "train", stops)

@@ -94,7 +94,8 @@ def test_corrupt_checkpoint_files_are_named(finished, tmp_path):
     assert checkpoint.latest(run_dir) == ckpts / "iter_000001"
     with pytest.raises(UserError, match=r"--checkpoint .*iter_000003 is broken: orchestrator.json"):
         resolve_checkpoint(str(ckpts / "iter_000003"))
-    # a run dir, its checkpoints dir or checkpoints/latest (which names the broken iter_000003): the newest that verifies
+    # a run dir, its checkpoints dir or checkpoints/latest (which names the broken iter_000003):
+    # the newest that verifies
     assert [resolve_checkpoint(str(p)) for p in (run_dir, ckpts, ckpts / "latest")] == [
         ckpts / "iter_000001"
     ] * 3

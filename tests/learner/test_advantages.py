@@ -83,7 +83,8 @@ def test_column_advantages_have_zero_mean_per_column():
 def test_granular_advantages_sum_z_scores_per_granularity_then_clamp():
     from learner.advantages import granular_advantages
 
-    # one column of 3: granularity 1 r = [1, 2, 3] -> z = [-1, 0, 1]; granularity 2 r = [6, 4, 2] -> [1, 0, -1]
+    # one column of 3: granularity 1 r = [1, 2, 3] -> z = [-1, 0, 1];
+    # granularity 2 r = [6, 4, 2] -> [1, 0, -1]
     # second column: r1 = [0, 0, 3] (mean 1, std sqrt(3)) -> [-0.57735, -0.57735, 1.1547]; r2 all 5 -> 0
     rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 3.0], [6.0, 4.0, 2.0, 5.0, 5.0, 5.0]])
     ids = torch.tensor([0, 0, 0, 1, 1, 1])

@@ -61,6 +61,7 @@ def test_bf16_rollout_and_checkpointed_learner_log_probs_agree_across_micro_batc
         worst[rollout_micro] = log_ratio.abs().max().item()
     with capsys.disabled():
         print(
-            f"\nbf16 max |log-ratio| rollout micro-batch -> learner passes of 3 inputs: {worst} (clip_range 1e-4)"
+            f"\nbf16 max |log-ratio| rollout micro-batch -> learner passes of 3 inputs: {worst} "
+            "(clip_range 1e-4)"
         )
     assert max(worst.values()) < 0.1 * cfg.clip_range  # an order of magnitude inside the clip range

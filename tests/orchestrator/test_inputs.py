@@ -182,7 +182,8 @@ def test_the_scorer_classs_prompt_hook_is_called_for_any_kind(tmp_path, monkeypa
     only_preference = "reward.scorers=[{name: pref, kind: preference}]"
     err = refused(capsys, no_ray, "--config", TINY, only_preference, f"orchestrator.train_prompts={prompts}")
     assert (
-        f"orchestrator.train_prompts: {prompts}:3: prompt 'a sign that says k7pa' names no text in double quotes. "
+        f"orchestrator.train_prompts: {prompts}:3: prompt 'a sign that says k7pa' names no text "
+        "in double quotes. "
         "Reward scorer 'pref' scores these prompts"
     ) in err
     monkeypatch.setitem(reward.worker.SCORER_CLASSES, "preference", "reward.rules:PreferenceScorer")
@@ -329,7 +330,8 @@ def test_hub_ids_are_looked_up_on_the_hub(hub, monkeypatch, capsys, no_ray):
     monkeypatch.setattr(hub, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the hub is unreachable
     err = refused(capsys, no_ray, "--config", TINY, "model.path=other/flux")
     assert (
-        "model.path 'other/flux': not a local path, not in the Hugging Face cache, and the hub cannot be reached "
+        "model.path 'other/flux': not a local path, not in the Hugging Face cache, "
+        "and the hub cannot be reached "
         "to confirm it (ConnectError" in err
     )
 
@@ -339,8 +341,8 @@ def test_deploy_config_with_an_excluded_relative_embeddings_path_is_refused(caps
     deploy/runtime_env.yaml keep out of the working-dir upload, so no actor could open it."""
     err = refused(capsys, no_ray, "--config", FLUX, "model.embeddings=runs/embeddings/flux_dev")
     assert (
-        "model.embeddings 'runs/embeddings/flux_dev' is a relative path that Ray's working-dir upload leaves out"
-        in err
+        "model.embeddings 'runs/embeddings/flux_dev' is a relative path that Ray's working-dir upload "
+        "leaves out" in err
     )
     assert "runs/embeddings is excluded by" in err
     assert "model.embeddings: /mnt/runs/embeddings/flux_dev" in err  # the fix, spelled out
@@ -397,17 +399,17 @@ def test_embedding_cache_that_is_unreadable_incomplete_or_lacks_the_negative_pro
     (emb / "index.json").write_text('{"kind": "tiny", "prompts": ')
     err = refused(capsys, no_ray, "--config", TINY, f"model.embeddings={emb}")
     assert f"model.embeddings '{emb}': index.json is unreadable (" in err
-    index = lambda kind, prompts: json.dumps(
-        {"kind": kind, "model": "m", "fields": [], "prompts": dict.fromkeys(prompts, [])}
-    )
+
+    def index(kind, prompts):
+        return json.dumps({"kind": kind, "model": "m", "fields": [], "prompts": dict.fromkeys(prompts, [])})
+
     (emb / "index.json").write_text(index("tiny", train))
     err = refused(capsys, no_ray, "--config", TINY, f"model.embeddings={emb}")
     assert "lacks 45 prompt(s) of orchestrator.eval_prompts" in err
     (emb / "index.json").write_text(index("tiny", train + held))
     preflight(load_config(TINY, [f"model.embeddings={emb}"]))  # complete: accepted
-    sd3 = (
-        tmp_path / "sd3"
-    )  # an SD3.5 pipeline says so in model_index.json; its cache needs the negative prompt
+    # an SD3.5 pipeline says so in model_index.json; its cache needs the negative prompt
+    sd3 = tmp_path / "sd3"
     sd3.mkdir()
     (sd3 / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
     (emb / "index.json").write_text(index("sd3", train + held))

@@ -25,7 +25,8 @@ def test_step_exp_entropy_on_the_flux_grid_by_hand():
     # step 1 by hand: σ_1 = 0.978261, σ_2 = 3·0.875/2.75 = 0.954545; g = 0.7·sqrt(σ_1/(1 − σ_1)) = 4.6958,
     # std = g·sqrt(0.023715) = 0.72314, E = 4.13273·0.72314 = 2.9886
     assert step_exp_entropy(FLUX, 1, 2, 0.7) == pytest.approx(2.9886, abs=2e-4)
-    # a window from σ = 1 keeps the base grid's σ_1 as its guard: std(0, 2) = 0.7·sqrt(1/0.021739)·sqrt(1 − 0.954545)
+    # a window from σ = 1 keeps the base grid's σ_1 as its guard:
+    # std(0, 2) = 0.7·sqrt(1/0.021739)·sqrt(1 − 0.954545)
     expected = math.sqrt(2 * math.pi * math.e) * 0.7 * math.sqrt(1 / (1 - FLUX[1])) * math.sqrt(1 - FLUX[2])
     assert step_exp_entropy(FLUX, 0, 2, 0.7) == pytest.approx(expected, rel=1e-5)
 

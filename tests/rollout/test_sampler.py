@@ -119,7 +119,10 @@ def test_egrpo_members_follow_branch_path_from_the_shared_anchor(random_tiny_dir
     lat = traj.latents
     for prompt in range(2):
         cond = policy.encode([[PROMPT_A, PROMPT_B][prompt]])
-        velocity = lambda x, sigma: policy.velocity(x, sigma, cond.take([0] * len(x)))
+
+        def velocity(x, sigma):
+            return policy.velocity(x, sigma, cond.take([0] * len(x)))
+
         for c, (k, e) in enumerate(plan.windows):
             rows = [prompt * members + c * g + m for m in range(g)]
             x_T = lat[rows, 0]
