@@ -127,7 +127,10 @@ class LearnerWorker(WeightPublisher):
         fallback = [mb[0] if not part else None for mb, part in zip(minibatches, shards)]
         need = sorted({p for part in shards for p in part} | {p for p in fallback if p is not None})
         offsets = [sum(batch_sizes[:i]) for i in range(len(batch_sizes))]
-        batch_of = lambda p: max(i for i, off in enumerate(offsets) if off <= samples[p])  # noqa: E731
+
+        def batch_of(pos: int) -> int:  # the rollout batch that holds sample position `pos`
+            return max(i for i, off in enumerate(offsets) if off <= samples[pos])
+
         wanted: dict[int, list[int]] = defaultdict(list)  # batch -> positions, in `need` order
         for pos in need:
             wanted[batch_of(pos)].append(pos)
@@ -246,7 +249,7 @@ class LearnerWorker(WeightPublisher):
         t, e = traj.train_steps[rows, cols], traj.train_ends[rows, cols]  # [T] start and end indices
         x, x_next = traj.latents[rows, t].to(device), traj.latents[rows, e].to(device)  # [T, *latent]
         sigma, sigma_next = traj.sigmas[t].to(device), traj.sigmas[e].to(device)
-        cond_rows = cond.take(rows)
+        cond_rows = cond.select(rows)
         # E-GRPO: members of a column leave the anchor at the same x_k; evaluate it once.
         keys = traj.columns[rows] * n + t if traj.shared_inputs else None
         guard = float(traj.sigmas[1])
@@ -308,11 +311,8 @@ class LearnerWorker(WeightPublisher):
         """policy.velocity, once per distinct key when `keys` are given (host indices), under
         the frozen reference weights when `reference` (LoRA: adapters off; full: the copy)."""
         if keys is not None:
-            unique, inverse = torch.unique(keys, return_inverse=True)
-            first = torch.full((len(unique),), len(keys)).scatter_reduce(
-                0, inverse, torch.arange(len(keys)), "amin"
-            )
-            return self._velocity(x[first], sigma[first], cond.take(first), None, reference)[inverse]
+            first, inverse = first_of_each(keys)  # [U] rows to compute, [B] row -> its copy
+            return self._velocity(x[first], sigma[first], cond.select(first), None, reference)[inverse]
         if not reference:
             return self.policy.velocity(x, sigma, cond)
         if self.reference is None:
@@ -343,6 +343,15 @@ def worst(values) -> float:
     return bad[0] if bad else max(values, default=0.0)
 
 
+def first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For keys [B]: the first row holding each distinct key [U], and for every row the index of
+    its key among them [B] (so values computed on the U rows expand back with `[inverse]`)."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    rows = torch.arange(len(keys))
+    first = torch.full((len(unique),), len(keys)).scatter_reduce(0, inverse, rows, "amin")  # [U]
+    return first, inverse
+
+
 def aggregate_steps(steps: list[dict]) -> dict:
     """One iteration's stats from its optimizer steps' (`_minibatch`; orchestrator/metrics.py
     documents each): loss and kl are this rank's shares of the mean over all steps, grad_norm the
@@ -350,7 +359,10 @@ def aggregate_steps(steps: list[dict]) -> dict:
     steps, ratio_mean_first over the first step's chunks and ratio_dev_later over the others';
     nonfinite_loss counts this rank's non-finite backward losses, nonfinite_grad the steps with a
     non-finite gradient norm (global: the same on every rank)."""
-    total = lambda key, part=steps: sum(s[key] for s in part)  # noqa: E731
+
+    def total(key: str, part: list[dict] = steps) -> float:
+        return sum(s[key] for s in part)
+
     units, first, later = total("units"), steps[:1], steps[1:]
     n_first, n_later = total("units", first), total("units", later)
     return {

@@ -51,7 +51,7 @@ def _velocity(
         return policy.velocity(x, sigma, cond)
     return torch.cat(
         [
-            policy.velocity(x[lo : lo + step], sigma, cond.take(list(range(lo, min(lo + step, len(x))))))
+            policy.velocity(x[lo : lo + step], sigma, cond.select(list(range(lo, min(lo + step, len(x))))))
             for lo in range(0, len(x), step)
         ]
     )
@@ -142,7 +142,7 @@ def run_windows(
             anchor = ode_step(anchor, policy.velocity(anchor, sigma, cond), sigma, sigma_next)
         tail = torch.nonzero(ends <= t).flatten()  # on their own ODE path at σ_t
         if len(tail):
-            v = _velocity(policy, states[tail], sigma, cond.take(prompt_of[tail]), micro_batch)
+            v = _velocity(policy, states[tail], sigma, cond.select(prompt_of[tail]), micro_batch)
             x0[tail] = states[tail] - sigma * v.float()
             states[tail] = ode_step(states[tail], v, sigma, sigma_next)
         states[on] = anchor[prompt_of[on]]

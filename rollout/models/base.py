@@ -39,7 +39,7 @@ class Conditioning:
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
-    def take(self, index: torch.Tensor | list[int]) -> "Conditioning":
+    def select(self, index: torch.Tensor | list[int]) -> "Conditioning":
         return Conditioning({k: v[index] for k, v in self.tensors.items()})
 
 

@@ -80,7 +80,10 @@ def test_flux_layout_shapes_guidance_and_mixed_sigmas(flux_dir):
     # the learner mixes sigmas in one batch: row b must equal a call at sigma[b] alone
     for b in range(2):
         torch.testing.assert_close(
-            v[b : b + 1], policy.velocity(x[b : b + 1], float(sigma[b]), cond.take([b])), rtol=1e-4, atol=1e-5
+            v[b : b + 1],
+            policy.velocity(x[b : b + 1], float(sigma[b]), cond.select([b])),
+            rtol=1e-4,
+            atol=1e-5,
         )
     # the guidance embedding is an input of FLUX.1-dev
     assert not torch.allclose(v, policy_of(flux_dir, guidance_scale=1.0).velocity(x, sigma, cond))

@@ -25,7 +25,7 @@ def test_load_from_save_pretrained_layout(random_tiny_dir):
     assert v.shape == x.shape and v.dtype == torch.float32
     # the velocity depends on the prompt and on sigma
     assert not torch.allclose(v[0], policy.velocity(x[:1], 1.0, policy.encode(PROMPTS[1:]))[0])
-    assert not torch.allclose(v[:1], policy.velocity(x[:1], 0.2, cond.take([0])))
+    assert not torch.allclose(v[:1], policy.velocity(x[:1], 0.2, cond.select([0])))
     images = policy.decode(x)
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
 

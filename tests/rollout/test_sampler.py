@@ -121,7 +121,7 @@ def test_egrpo_members_follow_branch_path_from_the_shared_anchor(random_tiny_dir
         cond = policy.encode([[PROMPT_A, PROMPT_B][prompt]])
 
         def velocity(x, sigma):
-            return policy.velocity(x, sigma, cond.take([0] * len(x)))
+            return policy.velocity(x, sigma, cond.select([0] * len(x)))
 
         for c, (k, e) in enumerate(plan.windows):
             rows = [prompt * members + c * g + m for m in range(g)]
