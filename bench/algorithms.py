@@ -48,9 +48,29 @@ def evaluate(checkpoint: str, out: Path, config: str, reuse: bool = False) -> di
 
     if reuse and out.exists():
         return json.loads(out.read_text())
-    prompts = load_config(config).orchestrator.eval_prompts
-    raygrpo("eval", "--checkpoint", checkpoint, "--prompts", prompts, "--config", config, "--json", str(out))
+    cfg = load_config(config)
+    raygrpo(
+        "eval",
+        "--checkpoint",
+        checkpoint,
+        "--prompts",
+        cfg.orchestrator.eval_prompts,
+        "--config",
+        config,
+        "--json",
+        str(out),
+        *with_fidelity(cfg.reward.heldout),
+    )
     return json.loads(out.read_text())
+
+
+def with_fidelity(heldout) -> list[str]:
+    """The override that adds the fidelity judge to the config's held-out judges (none if it has
+    it): every comparison shows what a reward that rises may cost (issue 14's reward hacking)."""
+    if any(s.kind == "fidelity" for s in heldout):
+        return []
+    judges = [s.model_dump(exclude_defaults=True) | {"name": s.name, "kind": s.kind} for s in heldout]
+    return ["reward.heldout=" + json.dumps([*judges, {"name": "fidelity", "kind": "fidelity"}])]
 
 
 def pinned_knobs(config: str) -> list[str]:
@@ -156,6 +176,35 @@ def summarise(runs: list[dict], scorers: list[str], budget_s: float) -> dict:
     return out
 
 
+def command(argv: list[str]) -> str:
+    """The command line as recorded with the results: --note's paragraph is written below the
+    tables (and kept in setup.note), not repeated in the command."""
+    kept = [a for i, a in enumerate(argv) if a != "--note" and (i == 0 or argv[i - 1] != "--note")]
+    return "python bench/algorithms.py " + " ".join(kept) + (' --note "..."' if "--note" in argv else "")
+
+
+def mean_std(values) -> str:
+    values = list(values)
+    return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+
+def curve_table(runs: list[dict], scorers: list[str]) -> list[str]:
+    """Each preset's held-out curve: mean ± std over seeds at every evaluated image count (the
+    same counts for every seed of a preset), one column per judge."""
+    lines = [
+        "Held-out curves by images generated, mean ± std over seeds (0 images = the base model):",
+        "",
+        "| algorithm | images | train s | " + " | ".join(scorers) + " |",
+        "|---|---|---|" + "---|" * len(scorers),
+    ]
+    for name in sorted({r["algorithm"] for r in runs}, key=ALGORITHMS.index):
+        for points in zip(*[r["curve"] for r in runs if r["algorithm"] == name]):
+            seconds = statistics.mean(p["train_seconds"] for p in points)
+            judges = " | ".join(mean_std(p[k] for p in points) for k in scorers)
+            lines.append(f"| {name} | {points[0]['images']} | {seconds:.0f} | {judges} |")
+    return lines
+
+
 def plot(runs: list[dict], scorers: list[str], path: Path) -> None:
     import matplotlib
 
@@ -208,6 +257,7 @@ def main() -> None:
         "work dir (same --images and --eval-every): resume a comparison that was stopped part-way",
     )
     p.add_argument("--out", default=str(RESULTS / "algorithms.json"))
+    p.add_argument("--note", help="a paragraph to end the markdown with (the machine's state, caveats)")
     args = p.parse_args()
     extra = QUICK if args.quick else []
     pinned = pinned_knobs(args.config)
@@ -235,7 +285,8 @@ def main() -> None:
         "summary": summarise(runs, scorers, budget),
         "runs": runs,
         "setup": {
-            "command": "python bench/algorithms.py " + " ".join(sys.argv[1:]),
+            "command": command(sys.argv[1:]),
+            "note": args.note,
             "config": args.config,
             "images": args.images,
             "eval_every": args.eval_every,
@@ -254,9 +305,8 @@ def main() -> None:
     )
     lines = [
         f"Held-out rewards (ODE), mean ± std over seeds {args.seeds}: after {args.images} generated images, "
-        f"and after {budget:.0f} s of training (the shortest run). Base: "
-        + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers)
-        + ".",
+        f"and after {budget:.0f} s of training ({'--seconds' if args.seconds else 'the shortest run'}). "
+        "Base: " + ", ".join(f"{k} {args.base[k]:.3f}" for k in scorers) + ".",
         "",
         f"| algorithm | {head} | train s @ images | images @ {budget:.0f} s |",
         "|---|" + "---|" * (2 * len(scorers) + 2),
@@ -272,6 +322,9 @@ def main() -> None:
             f"| {name} | " + " | ".join(cells) + f" | {s['at_image_budget']['train_seconds']['mean']:.0f} | "
             f"{s['at_wall_clock']['images']['mean']:.0f} |"
         )
+    lines += ["", *curve_table(runs, scorers)]
+    if args.note:
+        lines += ["", args.note]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
