@@ -44,8 +44,18 @@ VARIANTS = {
     "kl0.4": ["learner.kl_coef=0.4"],
     "noise0.4": ["rollout.noise_level=0.4"],
     "lr3e-5": ["learner.lr=3e-5"],
-    "lora": ["model.finetune=lora", "learner.lr=3e-4"],
-    "lora1e-4": ["model.finetune=lora", "learner.lr=1e-4"],
+    "lora": ["algorithm=chunk_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    "lora1e-4": ["algorithm=chunk_grpo", "model.finetune=lora", "learner.lr=1e-4"],
+    "lora1e-3": ["algorithm=chunk_grpo", "model.finetune=lora", "learner.lr=1e-3"],
+    # the algorithm is the recipe's choice, not a pinned knob: MixGRPO trains only its SDE window
+    # (the first steps, where layout and glyph identity are decided; texture comes from late steps)
+    "mix": ["algorithm=mix_grpo"],
+    "mix_lora": ["algorithm=mix_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    "mix_lora1.5e-4": ["algorithm=mix_grpo", "model.finetune=lora", "learner.lr=1.5e-4"],
+    "mix_lora1e-4": ["algorithm=mix_grpo", "model.finetune=lora", "learner.lr=1e-4"],
+    "dance_lora": ["algorithm=dance_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    "e_lora": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    "flow_lora": ["algorithm=flow_grpo", "model.finetune=lora", "learner.lr=3e-4"],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {

@@ -196,9 +196,10 @@ def test_command_1_ends_on_its_summary(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:]
     lines = [ln.rstrip() for ln in out.stdout.splitlines() if ln.strip()]
-    assert lines[-5] == "held-out rewards (ODE, before -> after):", lines[-8:]
-    assert re.fullmatch(r"  preference +\d\.\d{3} -> \d\.\d{3}", lines[-4]), lines[-8:]
-    assert re.fullmatch(r"  alignment +\d\.\d{3} -> \d\.\d{3}", lines[-3]), lines[-8:]
+    assert lines[-6] == "held-out rewards (ODE, before -> after):", lines[-8:]
+    assert re.fullmatch(r"  preference +\d\.\d{3} -> \d\.\d{3}", lines[-5]), lines[-8:]
+    assert re.fullmatch(r"  alignment +\d\.\d{3} -> \d\.\d{3}", lines[-4]), lines[-8:]
+    assert re.fullmatch(r"  fidelity +\d\.\d{3} -> \d\.\d{3}", lines[-3]), lines[-8:]  # the held-out judge
     assert lines[-2:] == [
         f"run dir: {run_dir}",
         f"grids: {run_dir}/samples/eval_before.png, {run_dir}/samples/eval_after.png",

@@ -34,7 +34,7 @@ def test_zero_spread_groups_are_dropped_and_the_rest_split_in_order():
 
 
 def test_chunk_grpo_shuffles_into_two_steps_seeded_by_iteration():
-    cfg = load_config(TINY, ["rollout.group_size=4"])
+    cfg = load_config(TINY, ["algorithm=chunk_grpo", "rollout.group_size=4"])
     rewards = {"preference": np.arange(8, dtype=float), "alignment": np.zeros(8)}
     a = compute_advantages(cfg, rewards, [batch([0] * 4 + [1] * 4)], iteration=3)
     b = compute_advantages(cfg, rewards, [batch([0] * 4 + [1] * 4)], iteration=3)

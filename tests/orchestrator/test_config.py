@@ -35,7 +35,10 @@ def test_tiny_config_pins_no_algorithm_knob_and_each_preset_is_its_paper():
         0.6,
     )
     assert (dance.learner.minibatches, dance.learner.minibatch_order) == (3, "in_order")
-    chunk = load_config(TINY)
+    default = load_config(TINY)  # the measured recipe (issue 14): MixGRPO with LoRA, not a pinned knob
+    assert (default.algorithm, default.model.finetune, default.learner.lr) == ("mix_grpo", "lora", 1e-4)
+    assert default.sources["rollout.sde_window"].startswith("preset mix_grpo: ")
+    chunk = load_config(TINY, ["algorithm=chunk_grpo"])
     assert chunk.algorithm == "chunk_grpo" and (chunk.learner.chunks.mode, chunk.learner.chunks.sizes) == (
         "scaled",
         [2, 3, 4, 7],
@@ -87,6 +90,7 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
         TINY,
         [
             "learner.lr=3e-4",
+            "algorithm=chunk_grpo",
             "learner.chunks.mode=fixed",
             "learner.chunks.sizes=[5, 6]",
             "orchestrator.iterations=3",
@@ -103,7 +107,7 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
     [
         (["learner.lrr=1e-4"], "learner.lrr: unknown field"),
         (
-            ["learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 3, 4]"],
+            ["algorithm=chunk_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[2, 3, 4]"],
             "chunk sizes [2, 3, 4] sum to 9 but the plan trains 11 transitions; set learner.chunks.sizes",
         ),
         (["rollout.group_size=1"], "rollout.group_size"),
@@ -128,7 +132,7 @@ def test_overrides_parse_as_yaml_and_config_is_frozen():
             "sliding window's length",
         ),
         (
-            ["reward.chunk_weights=[{alignment: 1.0}]"],
+            ["algorithm=chunk_grpo", "reward.chunk_weights=[{alignment: 1.0}]"],
             "reward.chunk_weights has 1 mixes but the plan has 4 chunks",
         ),
     ],
@@ -148,7 +152,16 @@ def test_cli_rejects_bad_config_before_starting_ray(capsys, monkeypatch):
     monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
     monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("connect_ray"))
     start = time.time()
-    code = main(["train", "--config", TINY, "learner.chunks.mode=fixed", "learner.chunks.sizes=[1]"])
+    code = main(
+        [
+            "train",
+            "--config",
+            TINY,
+            "algorithm=chunk_grpo",
+            "learner.chunks.mode=fixed",
+            "learner.chunks.sizes=[1]",
+        ]
+    )
     assert code == 2
     assert "learner.chunks.sizes" in capsys.readouterr().err
     assert time.time() - start < 5

@@ -44,7 +44,9 @@ def test_hacking_stop_and_its_config_errors():
     m.baseline({"preference": 0.4, "alignment": 0.8, "ocr_heldout": 0.5, "fidelity": 0.7})
     assert m.check(4, {"preference": 1.0, "alignment": 0.8, "ocr_heldout": 0.1, "fidelity": 0.7}).stop
     with pytest.raises(ConfigError, match="hacking_stop is true but orchestrator.heldout_every is 0"):
-        load_config("deploy/configs/tiny.yaml", ["orchestrator.hacking_stop=true"])
+        load_config(
+            "deploy/configs/tiny.yaml", ["orchestrator.hacking_stop=true", "orchestrator.heldout_every=0"]
+        )
     with pytest.raises(
         ConfigError, match=r"reward.scorers and reward.heldout names must be unique; \['alignment'\]"
     ):
