@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONFIG, RESULTS, machine  # noqa: E402
+from common import CONFIG, RESULTS, WORKLOAD, machine  # noqa: E402
 
 VARIANTS = {
     "adaptive": ["learner.chunks.mode=adaptive"],
@@ -72,7 +72,7 @@ def one(
     cfg = load_config(
         CONFIG,
         [
-            "algorithm=chunk_grpo",
+            *WORKLOAD,
             *VARIANTS[name],
             f"orchestrator.seed={seed}",
             f"orchestrator.iterations={iterations}",
@@ -146,7 +146,7 @@ def main() -> None:
 
     work = RESULTS / "tmp" / "chunking"
     work.mkdir(parents=True, exist_ok=True)
-    base = heldout(load_config(CONFIG), None)
+    base = heldout(load_config(CONFIG, WORKLOAD), None)
     runs = []
     for seed in args.seeds:
         for name in args.variants:

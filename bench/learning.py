@@ -1,10 +1,12 @@
 """Does the default run learn? Preference + alignment vs preference only, 3 seeds each.
 
-    python bench/learning.py [--iterations 30] [--checkpoint-every 10] [--seeds 0 1 2]
+    python bench/learning.py [--iterations N] [--checkpoint-every 3] [--seeds 0 1 2]
 
-Each run is `raygrpo train --config deploy/configs/tiny.yaml` (the README's default) for
-the same number of iterations; before/after numbers come from `raygrpo eval` on the
-held-out prompts (ODE, 4 samples per prompt) for the base model and every checkpoint.
+Each run is `raygrpo train --config deploy/configs/tiny.yaml` (the README's default, for its
+own number of iterations unless --iterations), reward-hacking monitor included; before/after
+numbers come from `raygrpo eval` on the held-out prompts (ODE, 4 samples per prompt) for the
+base model and every checkpoint, with the config's held-out judges (fidelity). The monitor's
+own checks during training (held-out ODE, 2 samples per prompt) give the hacking flags.
 Writes bench/results/learning.json and learning.md. gap_closed = (after − before) / (1 − before).
 """
 
@@ -27,8 +29,8 @@ VARIANTS = {
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--iterations", type=int, help="default: the config's orchestrator.iterations")
+    p.add_argument("--checkpoint-every", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args()
     work = RESULTS / "tmp" / "learning"
@@ -48,7 +50,7 @@ def main() -> None:
                     "--run-dir",
                     str(run_dir),
                     f"orchestrator.seed={seed}",
-                    f"orchestrator.iterations={args.iterations}",
+                    *([f"orchestrator.iterations={args.iterations}"] if args.iterations else []),
                     f"orchestrator.checkpoint_every={args.checkpoint_every}",
                     "orchestrator.eval_before_after=false",
                     *extra,
@@ -66,7 +68,7 @@ def main() -> None:
                 {
                     "variant": variant,
                     "seed": seed,
-                    "iterations": args.iterations,
+                    "iterations": len(rows),
                     "wall_seconds": round(wall, 1),
                     "train_seconds": round(after["train_seconds"], 1),
                     "preference_before": base["preference"],
@@ -75,6 +77,18 @@ def main() -> None:
                     "alignment_after": after["alignment"],
                     "gap_closed": (after["preference"] - base["preference"]) / (1 - base["preference"]),
                     "alignment_change": after["alignment"] - base["alignment"],
+                    "fidelity_kept": after["fidelity"] / base["fidelity"],
+                    "hacking_flags": sum(r.get("heldout/hacking", 0) for r in rows),
+                    "monitor_curve": [
+                        {
+                            k.removeprefix("heldout/").removesuffix("/mean"): v
+                            for k, v in r.items()
+                            if k.startswith("heldout/")
+                        }
+                        | {"iteration": r["iteration"]}
+                        for r in rows
+                        if "heldout/hacking" in r
+                    ],
                     "heldout_curve": curve,
                     "train_reward_curve": [
                         {k: r[k] for k in r if k.startswith("reward/") and k.endswith("/mean")}
@@ -97,12 +111,15 @@ def main() -> None:
 
 
 def markdown(result: dict) -> list[str]:
-    """One row per run: held-out preference / alignment at the first checkpoint and at the end."""
+    """One row per run: held-out preference / alignment / fidelity at the first checkpoint and at
+    the end, and the monitor's hacking flags over the run."""
     lines = [
         "| variant | seed | first eval: iteration (train s) | preference | gap closed | alignment | "
-        "end: iteration (train s) | preference | gap closed | alignment |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "fidelity | end: iteration (train s) | preference | gap closed | alignment | fidelity (kept) | "
+        "hacking flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    base = result["base"]
     for r in result["runs"]:
         cells = []
         for c in (r["heldout_curve"][0], r["heldout_curve"][-1]):
@@ -110,13 +127,15 @@ def markdown(result: dict) -> list[str]:
             cells.append(
                 f"{c['iteration']} ({c['train_seconds']:.0f} s) | {c['preference']:.3f} | "
                 f"{100 * gap:.0f} % | "
-                f"{c['alignment']:.3f} ({c['alignment'] - r['alignment_before']:+.3f})"
+                f"{c['alignment']:.3f} ({c['alignment'] - r['alignment_before']:+.3f}) | {c['fidelity']:.3f}"
             )
+        cells[-1] += f" ({100 * r['fidelity_kept']:.0f} %) | {r['hacking_flags']}"
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells) + " |")
-    base = result["base"]
     lines.append(
-        f"\nBase model (before): preference {base['preference']:.3f}, alignment {base['alignment']:.3f}. "
-        "train s counts from the run's start, actor start-up included."
+        f"\nBase model (before): preference {base['preference']:.3f}, alignment {base['alignment']:.3f}, "
+        f"fidelity {base['fidelity']:.3f}. train s counts from the run's start, actor start-up included. "
+        "Hacking flags: the monitor's warnings during the run (held-out training reward up while "
+        "fidelity fell > 10 % below its start)."
     )
     return lines
 

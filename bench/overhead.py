@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))
+from common import WORKLOAD  # noqa: E402
+
 PHASES = ("sample", "rollout", "score", "advantages", "update", "sync", "log")
 # LocalCluster runs a launched rollout at once, so in-process its time lands in "sample";
 # the table reports the two together.
@@ -38,6 +41,7 @@ ROWS = (
     ("log", ("log",)),
 )
 OVERRIDES = [
+    *WORKLOAD,
     "rollout.num_workers=1",
     "learner.world_size=1",
     "orchestrator.eval_before_after=false",

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CONFIG = "deploy/configs/tiny.yaml"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import WORKLOAD  # noqa: E402  (the system benchmarks' workload)
 
 
 def start_ray(num_cpus: int):
@@ -29,7 +31,7 @@ def start_ray(num_cpus: int):
 def config(overrides: list[str]):
     from orchestrator.config import load_config
 
-    return load_config(ROOT / CONFIG, ["orchestrator.eval_before_after=false", *overrides])
+    return load_config(ROOT / CONFIG, [*WORKLOAD, "orchestrator.eval_before_after=false", *overrides])
 
 
 def machine() -> dict:

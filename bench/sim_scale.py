@@ -51,6 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 from bench.sim_workers import SimRolloutWorker, SimSpec  # noqa: E402
+from common import WORKLOAD  # noqa: E402
 from sim_cluster import SimCluster, StoreSampler  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -74,6 +75,7 @@ def calibrated_spec(iteration_s: float, groups_per_worker: int) -> SimSpec:
 
 def overrides(n: int, groups_per_worker: int, group_size: int, iterations: int, units: int) -> list[str]:
     return [
+        *WORKLOAD,
         f"rollout.num_workers={n}",
         "rollout.num_cpus=0.01",
         f"rollout.group_size={group_size}",
