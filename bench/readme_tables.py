@@ -18,7 +18,12 @@ START, END = "<!-- bench-tables -->", "<!-- /bench-tables -->"
 # (result name, heading, what it answers); the README order
 SECTIONS = (
     ("base_model", "Base model", "the shipped tiny model before any RL (held-out, ODE and SDE sampling)"),
-    ("learning", "Learning", "does the default run learn, and does preference alone hack alignment?"),
+    (
+        "learning",
+        "Learning",
+        "does the default run learn without hacking (alignment and fidelity kept), with and without "
+        "the alignment reward?",
+    ),
     ("algorithms", "Algorithms", "the five presets at the same image budget and the same training time"),
     (
         "chunking",
