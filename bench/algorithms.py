@@ -269,7 +269,7 @@ def main() -> None:
     if args.quick:
         args.seeds = args.seeds[:1]
         args.images, args.eval_every = 16, 8
-    work = RESULTS / "tmp" / ("algorithms-quick" if args.quick else "algorithms")
+    work = RESULTS / "tmp" / (Path(args.out).stem + ("-quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
     args.base = evaluate("base", work / "base.json", args.config, args.reuse)
     scorers = [k for k in args.base if k != "seconds"]

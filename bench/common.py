@@ -26,7 +26,7 @@ def run(cmd: list[str]) -> str:
     return out.stdout
 
 
-def evaluate(checkpoint: str, out: Path, config: str = CONFIG) -> dict:
+def evaluate(checkpoint: str, out: Path, config: str = CONFIG, prompts: str = "tiny:heldout") -> dict:
     """`raygrpo eval` on the held-out prompts: {reward name: mean}."""
     run(
         [
@@ -35,7 +35,7 @@ def evaluate(checkpoint: str, out: Path, config: str = CONFIG) -> dict:
             "--checkpoint",
             checkpoint,
             "--prompts",
-            "tiny:heldout",
+            prompts,
             "--config",
             config,
             "--json",

@@ -55,6 +55,7 @@ VARIANTS = {
     "mix_lora1e-4": ["algorithm=mix_grpo", "model.finetune=lora", "learner.lr=1e-4"],
     "dance_lora": ["algorithm=dance_grpo", "model.finetune=lora", "learner.lr=3e-4"],
     "e_lora": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    "e_lora1e-4": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=1e-4"],
     "flow_lora": ["algorithm=flow_grpo", "model.finetune=lora", "learner.lr=3e-4"],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
