@@ -26,6 +26,18 @@ SECTIONS = (
     ),
     ("algorithms", "Algorithms", "the five presets at the same image budget and the same training time"),
     (
+        "learning_text",
+        "Learning, text world",
+        "does tiny_text.yaml learn the OCR task without hacking (PP-OCRv6 and fidelity held out)?",
+    ),
+    (
+        "algorithms_text",
+        "Algorithms, text world",
+        "the five presets on the OCR task at the same image budget and the same training time",
+    ),
+    ("recipe_text", "Text recipe runs", "which settings learn the OCR task without hacking?"),
+    ("ocr_speed", "OCR reward speed", "ms per image by batch size and ONNX Runtime threads"),
+    (
         "chunking",
         "Chunk-GRPO chunking",
         "which chunks the chunk_grpo preset defaults to: adaptive, GCPO's list scaled, "
@@ -66,7 +78,7 @@ def section(name: str, heading: str, question: str) -> list[str]:
     setup = json.loads(data.read_text()).get("setup", {})
     command = setup.get("command") if isinstance(setup, dict) else None
     machine = setup.get("machine") if isinstance(setup, dict) else None
-    lines = [f"**{heading}** — {question}."]
+    lines = [f"**{heading}** — {question}" + ("" if question.endswith("?") else ".")]
     if command or machine:
         lines.append(f"`{command or name}`" + (f" on {machine}" if machine else "") + ".")
     lines.append("")

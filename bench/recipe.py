@@ -56,7 +56,10 @@ VARIANTS = {
     "dance_lora": ["algorithm=dance_grpo", "model.finetune=lora", "learner.lr=3e-4"],
     "e_lora": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=3e-4"],
     "e_lora1e-4": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=1e-4"],
+    "e_lora1e-3": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=1e-3"],
     "flow_lora": ["algorithm=flow_grpo", "model.finetune=lora", "learner.lr=3e-4"],
+    # e_grpo held fidelity best per image in bench/results/algorithms_text.md; KL to the base on top
+    "e_lora_kl0.04": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=3e-4", "learner.kl_coef=0.04"],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {

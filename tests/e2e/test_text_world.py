@@ -29,7 +29,6 @@ def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_pa
             "rollout.num_steps=5",
             "rollout.group_size=4",
             "rollout.num_workers=1",
-            "learner.chunks.sizes=[2, 2]",
             "learner.micro_batch=8",
             "orchestrator.prompts_per_iter=2",
             "orchestrator.iterations=2",
