@@ -60,6 +60,12 @@ VARIANTS = {
     "flow_lora": ["algorithm=flow_grpo", "model.finetune=lora", "learner.lr=3e-4"],
     # e_grpo held fidelity best per image in bench/results/algorithms_text.md; KL to the base on top
     "e_lora_kl0.04": ["algorithm=e_grpo", "model.finetune=lora", "learner.lr=3e-4", "learner.kl_coef=0.04"],
+    "e_lora1e-3_kl0.04": [
+        "algorithm=e_grpo",
+        "model.finetune=lora",
+        "learner.lr=1e-3",
+        "learner.kl_coef=0.04",
+    ],
 }
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {
