@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator.config import load_config
+from orchestrator.config import load_config, unused_settings
 from orchestrator.errors import ConfigError, RunStopped, UserError
 
 
@@ -47,6 +47,8 @@ def cmd_train(args) -> int:
     from orchestrator.rundir import default_run_dir, prepare
 
     cfg = load_config(args.config, args.overrides)  # config errors surface here, before Ray
+    for line in unused_settings(cfg):
+        print(f"raygrpo: warning: {line}", file=sys.stderr)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.algorithm)
     preflight(cfg)  # the embedding cache, hub ids
     prepare(cfg, run_dir, args.resume, args.allow_config_changes)  # a used run dir, resume changes

@@ -342,6 +342,30 @@ def field_sources(cfg: Config, file_data: dict, cli_data: dict, file_label: str 
     return out
 
 
+CHUNK_FIELDS = {"sizes": ("fixed", "scaled"), "size": ("uniform",)}  # field -> the chunk modes that read it
+
+
+def unused_settings(cfg: Config) -> list[str]:
+    """Chunk fields the user set (file or command line) that the run's chunk mode never reads, e.g.
+    `learner.chunks.sizes` under e_grpo's one-step chunks: a value that looks in force but is not.
+    A value equal to what the preset fills (a run's own config.yaml) is not reported."""
+    chunks, out = cfg.learner.chunks, []
+    for name, modes in CHUNK_FIELDS.items():
+        value, source = getattr(chunks, name), cfg.sources.get(f"learner.chunks.{name}", "default")
+        preset = PRESETS.get(cfg.algorithm, {}).get(("learner", "chunks", name), (None,))[0]
+        if value is not None and chunks.mode not in modes and value != preset and source != "default":
+            out.append(
+                f"learner.chunks.{name} {value} ({source}) is not used: learner.chunks.mode is "
+                f"{chunks.mode!r} (algorithm {cfg.algorithm}), and only mode {' / '.join(modes)} reads it; "
+                + (
+                    "remove it (an E-GRPO member trains its one window step)"
+                    if cfg.rollout.plan == "entropy_windows"
+                    else "remove it, or set that mode"
+                )
+            )
+    return out
+
+
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 

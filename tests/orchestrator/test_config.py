@@ -6,7 +6,7 @@ import pytest
 
 import yaml
 
-from orchestrator.config import PRESETS, ConfigError, build_plan, dump_config, load_config
+from orchestrator.config import PRESETS, ConfigError, build_plan, dump_config, load_config, unused_settings
 from orchestrator.__main__ import main
 
 TINY = "deploy/configs/tiny.yaml"
@@ -141,6 +141,54 @@ def test_bad_config_errors_name_the_field_and_fix(overrides, needle):
     with pytest.raises(ConfigError) as err:
         load_config(TINY, overrides)
     assert needle in str(err.value)
+
+
+def test_chunk_fields_the_mode_never_reads_are_reported_with_the_fix(tmp_path, capsys, monkeypatch):
+    [line] = unused_settings(load_config(TINY, ["algorithm=e_grpo", "learner.chunks.sizes=[2, 2]"]))
+    assert line == (
+        "learner.chunks.sizes [2, 2] (command line) is not used: learner.chunks.mode is 'step' "
+        "(algorithm e_grpo), and only mode fixed / scaled reads it; remove it (an E-GRPO member "
+        "trains its one window step)"
+    )
+    [line] = unused_settings(load_config(TINY, ["algorithm=dance_grpo", "learner.chunks.size=3"]))
+    assert line.startswith("learner.chunks.size 3 (command line) is not used: learner.chunks.mode is 'step'")
+    assert line.endswith("only mode uniform reads it; remove it, or set that mode")
+    # read by its mode, or left to the preset (adaptive keeps chunk_grpo's sizes unread): nothing to say
+    for overrides in (
+        ["algorithm=chunk_grpo", "learner.chunks.mode=uniform", "learner.chunks.size=3"],
+        ["algorithm=chunk_grpo", "learner.chunks.mode=fixed", "learner.chunks.sizes=[5, 6]"],
+        ["algorithm=chunk_grpo", "learner.chunks.mode=adaptive"],
+        [],
+    ):
+        assert unused_settings(load_config(TINY, overrides)) == [], overrides
+    # a run's own config.yaml (every field written out) reports nothing for its preset's values
+    written = tmp_path / "config.yaml"
+    written.write_text(
+        dump_config(load_config(TINY, ["algorithm=chunk_grpo", "learner.chunks.mode=adaptive"]))
+    )
+    assert unused_settings(load_config(written)) == []
+    # the CLI prints it before anything starts (stopped here where it would connect to Ray)
+    import orchestrator.__main__ as cli
+
+    def stop(*args, **kwargs):
+        raise SystemExit(3)
+
+    monkeypatch.setattr(cli, "connect_ray", stop)
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "train",
+                "--config",
+                TINY,
+                "--run-dir",
+                str(tmp_path / "run"),
+                "algorithm=e_grpo",
+                "learner.chunks.sizes=[2, 2]",
+            ]
+        )
+    assert (
+        "raygrpo: warning: learner.chunks.sizes [2, 2] (command line) is not used" in capsys.readouterr().err
+    )
 
 
 def test_cli_rejects_bad_config_before_starting_ray(capsys, monkeypatch):
