@@ -3,7 +3,6 @@ show in the run's own account or stop the run with a message naming the actor, t
 the last good checkpoint, which stays intact. Rows of docs/bad-inputs.md point here."""
 
 import json
-import re
 import shutil
 
 import pytest
@@ -15,6 +14,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.config import build_plan
 from orchestrator.errors import ActorFailed, RunStopped
 from orchestrator.guards import NonFinite, WeightsNotApplied, check_weights_changed, group_report
+from tests.fixtures.stderr import driver_stderr
 from orchestrator.local import LocalCluster
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
@@ -213,13 +213,7 @@ def test_cli_prints_a_stopped_run_as_one_message(monkeypatch, capsys):
         main(["train", "--no-ray", "--config", "deploy/configs/tiny.yaml", "--run-dir", "/nonexistent/run"])
         == 1
     )
-    # Ray forwards earlier tests' actor output to this process's stderr whenever it arrives, each
-    # line tagged "(ActorClass pid=N)" or "(raylet)": only the driver's own lines are the CLI's answer
-    err = "".join(
-        line
-        for line in capsys.readouterr().err.splitlines(keepends=True)
-        if not re.match(r"(\x1b\[\d+m)?\((\w+ pid=\d+|raylet)", line)
-    )
+    err = driver_stderr(capsys.readouterr().err)  # not an earlier test's actor lines that Ray forwards
     assert err.startswith("raygrpo: iteration 4: reward scorer 'hps' returned nan") and "Traceback" not in err
 
 

@@ -18,6 +18,7 @@ from orchestrator.local import LocalCluster
 from orchestrator.loop import train
 from orchestrator.metrics import read_metrics
 from orchestrator.rundir import default_run_dir, prepare, resolve_checkpoint
+from tests.fixtures.stderr import driver_stderr
 
 from .conftest import small_config
 
@@ -144,7 +145,9 @@ def test_a_used_run_dir_is_refused_without_resume(finished, tmp_path, monkeypatc
     started = []
     monkeypatch.setattr(cli, "connect_ray", lambda *a, **k: started.append("ray"))
     assert main(["train", "--config", "deploy/configs/tiny.yaml", "--run-dir", str(finished)]) == 2
-    assert capsys.readouterr().err.startswith(f"raygrpo: --run-dir {finished} already holds a run")
+    assert driver_stderr(capsys.readouterr().err).startswith(
+        f"raygrpo: --run-dir {finished} already holds a run"
+    )
     # the CLI, with the run's own config and one change: refused before Ray, the change listed
     assert (
         main(

@@ -17,6 +17,7 @@ from orchestrator.inputs import (
     preflight,
     upload_exclusion,
 )
+from tests.fixtures.stderr import driver_stderr
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "deploy/configs/tiny.yaml")
@@ -38,7 +39,7 @@ def refused(capsys, no_ray, *argv) -> str:
     """Run `raygrpo train ARGV`; assert it exits 2 before Ray; return its one-message stderr."""
     assert main(["train", *argv]) == 2
     assert no_ray == []
-    err = capsys.readouterr().err
+    err = driver_stderr(capsys.readouterr().err)
     assert err.startswith("raygrpo: ") and "Traceback" not in err
     return err
 
