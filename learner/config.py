@@ -17,6 +17,9 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+READ_BY = {"sizes": ("fixed", "scaled"), "size": ("uniform",)}  # chunk field -> the modes that read it
+
+
 class ChunkConfig(Section):
     mode: Literal["step", "fixed", "scaled", "uniform", "adaptive"] | None = Field(
         "step",
@@ -60,12 +63,12 @@ class ChunkConfig(Section):
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.mode in ("fixed", "scaled") and not self.sizes:
+        if self.mode in READ_BY["sizes"] and not self.sizes:
             raise ValueError(
                 f"learner.chunks.mode is '{self.mode}' but learner.chunks.sizes is not set; "
                 "give e.g. sizes: [2, 3, 4, 7]"
             )
-        if self.mode == "uniform" and not self.size:
+        if self.mode in READ_BY["size"] and not self.size:
             raise ValueError("learner.chunks.mode is 'uniform' but learner.chunks.size is not set")
         return self
 

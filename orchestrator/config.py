@@ -20,7 +20,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from learner.config import LearnerConfig, chunk_selector
+from learner.config import READ_BY, LearnerConfig, chunk_selector
 from reward.config import RewardConfig
 from orchestrator.errors import ConfigError  # noqa: F401 (re-exported: raised by load_config)
 from orchestrator.inputs import check_config, load_yaml, yaml_value
@@ -342,15 +342,12 @@ def field_sources(cfg: Config, file_data: dict, cli_data: dict, file_label: str 
     return out
 
 
-CHUNK_FIELDS = {"sizes": ("fixed", "scaled"), "size": ("uniform",)}  # field -> the chunk modes that read it
-
-
 def unused_settings(cfg: Config) -> list[str]:
     """Chunk fields the user set (file or command line) that the run's chunk mode never reads, e.g.
     `learner.chunks.sizes` under e_grpo's one-step chunks: a value that looks in force but is not.
     A value equal to what the preset fills (a run's own config.yaml) is not reported."""
     chunks, out = cfg.learner.chunks, []
-    for name, modes in CHUNK_FIELDS.items():
+    for name, modes in READ_BY.items():
         value, source = getattr(chunks, name), cfg.sources.get(f"learner.chunks.{name}", "default")
         preset = PRESETS.get(cfg.algorithm, {}).get(("learner", "chunks", name), (None,))[0]
         if value is not None and chunks.mode not in modes and value != preset and source != "default":
