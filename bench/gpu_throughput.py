@@ -17,8 +17,10 @@ checkpointing and LoRA run in both.
     learner   LearnerWorker.train (DeepSpeed ZeRO-2, 1 rank, LoRA r64, gradient checkpointing) on
               `--learner-samples` of the 720² rollouts × all 16 transitions; MFU from
               flux_forward_flops (below) against the GPU's dense bf16 peak; and the largest
-              |log-ratio| of the first minibatch: rollout (micro-batch --micro-batch) against the
-              learner's recomputation (micro-batch --learner-micro-batch), in bf16 on this GPU
+              |log-ratio| of rollout (micro-batch --micro-batch) against the learner's
+              recomputation (micro-batch --learner-micro-batch), in bf16 on this GPU: on the
+              warm-up minibatch, before any optimizer step (numerics alone), and on the timed
+              one, after the warm-up's step (lr 1e-6)
     sync      what a weight broadcast does at each end except the wire (one GPU has no peer):
               learner pack + checksum bucket by bucket, receiver copy-in + checksum; and
               LearnerWorker.publish (the object-store path: a CPU copy)
@@ -226,7 +228,8 @@ def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict
     n = min(args.learner_samples, len(traj))
     adv = torch.randn(len(traj))
     warm = list(range(min(len(traj), max(1, n // 4))))
-    learner.train(traj, adv, [Minibatch(rows=warm, size=len(warm))])  # warm-up: DeepSpeed buffers, kernels
+    # warm-up (DeepSpeed buffers, kernels); its ratios are the only ones taken before any optimizer step
+    first = learner.train(traj, adv, [Minibatch(rows=warm, size=len(warm))])
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = traj.select(list(range(len(traj) - n, len(traj))))  # samples the warm-up did not train on
@@ -240,7 +243,10 @@ def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict
     peak = next(
         (v for k, v in PEAK_BF16.items() if device == "cuda" and k in torch.cuda.get_device_name()), None
     )
-    log_ratio = max(abs(math.log(stats["ratio_min"])), abs(math.log(stats["ratio_max"])))
+
+    def max_log_ratio(step: dict) -> float:
+        return max(abs(math.log(step["ratio_min"])), abs(math.log(step["ratio_max"])))
+
     return {
         "step_s": seconds,
         "samples": n,
@@ -248,7 +254,8 @@ def learner_phase(parts, traj, resolution: int, args, device: str) -> tuple[dict
         "model_tflops": flops / 1e12,
         "achieved_tflops_per_s": flops / seconds / 1e12,
         "mfu": flops / seconds / peak if peak else None,
-        "max_abs_log_ratio_first_minibatch": log_ratio,
+        "max_abs_log_ratio_before_any_step": max_log_ratio(first),
+        "max_abs_log_ratio_after_one_step": max_log_ratio(stats),
         "clip_range": cfg.clip_range,
         "rollout_micro_batch": args.micro_batch,
         "learner_micro_batch": args.learner_micro_batch,
@@ -362,7 +369,8 @@ def markdown(result: dict) -> str:
         "step_s",
         "mfu",
         "achieved_tflops_per_s",
-        "max_abs_log_ratio_first_minibatch",
+        "max_abs_log_ratio_before_any_step",
+        "max_abs_log_ratio_after_one_step",
         "sender_pack_checksum_s",
         "receiver_copy_checksum_s",
         "publish_to_cpu_s",

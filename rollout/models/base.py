@@ -67,6 +67,13 @@ class Policy(torch.nn.Module):
         trainable_names: list[str] | None = None,
     ):
         super().__init__()
+        # No cuDNN fused attention in a process that holds a policy: on an H200 (torch 2.11+cu130,
+        # cuDNN 9.19) its backward over FLUX's 720² sequence (2025 + 512 tokens) hit an illegal
+        # memory access, while flash, memory-efficient and math attention ran the same step
+        # (docs/gpu.md). A process-wide switch, so gradient checkpointing's recompute inside the
+        # backward picks the same kernels, and the rollout's and the learner's log-probabilities
+        # come from the same attention kernels.
+        torch.backends.cuda.enable_cudnn_sdp(False)
         self.transformer = transformer
         self.text_encoder = text_encoder  # an nn.Module (moves with .to()) or a cache reader
         self.dtype = dtype

@@ -2,6 +2,7 @@
 path as the GPU run (bf16, gradient checkpointing, LoRA), results saved phase by phase."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def test_tiny_run_saves_every_phase_and_keeps_going_past_a_failed_one(tmp_path):
     learner = phases["learner"]
     assert learner["step_s"] > 0 and learner["transitions"] == 2 * 3 and learner["model_tflops"] > 0
     # bf16 rollout (micro-batch 2) and checkpointed learner (micro-batch 1) agree inside the clip range
-    assert learner["max_abs_log_ratio_first_minibatch"] < learner["clip_range"]
+    # before any optimizer step; after the warm-up's step the ratio is measured, not bounded
+    assert learner["max_abs_log_ratio_before_any_step"] < learner["clip_range"]
+    assert math.isfinite(learner["max_abs_log_ratio_after_one_step"])
     assert phases["sync"]["checksums_equal"] and phases["sync"]["tensors"] > 0
     assert phases["scorer_hpsv3"]["output_shape"] == [16, 2] and phases["scorer_hpsv3"]["images_per_s"] > 0
     assert (tmp_path / "gpu.md").exists() and not list(tmp_path.glob("*.tmp"))

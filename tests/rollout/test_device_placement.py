@@ -74,3 +74,17 @@ def test_vae_decode_runs_in_bounded_batches_and_equals_one_call(flux_dir, monkey
     assert common.decode_batch(policy.vae, 32, 32) == 2
     batched = policy.decode(x0)
     assert calls == [2, 2, 1] and np.array_equal(batched, whole)
+
+
+@pytest.mark.parametrize("kind", ["flux", "sd3"])
+def test_a_policy_turns_off_cudnn_attention_for_its_process(kind, flux_dir, sd3_dir):
+    # On an H200, cuDNN's fused attention backward over FLUX's 720² sequence hit an illegal memory
+    # access (docs/gpu.md); the switch is process-wide so checkpointing's recompute obeys it too.
+    path = flux_dir if kind == "flux" else sd3_dir
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        policy_from_config(ModelConfig(path=str(path), resolution=32), device="meta")
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
