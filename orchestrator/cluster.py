@@ -46,6 +46,7 @@ class Cluster:
         # reward actors replaced, per scorer or judge
         self.restarts = {s.name: 0 for s in [*cfg.reward.scorers, *cfg.reward.heldout]}
         self.recovered = 0  # reward actors replaced since the last `health()`
+        check_fits(cfg, ray.cluster_resources())  # before any actor: one that cannot fit would wait forever
         try:  # a failed start leaves no actor behind
             self.control = self._control_actor(run_dir) if run_dir is not None else None
             self._learner_group()
@@ -104,7 +105,7 @@ class Cluster:
     def _learner_group(self) -> None:
         """The learner ranks, packed in a placement group (set up by __init__ once all started)."""
         lc = self.cfg.learner
-        bundle = {"CPU": max(lc.num_cpus, 0.001)}
+        bundle = {"CPU": max(lc.num_cpus, LEARNER_MIN_CPU)}
         if lc.num_gpus:
             bundle["GPU"] = lc.num_gpus
         self.pg = pg = placement_group([dict(bundle) for _ in range(lc.world_size)], strategy="PACK")
@@ -213,6 +214,54 @@ class Cluster:
             ray.kill(self.control)
         if self.pg is not None:
             remove_placement_group(self.pg)
+
+
+LEARNER_MIN_CPU = 0.001  # a placement-group bundle needs some resource; a CPU-less rank takes this
+
+
+def resource_demand(cfg: Config) -> dict[str, list[tuple[str, float]]]:
+    """{'CPU' | 'GPU': [(the fields that ask, amount)]}: what the run's actors reserve at start."""
+    r, lc = cfg.rollout, cfg.learner
+    demand: dict[str, list[tuple[str, float]]] = {"CPU": [], "GPU": []}
+    for res, rollout_each, learner_each in (
+        ("CPU", r.num_cpus, max(lc.num_cpus, LEARNER_MIN_CPU)),
+        ("GPU", r.num_gpus, lc.num_gpus),
+    ):
+        low = res.lower()
+        demand[res] += [
+            (
+                f"rollout.num_workers {r.num_workers} × rollout.num_{low}s {rollout_each:g}",
+                r.num_workers * rollout_each,
+            ),
+            (
+                f"learner.world_size {lc.world_size} × learner.num_{low}s {getattr(lc, f'num_{low}s'):g}"
+                + (f" (at least {LEARNER_MIN_CPU:g} a rank)" if res == "CPU" else ""),
+                lc.world_size * learner_each,
+            ),
+        ]
+        for section, scorers in (("scorers", cfg.reward.scorers), ("heldout", cfg.reward.heldout)):
+            demand[res] += [
+                (
+                    f"reward.{section} {s.name!r} num_{low}s {getattr(s, f'num_{low}s'):g}",
+                    getattr(s, f"num_{low}s"),
+                )
+                for s in scorers
+            ]
+    return demand
+
+
+def check_fits(cfg: Config, resources: dict) -> None:
+    """Every actor of a run lives as long as the run, so their reservations must fit the cluster
+    together; an actor that does not fit would wait for resources forever (Ray does not say)."""
+    for res, asks in resource_demand(cfg).items():
+        total, have = sum(a for _, a in asks), float(resources.get(res, 0))
+        if total > have + 1e-9:
+            named = ", ".join(f"{field} ({amount:g})" for field, amount in asks if amount > 0)
+            raise UserError(
+                f"the run's actors reserve {total:g} {res} but the Ray cluster has {have:g}: {named}. "
+                f"An actor that does not fit would wait forever; lower those fields, or start the "
+                f"run on a cluster with more {res}s"
+            )
 
 
 def merge_rank_stats(per_rank: list[dict]) -> dict:

@@ -10,9 +10,9 @@ import torch
 
 from orchestrator import checkpoint
 from orchestrator.__main__ import main
-from orchestrator.cluster import Cluster
+from orchestrator.cluster import Cluster, check_fits
 from orchestrator.config import build_plan
-from orchestrator.errors import ActorFailed, RunStopped
+from orchestrator.errors import ActorFailed, RunStopped, UserError
 from orchestrator.guards import NonFinite, WeightsNotApplied, check_weights_changed, group_report
 from tests.fixtures.stderr import driver_stderr
 from orchestrator.local import LocalCluster
@@ -197,6 +197,23 @@ def test_an_actor_that_cannot_load_its_model_is_named(local_ray, random_tiny_dir
     while alive() and time.monotonic() < deadline:  # ray.kill is asynchronous
         time.sleep(0.5)
     assert not alive()  # a failed start leaves no actor behind
+
+
+def test_actors_that_cannot_all_fit_the_cluster_are_refused_before_any_starts(local_ray):
+    """Ray would leave an actor that does not fit waiting forever, without a word (seen: an OCR
+    scorer asking for both CPUs of a 2-CPU machine, the learner's bundle holding 0.001)."""
+    from ray._private import state
+
+    before = len(state.actors())
+    cfg = small_config(reward__scorers=[{"name": "preference", "kind": "preference", "num_cpus": 4}])
+    with pytest.raises(UserError) as err:
+        Cluster(cfg, build_plan(cfg))
+    assert str(err.value).startswith("the run's actors reserve 4.001 CPU but the Ray cluster has 4: ")
+    asks = "learner.world_size 1 × learner.num_cpus 0 (at least 0.001 a rank) (0.001), "
+    assert asks + "reward.scorers 'preference' num_cpus 4 (4). An actor that does not fit" in str(err.value)
+    assert len(state.actors()) == before  # refused before any actor was created
+    fits = small_config(reward__scorers=[{"name": "preference", "kind": "preference", "num_cpus": 3.999}])
+    check_fits(fits, {"CPU": 4})  # the same total less the learner's share: no error
 
 
 def test_cli_prints_a_stopped_run_as_one_message(monkeypatch, capsys):
