@@ -46,7 +46,7 @@ def _ocr(cfg: ScorerConfig, device: str):
     from reward.ocr import PPOCRv4Scorer, PPOCRv6Scorer
 
     scorer = PPOCRv4Scorer if cfg.kind == "ocr" else PPOCRv6Scorer
-    return scorer(batch_size=cfg.batch_size, threads=max(1, int(cfg.num_cpus)))
+    return scorer(batch_size=cfg.batch_size, threads=cfg.threads or max(1, int(cfg.num_cpus)))
 
 
 # kind -> factory(cfg, device); the model scorers import transformers / onnxruntime only when built

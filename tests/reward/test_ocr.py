@@ -78,3 +78,17 @@ def test_prompt_validation_needs_no_model():
     with pytest.raises(ValueError, match=r"prompt 'a sign with no quotes' names no text"):
         validate_prompts(ScorerConfig(name="ocr", kind="ocr_heldout"), [PROMPTS[0], "a sign with no quotes"])
     validate_prompts(ScorerConfig(name="f", kind="fidelity"), ["anything"])
+
+
+def test_onnx_threads_follow_threads_else_num_cpus():
+    from reward.worker import _ocr
+
+    def threads(**fields):
+        scorer = _ocr(ScorerConfig(name="ocr", kind="ocr", **fields), "cpu")
+        return scorer.model.session.session.get_session_options().intra_op_num_threads
+
+    assert threads() == 1  # no CPU reserved: one thread
+    assert threads(num_cpus=2) == 2
+    assert threads(threads=2) == 2  # beyond the reservation: a synchronous run's idle core
+    with pytest.raises(ValueError, match="threads"):
+        ScorerConfig(name="ocr", kind="ocr", threads=0)
