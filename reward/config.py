@@ -6,7 +6,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCORER_KINDS = ("alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity")
+SCORER_KINDS = (
+    "alignment",
+    "preference",
+    "hpsv3",
+    "clip",
+    "imagereward",
+    "ocr",
+    "ocr_likelihood",
+    "ocr_heldout",
+    "fidelity",
+)
 MODEL_KINDS = {  # kind -> what `path` names (an example hub id)
     "hpsv3": "the HPSv3 checkpoint: HPSv3.safetensors, its directory, or a hub id such as MizzenAI/HPSv3",
     "clip": "a transformers CLIP checkpoint, e.g. openai/clip-vit-large-patch14",
@@ -21,11 +31,20 @@ class Section(BaseModel):
 class ScorerConfig(Section):
     name: str = Field(description="label used in metrics (reward/<name>/mean); unique")
     kind: Literal[
-        "alignment", "preference", "hpsv3", "clip", "imagereward", "ocr", "ocr_heldout", "fidelity"
+        "alignment",
+        "preference",
+        "hpsv3",
+        "clip",
+        "imagereward",
+        "ocr",
+        "ocr_likelihood",
+        "ocr_heldout",
+        "fidelity",
     ] = Field(
         description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), "
-        "hpsv3, clip, imagereward, ocr (PP-OCRv4) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text "
-        "task: the quoted text of the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)"
+        "hpsv3, clip, imagereward, ocr (PP-OCRv4) / ocr_likelihood (PP-OCRv4's probability of "
+        "the target) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text of "
+        "the prompt), fidelity (reward/fidelity.py: flat backgrounds, any task)"
     )
     weight: float = Field(1.0, description="w_m in the multi-reward aggregation")
     path: str | None = Field(

@@ -43,9 +43,9 @@ def _imagereward(cfg: ScorerConfig, device: str):
 
 
 def _ocr(cfg: ScorerConfig, device: str):
-    from reward.ocr import PPOCRv4Scorer, PPOCRv6Scorer
+    from reward.ocr import PPOCRv4LikelihoodScorer, PPOCRv4Scorer, PPOCRv6Scorer
 
-    scorer = PPOCRv4Scorer if cfg.kind == "ocr" else PPOCRv6Scorer
+    scorer = {"ocr": PPOCRv4Scorer, "ocr_likelihood": PPOCRv4LikelihoodScorer}.get(cfg.kind, PPOCRv6Scorer)
     return scorer(batch_size=cfg.batch_size, threads=cfg.threads or max(1, int(cfg.num_cpus)))
 
 
@@ -57,6 +57,7 @@ SCORERS = {
     "clip": _clip,
     "imagereward": _imagereward,
     "ocr": _ocr,
+    "ocr_likelihood": _ocr,
     "ocr_heldout": _ocr,
     "fidelity": lambda cfg, device: FidelityScorer(),
 }
@@ -71,6 +72,7 @@ SCORER_CLASSES = {
     "clip": "reward.clip:CLIPScorer",
     "imagereward": "reward.imagereward:ImageRewardScorer",
     "ocr": "reward.ocr:PPOCRv4Scorer",
+    "ocr_likelihood": "reward.ocr:PPOCRv4LikelihoodScorer",
     "ocr_heldout": "reward.ocr:PPOCRv6Scorer",
     "fidelity": "reward.fidelity:FidelityScorer",
 }

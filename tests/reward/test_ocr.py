@@ -92,3 +92,39 @@ def test_onnx_threads_follow_threads_else_num_cpus():
     assert threads(threads=2) == 2  # beyond the reservation: a synchronous run's idle core
     with pytest.raises(ValueError, match="threads"):
         ScorerConfig(name="ocr", kind="ocr", threads=0)
+
+
+def test_ctc_likelihood_reward_by_hand():
+    from reward.ocr import ctc_likelihood_reward
+
+    # T = 2 columns, target "a": alignments (a, a), (a, -), (-, a): p = .25 + .25 + .25 = .75
+    half = np.array([[0.5, 0.5], [0.5, 0.5]])
+    assert ctc_likelihood_reward(half, "a", {"a": [1]}) == pytest.approx(1 + np.log(0.75) / 10)
+    # both cases of a letter are one class: columns 1 (a) and 2 (A) summed
+    cased = np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]])  # blank .2, a .8 a column
+    p = 0.8 * 0.8 + 0.8 * 0.2 + 0.2 * 0.8
+    assert ctc_likelihood_reward(cased, "a", {"a": [1, 2]}) == pytest.approx(1 + np.log(p) / 10)
+    # "aa" needs a blank between the two a's: T = 3 -> only (a, -, a); p = .5^3, per character / 2
+    third = np.full((3, 2), 0.5)
+    assert ctc_likelihood_reward(third, "aa", {"a": [1]}) == pytest.approx(1 + np.log(0.125) / 2 / 10)
+    assert ctc_likelihood_reward(third, "aaaa", {"a": [1]}) == 0.0  # impossible: floored at 0
+    with pytest.raises(ValueError, match=r"character set has no \['z'\]"):
+        ctc_likelihood_reward(half, "az", {"a": [1]})
+
+
+def test_ocr_likelihood_ranks_right_over_one_wrong_or_blank_over_other_text():
+    from reward.worker import _ocr
+
+    rng = np.random.default_rng(0)
+    truth = text_world.render_prompts(PROMPTS, rng)
+    near = text_world.render_prompts([text_world.prompt_of(t) for t in ("k7pd", "wex", "d5s3", "xmk")], rng)
+    blank = np.full_like(truth, 235)
+    other = text_world.render_prompts(PROMPTS[1:] + PROMPTS[:1], rng)
+    scorer = _ocr(ScorerConfig(name="ocr_likelihood", kind="ocr_likelihood", batch_size=3), "cpu")
+    right, one_wrong, empty, wrong = (scorer.score(x, PROMPTS) for x in (truth, near, blank, other))
+    assert right.dtype == np.float32 and right.min() >= 0.9, right
+    assert (one_wrong < right).all() and (empty < right).all(), (one_wrong, empty)
+    # one wrong character and a blank canvas both score about half (the floor is 10 nats a
+    # character); the Flow-GRPO formula gives them 0.67-0.75 and 0
+    assert 0.3 < one_wrong.mean() < 0.8 and 0.3 < empty.mean() < 0.7, (one_wrong, empty)
+    assert wrong.max() < 0.1 and wrong.max() < min(one_wrong.min(), empty.min()), wrong
