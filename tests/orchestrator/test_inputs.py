@@ -176,7 +176,8 @@ def test_the_scorer_classs_prompt_hook_is_called_for_any_kind(tmp_path, monkeypa
 
     assert set(reward.worker.SCORER_CLASSES) == set(reward.worker.SCORERS)  # every kind's class is known
     hooked = [k for k in reward.worker.SCORERS if hasattr(reward.worker.scorer_class(k), "validate_prompts")]
-    assert hooked == ["alignment", "ocr", "ocr_heldout", "fidelity"]  # fidelity's hook accepts any prompt
+    # fidelity's hook accepts any prompt
+    assert hooked == ["alignment", "ocr", "ocr_likelihood", "ocr_heldout", "fidelity"]
     monkeypatch.setitem(reward.worker.SCORER_CLASSES, "preference", f"{__name__}:QuotedTextScorer")
     prompts = tmp_path / "signs.txt"
     prompts.write_text('a sign that says "k7pa"\n\na sign that says k7pa\n')
