@@ -38,6 +38,12 @@ SECTIONS = (
     ("recipe_text", "Text recipe runs", "which settings learn the OCR task without hacking?"),
     ("ocr_speed", "OCR reward speed", "ms per image by batch size and ONNX Runtime threads"),
     (
+        "gpu",
+        "GPU throughput",
+        "FLUX.1-dev-size rollout, LoRA learner step, weight sync and HPSv3-size scorer on one GPU "
+        "(docs/gpu.md reads it)",
+    ),
+    (
         "chunking",
         "Chunk-GRPO chunking",
         "which chunks the chunk_grpo preset defaults to: adaptive, GCPO's list scaled, "

@@ -74,7 +74,36 @@ VARIANTS = {
         "learner.kl_coef=0.04",
         "orchestrator.prompts_per_iter=16",
     ],
+    # tiny_text.yaml with both OCR scorers on 2 ONNX threads (ocr_speed.md: half the time per image);
+    # the scoring phase runs alone between rollouts, so the second core is otherwise idle then
+    "ocr_threads2": [
+        "reward.scorers=[{name: ocr, kind: ocr, weight: 1.0, batch_size: 4, threads: 2}]",
+        "reward.heldout=[{name: ocr_heldout, kind: ocr_heldout, batch_size: 1, threads: 2}, "
+        "{name: fidelity, kind: fidelity}]",
+    ],
 }
+# the same on 2 ONNX threads, with LoRA on every linear layer of the blocks (the text world's glyph
+# shapes live in the MLPs as much as in attention; the tiny model is 96 wide, so rank 32 is a third
+# of full rank), and with groups of 16 members over half the prompts (finer ranking per column)
+VARIANTS["e_lora_all"] = VARIANTS["ocr_threads2"] + [
+    "model.lora.targets=[attn.to_q, attn.to_k, attn.to_v, attn.to_out.0, attn.add_q_proj, "
+    "attn.add_k_proj, attn.add_v_proj, attn.to_add_out, ff.net.0.proj, ff.net.2, "
+    "ff_context.net.0.proj, ff_context.net.2, proj_mlp, proj_out, context_embedder]"
+]
+VARIANTS["e_group16"] = VARIANTS["ocr_threads2"] + [
+    "rollout.group_size=16",
+    "orchestrator.prompts_per_iter=4",
+]
+# more noise at the branch step (E-GRPO's a = 0.7): the ODE tail after it is deterministic, so
+# members of a column differ more in what the early, high-entropy steps decide (glyph identity)
+VARIANTS["e_noise1.0"] = VARIANTS["ocr_threads2"] + ["rollout.noise_level=1.0"]
+# train on PP-OCRv4's log-probability of the target (ocr_likelihood: dense where the edit-distance
+# formula is a step function of the argmax read); the held-out judge stays PP-OCRv6's read
+VARIANTS["e_ocr_ll"] = [
+    "reward.scorers=[{name: ocr_likelihood, kind: ocr_likelihood, weight: 1.0, batch_size: 4, threads: 2}]",
+    VARIANTS["ocr_threads2"][1],
+]
+VARIANTS["e_ocr_ll_all"] = VARIANTS["e_ocr_ll"] + VARIANTS["e_lora_all"][2:]
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {
         "pref0.5": [
