@@ -30,17 +30,7 @@ class Section(BaseModel):
 
 class ScorerConfig(Section):
     name: str = Field(description="label used in metrics (reward/<name>/mean); unique")
-    kind: Literal[
-        "alignment",
-        "preference",
-        "hpsv3",
-        "clip",
-        "imagereward",
-        "ocr",
-        "ocr_likelihood",
-        "ocr_heldout",
-        "fidelity",
-    ] = Field(
+    kind: Literal[SCORER_KINDS] = Field(
         description="scorer implementation: alignment / preference (reward/rules.py, the shapes task), "
         "hpsv3, clip, imagereward, ocr (PP-OCRv4) / ocr_likelihood (PP-OCRv4's probability of "
         "the target) / ocr_heldout (PP-OCRv6) (reward/ocr.py, the text task: the quoted text of "
