@@ -25,14 +25,15 @@ from orchestrator.config import load_config, unused_settings
 from orchestrator.errors import ConfigError, RunStopped, UserError
 
 
-def connect_ray(address: str | None) -> None:
+def connect_ray(address: str | None) -> bool:
     """Join the cluster named by --address / RAY_ADDRESS (a `ray job submit` driver gets it set,
-    and its runtime_env is kept as is); otherwise start a private local Ray on loopback."""
+    and its runtime_env is kept as is); otherwise start a private local Ray on loopback.
+    True when this call connected (so the caller disconnects); False when Ray already was."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
-        return
+        return False
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
     else:  # a private Ray on loopback: nothing outside this machine can reach it
@@ -40,6 +41,7 @@ def connect_ray(address: str | None) -> None:
         ray.init(
             _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True, num_cpus=os.cpu_count()
         )
+    return True
 
 
 def cmd_train(args) -> int:
@@ -65,11 +67,12 @@ def cmd_train(args) -> int:
             allow_config_changes=args.allow_config_changes,
         )
     else:
-        connect_ray(args.address)
+        connected = connect_ray(args.address)
         try:
             result = train(cfg, run_dir, resume=args.resume, allow_config_changes=args.allow_config_changes)
         finally:
-            disconnect_ray()  # actor log lines still in flight must not print after the summary
+            if connected:  # a Ray the caller started (a notebook, a test) stays up
+                disconnect_ray()  # actor log lines still in flight must not print after the summary
     print(summary(result), flush=True)
     return 0
 

@@ -46,6 +46,8 @@ class Cluster:
         # reward actors replaced, per scorer or judge
         self.restarts = {s.name: 0 for s in [*cfg.reward.scorers, *cfg.reward.heldout]}
         self.recovered = 0  # reward actors replaced since the last `health()`
+        if not ray.is_initialized():  # as the first ray.remote would: join RAY_ADDRESS or start one
+            ray.init()
         check_fits(cfg, ray.cluster_resources())  # before any actor: one that cannot fit would wait forever
         try:  # a failed start leaves no actor behind
             self.control = self._control_actor(run_dir) if run_dir is not None else None

@@ -9,6 +9,7 @@ reward mixes) together in one run."""
 import json
 
 import pytest
+import ray
 import yaml
 
 from orchestrator.__main__ import main
@@ -45,6 +46,7 @@ def run_preset(tmp_path, algorithm: str, *extra: str, name: str | None = None):
         )
         == 0
     )
+    assert ray.is_initialized()  # the session's Ray, which the CLI joined, is the caller's to stop
     rows = read_metrics(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     sources = yaml.safe_load((run_dir / "config_sources.yaml").read_text())
