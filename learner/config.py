@@ -114,6 +114,13 @@ class LearnerConfig(Section):
         description="optimizer steps per rollout batch (orders 'shuffled' and 'in_order'); "
         "default from `algorithm`",
     )
+    epochs: int = Field(
+        1,
+        ge=1,
+        description="passes over each rollout batch (PPO inner epochs; every reference: 1, "
+        "flow_grpo config/base.py train.num_inner_epochs); each pass reshuffles 'shuffled' "
+        "minibatches, and the clipped ratio bounds how far later passes move the policy",
+    )
     minibatch_order: Literal["shuffled", "in_order", "column"] | None = Field(
         "shuffled",
         description="how the batch becomes minibatches: 'shuffled' (a random permutation: GCPO, "

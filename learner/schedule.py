@@ -2,7 +2,8 @@
 
     minibatch_schedule(...)   the optimizer steps: lists of positions into the trained samples,
                               computed once on the driver; every learner rank takes its shard of
-                              each list, so all ranks run the same number of optimizer steps
+                              each list, so all ranks run the same number of optimizer steps;
+                              `epochs` passes over the batch (Flow-GRPO's num_inner_epochs)
     sample_units(...)         the (sample, chunk) terms of a rank's shard of one minibatch
     pack_units(...)           those terms in backward passes of at most `micro_batch` model inputs,
                               a chunk never split (its ratio is one geometric mean)
@@ -25,11 +26,31 @@ ORDERS = ("shuffled", "in_order", "column")
 
 
 def minibatch_schedule(
-    groups: list[int], *, minibatches: int, order: str, seed: int, columns: list[int] | None = None
+    groups: list[int],
+    *,
+    minibatches: int,
+    order: str,
+    seed: int,
+    columns: list[int] | None = None,
+    epochs: int = 1,
 ) -> list[list[int]]:
     """Positions into the trained samples, one list per optimizer step (empty ones dropped).
     `groups`: each trained sample's prompt group, in batch order; `columns`: its E-GRPO
-    column index (order 'column'); `minibatches` M (orders 'shuffled' and 'in_order')."""
+    column index (order 'column'); `minibatches` M (orders 'shuffled' and 'in_order').
+    `epochs` E passes over the batch, one after the other, the shuffled order drawn anew in
+    each (Flow-GRPO train_sd3.py: `for inner_epoch in range(num_inner_epochs): perm = randperm`)."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return [
+        part
+        for e in range(epochs)
+        for part in _one_epoch(groups, minibatches, order, seed if e == 0 else seed + 7919 * e, columns)
+    ]
+
+
+def _one_epoch(
+    groups: list[int], minibatches: int, order: str, seed: int, columns: list[int] | None
+) -> list[list[int]]:
     n = len(groups)
     if order == "shuffled":
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))

@@ -89,6 +89,7 @@ def compute_advantages(
         order=lc.minibatch_order,
         seed=derive_seed(cfg.orchestrator.seed, 13, iteration),
         columns=[columns[i] - first_column[groups[i]] for i in adv.samples],
+        epochs=lc.epochs,
     )
     return Advantages(
         samples=adv.samples,
@@ -187,7 +188,7 @@ class Run:
             "fraction": lc.timestep_fraction,
             "layout": trajectory_layout(self.cfg, plan),
         }
-        data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order}
+        data["update"] = {"minibatches": lc.minibatches, "order": lc.minibatch_order, "epochs": lc.epochs}
         M.write_json_atomic(self.run_dir / "plan.json", data)
 
     def restore(self, cluster, rollouts) -> None:

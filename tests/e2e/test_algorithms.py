@@ -80,7 +80,7 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
             "fraction": 0.6,
             "layout": [1] * 11,
         }  # every trainable step its own chunk
-        assert plan["update"] == {"minibatches": 3, "order": "in_order"}
+        assert plan["update"] == {"minibatches": 3, "order": "in_order", "epochs": 1}
         check_learner(rows, 3)
     elif (
         algorithm == "chunk_grpo"
@@ -94,7 +94,7 @@ def test_each_path_preset_runs_from_the_tiny_config_alone(local_ray, tmp_path, a
         assert plan["trainable_steps"] == list(range(11)) and plan["sde"] == [True] * 12
         assert plan["chunks"]["mode"] == "scaled" and plan["chunks"]["sizes"] == [2, 3, 4, 7]
         assert plan["chunks"]["layout"] == [1, 2, 3, 5] and plan["chunks"]["fraction"] == 0.5
-        assert plan["update"] == {"minibatches": 2, "order": "shuffled"}
+        assert plan["update"] == {"minibatches": 2, "order": "shuffled", "epochs": 1}
         check_learner(rows, 2)
         # tiny.yaml's LoRA at lr 1e-4 moves the ratios less than ε = 5e-5 in one iteration; with full
         # fine-tuning at the same lr the second step's chunk ratios already leave [1 − ε, 1 + ε]
@@ -143,6 +143,7 @@ def test_kl_best_of_n_weighted_chunk_sampling_and_chunk_rewards(local_ray, tmp_p
         learner__best_of=2,
         learner__kl_coef=0.5,
         learner__lr=1e-3,
+        learner__epochs=2,
         orchestrator__iterations=3,
         reward__chunk_weights="[{alignment: 1.0}, {preference: 1.0}]",
     )
@@ -150,6 +151,10 @@ def test_kl_best_of_n_weighted_chunk_sampling_and_chunk_rewards(local_ray, tmp_p
     rows = read_metrics(tmp_path / "run")
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["chunks"]["weighting"] == "normalized" and plan["chunks"]["sizes"] == [2, 2]
+    # two passes over the batch: every minibatch of the first pass is stepped again
+    assert plan["update"]["epochs"] == 2
+    m = plan["update"]["minibatches"]
+    assert all(r["learner/optimizer_steps"] == 2 * min(r["samples/trained"], m) for r in rows)
     # best-of-2 of each group of 4: at most 2 groups x 2 samples train
     assert all(r["samples/trained"] <= 4 for r in rows)
     assert all(abs(r["learner/ratio_mean_first"] - 1) < 1e-5 for r in rows)

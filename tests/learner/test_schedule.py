@@ -59,3 +59,22 @@ def test_units_keep_chunks_whole_and_passes_respect_the_micro_batch():
     # shared inputs (E-GRPO): members of one column cost one model input together
     shared = pack_units([(r, [0]) for r in range(6)], 2, key=lambda r, c: r // 3)
     assert [[r for r, _ in p] for p in shared] == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_epochs_repeat_the_batch_with_a_fresh_shuffle_each_pass():
+    # Flow-GRPO's num_inner_epochs: E passes, each a new permutation of every trained sample
+    groups = [g for g in range(2) for _ in range(4)]
+    one = minibatch_schedule(groups, minibatches=2, order="shuffled", seed=3)
+    two = minibatch_schedule(groups, minibatches=2, order="shuffled", seed=3, epochs=2)
+    assert len(two) == 4 and two[:2] == one  # the first pass is the single-epoch schedule
+    assert sorted(two[2] + two[3]) == list(range(8)) and two[2:] != one  # a second, reshuffled pass
+    # the deterministic orders repeat: E-GRPO's columns twice, in column order
+    columns = [0, 0, 1, 1]
+    assert minibatch_schedule([0] * 4, minibatches=1, order="column", seed=0, columns=columns, epochs=2) == [
+        [0, 1],
+        [2, 3],
+        [0, 1],
+        [2, 3],
+    ]
+    with pytest.raises(ValueError, match="epochs"):
+        minibatch_schedule(groups, minibatches=1, order="shuffled", seed=0, epochs=0)
