@@ -343,8 +343,10 @@ def field_sources(cfg: Config, file_data: dict, cli_data: dict, file_label: str 
 
 
 def unused_settings(cfg: Config) -> list[str]:
-    """Chunk fields the user set (file or command line) that the run's chunk mode never reads, e.g.
-    `learner.chunks.sizes` under e_grpo's one-step chunks: a value that looks in force but is not.
+    """Fields the user set (file or command line) that the run never reads: chunk fields its chunk
+    mode ignores (e.g. `learner.chunks.sizes` under e_grpo's one-step chunks), rollout fields of
+    another plan (E-GRPO's τ under 'sde'), minibatches under order 'column'. A value that looks
+    in force but is not.
     A value equal to what the preset fills (a run's own config.yaml) is not reported."""
     chunks, out = cfg.learner.chunks, []
     for name, modes in READ_BY.items():
@@ -360,7 +362,33 @@ def unused_settings(cfg: Config) -> list[str]:
                     else "remove it, or set that mode"
                 )
             )
+    for name, plan in PLAN_KNOBS.items():
+        value, source = getattr(cfg.rollout, name), cfg.sources.get(f"rollout.{name}", "default")
+        preset = PRESETS.get(cfg.algorithm, {}).get(("rollout", name), (None,))[0]
+        if value is not None and cfg.rollout.plan != plan and value != preset and source != "default":
+            out.append(
+                f"rollout.{name} {value} ({source}) is not used: rollout.plan is {cfg.rollout.plan!r} "
+                f"(algorithm {cfg.algorithm}), and only plan {plan!r} reads it; remove it, or set "
+                f"rollout.plan={plan}"
+            )
+    lc, source = cfg.learner, cfg.sources.get("learner.minibatches", "default")
+    if lc.minibatch_order == "column" and lc.minibatches != 1 and source != "default":
+        out.append(
+            f"learner.minibatches {lc.minibatches} ({source}) is not used: learner.minibatch_order is "
+            "'column' (one optimizer step per E-GRPO column); remove it, or set "
+            "learner.minibatch_order=shuffled"
+        )
     return out
+
+
+# rollout fields only one plan reads (rollout/plan.py)
+PLAN_KNOBS = {
+    "entropy_threshold": "entropy_windows",
+    "branch_window": "entropy_windows",
+    "sde_window": "sliding_window",
+    "window_shift_every": "sliding_window",
+    "window_stride": "sliding_window",
+}
 
 
 def dump_config(cfg: Config) -> str:

@@ -167,6 +167,30 @@ def test_chunk_fields_the_mode_never_reads_are_reported_with_the_fix(tmp_path, c
         dump_config(load_config(TINY, ["algorithm=chunk_grpo", "learner.chunks.mode=adaptive"]))
     )
     assert unused_settings(load_config(written)) == []
+    # rollout fields of another plan, and minibatches under E-GRPO's per-column steps
+    [line] = unused_settings(load_config(TINY, ["algorithm=dance_grpo", "rollout.entropy_threshold=2.0"]))
+    assert line == (
+        "rollout.entropy_threshold 2.0 (command line) is not used: rollout.plan is 'sde' (algorithm "
+        "dance_grpo), and only plan 'entropy_windows' reads it; remove it, or set "
+        "rollout.plan=entropy_windows"
+    )
+    [line] = unused_settings(load_config(TINY, ["algorithm=e_grpo", "rollout.window_stride=2"]))
+    assert line.startswith(
+        "rollout.window_stride 2 (command line) is not used: rollout.plan is 'entropy_windows'"
+    )
+    [line] = unused_settings(load_config(TINY, ["algorithm=e_grpo", "learner.minibatches=4"]))
+    assert line.startswith(
+        "learner.minibatches 4 (command line) is not used: learner.minibatch_order is 'column'"
+    )
+    for overrides in (  # read by the run's plan / order
+        ["algorithm=e_grpo", "rollout.entropy_threshold=2.0"],
+        ["algorithm=mix_grpo", "rollout.window_stride=2"],
+        ["algorithm=flow_grpo", "learner.minibatches=4"],
+    ):
+        assert unused_settings(load_config(TINY, overrides)) == [], overrides
+    for algorithm in PRESETS:  # a run's own config.yaml, under every preset
+        written.write_text(dump_config(load_config(TINY, [f"algorithm={algorithm}"])))
+        assert unused_settings(load_config(written)) == [], algorithm
     # the CLI prints it before anything starts (stopped here where it would connect to Ray)
     import orchestrator.__main__ as cli
 
