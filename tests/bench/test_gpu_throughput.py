@@ -18,7 +18,7 @@ def test_flux_forward_flops_by_hand_and_against_torchs_counter():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gpu_throughput import TINY_FLUX, flux_forward_flops
+    from gpu_models import TINY_FLUX, flux_forward_flops
     from memory_model import build_transformer, transformer_inputs
 
     cfg = dict(TINY_FLUX, num_single_layers=1)  # D = 2 heads × 16 = 32, 1 double + 1 single block
