@@ -109,6 +109,8 @@ VARIANTS["e_ocr_ll_all"] = VARIANTS["e_ocr_ll"] + VARIANTS["e_lora_all"][2:]
 # the iterations (16 prompts per update learned no faster per second than 8: e_lora_kl0.04_p16)
 VARIANTS["e_ll_ep4"] = VARIANTS["e_ocr_ll"] + ["learner.epochs=4"]
 VARIANTS["e_ll_p4"] = VARIANTS["e_ocr_ll"] + ["orchestrator.prompts_per_iter=4"]
+# β 0.04 leaves learner/kl ~2e-4 (recipe_text.md): a KL 25× stronger against the fidelity epochs 4 spent
+VARIANTS["e_ll_ep4_kl1"] = VARIANTS["e_ll_ep4"] + ["learner.kl_coef=1.0"]
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {
         "pref0.5": [
