@@ -44,7 +44,7 @@ def minibatch_schedule(
     return [
         part
         for e in range(epochs)
-        for part in _one_epoch(groups, minibatches, order, seed if e == 0 else seed + 7919 * e, columns)
+        for part in _one_epoch(groups, minibatches, order, seed + 7919 * e, columns)
     ]
 
 

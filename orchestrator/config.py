@@ -13,6 +13,7 @@ starts, and each error names the field and the fix.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -342,45 +343,6 @@ def field_sources(cfg: Config, file_data: dict, cli_data: dict, file_label: str 
     return out
 
 
-def unused_settings(cfg: Config) -> list[str]:
-    """Fields the user set (file or command line) that the run never reads: chunk fields its chunk
-    mode ignores (e.g. `learner.chunks.sizes` under e_grpo's one-step chunks), rollout fields of
-    another plan (E-GRPO's τ under 'sde'), minibatches under order 'column'. A value that looks
-    in force but is not.
-    A value equal to what the preset fills (a run's own config.yaml) is not reported."""
-    chunks, out = cfg.learner.chunks, []
-    for name, modes in READ_BY.items():
-        value, source = getattr(chunks, name), cfg.sources.get(f"learner.chunks.{name}", "default")
-        preset = PRESETS.get(cfg.algorithm, {}).get(("learner", "chunks", name), (None,))[0]
-        if value is not None and chunks.mode not in modes and value != preset and source != "default":
-            out.append(
-                f"learner.chunks.{name} {value} ({source}) is not used: learner.chunks.mode is "
-                f"{chunks.mode!r} (algorithm {cfg.algorithm}), and only mode {' / '.join(modes)} reads it; "
-                + (
-                    "remove it (an E-GRPO member trains its one window step)"
-                    if cfg.rollout.plan == "entropy_windows"
-                    else "remove it, or set that mode"
-                )
-            )
-    for name, plan in PLAN_KNOBS.items():
-        value, source = getattr(cfg.rollout, name), cfg.sources.get(f"rollout.{name}", "default")
-        preset = PRESETS.get(cfg.algorithm, {}).get(("rollout", name), (None,))[0]
-        if value is not None and cfg.rollout.plan != plan and value != preset and source != "default":
-            out.append(
-                f"rollout.{name} {value} ({source}) is not used: rollout.plan is {cfg.rollout.plan!r} "
-                f"(algorithm {cfg.algorithm}), and only plan {plan!r} reads it; remove it, or set "
-                f"rollout.plan={plan}"
-            )
-    lc, source = cfg.learner, cfg.sources.get("learner.minibatches", "default")
-    if lc.minibatch_order == "column" and lc.minibatches != 1 and source != "default":
-        out.append(
-            f"learner.minibatches {lc.minibatches} ({source}) is not used: learner.minibatch_order is "
-            "'column' (one optimizer step per E-GRPO column); remove it, or set "
-            "learner.minibatch_order=shuffled"
-        )
-    return out
-
-
 # rollout fields only one plan reads (rollout/plan.py)
 PLAN_KNOBS = {
     "entropy_threshold": "entropy_windows",
@@ -389,6 +351,48 @@ PLAN_KNOBS = {
     "window_shift_every": "sliding_window",
     "window_stride": "sliding_window",
 }
+
+
+def _user_set(cfg: Config, *path: str):
+    """(value, source) of a field the user set (file or command line) to something other than
+    the preset's value (so a run's own config.yaml is not reported); None otherwise."""
+    value = functools.reduce(getattr, path, cfg)
+    source = cfg.sources.get(".".join(path), "default")
+    preset = PRESETS.get(cfg.algorithm, {}).get(path, (None,))[0]
+    return None if value is None or value == preset or source == "default" else (value, source)
+
+
+def unused_settings(cfg: Config) -> list[str]:
+    """Fields the user set that the run never reads — a value that looks in force but is not:
+    chunk fields its chunk mode ignores (e.g. `learner.chunks.sizes` under e_grpo's one-step
+    chunks), rollout fields of another plan (E-GRPO's τ under 'sde'), minibatches under order
+    'column'."""
+    chunks, plan, out = cfg.learner.chunks, cfg.rollout.plan, []
+    for name, modes in READ_BY.items():
+        if chunks.mode not in modes and (set_ := _user_set(cfg, "learner", "chunks", name)):
+            out.append(
+                f"learner.chunks.{name} {set_[0]} ({set_[1]}) is not used: learner.chunks.mode is "
+                f"{chunks.mode!r} (algorithm {cfg.algorithm}), and only mode {' / '.join(modes)} reads it; "
+                + (
+                    "remove it (an E-GRPO member trains its one window step)"
+                    if plan == "entropy_windows"
+                    else "remove it, or set that mode"
+                )
+            )
+    for name, reader in PLAN_KNOBS.items():
+        if plan != reader and (set_ := _user_set(cfg, "rollout", name)):
+            out.append(
+                f"rollout.{name} {set_[0]} ({set_[1]}) is not used: rollout.plan is {plan!r} "
+                f"(algorithm {cfg.algorithm}), and only plan {reader!r} reads it; remove it, or set "
+                f"rollout.plan={reader}"
+            )
+    if cfg.learner.minibatch_order == "column" and (set_ := _user_set(cfg, "learner", "minibatches")):
+        out.append(
+            f"learner.minibatches {set_[0]} ({set_[1]}) is not used: learner.minibatch_order is "
+            "'column' (one optimizer step per E-GRPO column); remove it, or set "
+            "learner.minibatch_order=shuffled"
+        )
+    return out
 
 
 def dump_config(cfg: Config) -> str:
