@@ -187,7 +187,8 @@ def main() -> None:
     names = ["default", "kl0.04"] if args.quick else (args.variants or list(variants))
     iterations, every = (2, 1) if args.quick else (args.iterations, args.heldout_every)
     out = Path(args.out) if args.out else RESULTS / f"recipe_{args.world}"
-    work = RESULTS / "tmp" / f"recipe_{args.world}"
+    # run directories per result stem: `raygrpo train --run-dir` refuses one that holds a run
+    work = RESULTS / "tmp" / (out.name if args.out else f"recipe_{args.world}")
     result = {"runs": []}
     if args.append and out.with_suffix(".json").exists():
         previous = json.loads(out.with_suffix(".json").read_text())

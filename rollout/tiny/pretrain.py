@@ -1,8 +1,11 @@
 """Pretrain a tiny model (shapes or text world) with the rectified-flow loss.
 
     python -m rollout.tiny.pretrain                     # the shipped shapes weights (seed 0)
-    python -m rollout.tiny.pretrain --world text --out rollout/tiny/weights_text --steps 1500 --batch 64
-                                       # the shipped text weights (see weights_text/raygrpo_model.json)
+    python -m rollout.tiny.pretrain --world text ...   # the shipped text weights: two stages, each
+                                       # stage's command in weights_text/raygrpo_model.json
+    python -m rollout.tiny.pretrain --world text --caption-noise 0.4 --steps 2000 --batch 32 \
+        --warmup 100 --ema 0.995 --out /tmp/text_cn   # a base that mixes up characters with their
+                                       # twins (text_world's caption noise; ~8 min on 2 cores)
     python -m rollout.tiny.pretrain --steps 300 --out /tmp/tiny   # a quick smoke run
 
 Data are rendered on the fly from the *train* prompts (held-out combinations are never
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import sys
@@ -87,6 +91,9 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     module, render = WORLDS[args.world]
+    train_render = render
+    if args.caption_noise:
+        train_render = functools.partial(text_world.render_captioned, p=args.caption_noise)
     tokenizer, text_encoder, transformer = tiny_model.build(args.seed, args.world)
     txt_ids = tiny_model.text_ids(args.world)
     if args.init:  # continue from a saved model (a second stage; the command of each stage is recorded)
@@ -109,7 +116,7 @@ def train(args) -> None:
     start = time.time()
     for step in range(args.steps):
         prompts = [train_prompts[i] for i in rng.integers(len(train_prompts), size=args.batch)]
-        x0 = policy.encode_images(render(prompts, rng))
+        x0 = policy.encode_images(train_render(prompts, rng))
         noise = torch.randn(x0.shape, generator=gen)
         s = torch.rand(args.batch, generator=gen)
         sigma = 3 * s / (1 + 2 * s)  # the shift-3 schedule's density
@@ -143,6 +150,7 @@ def _save(policy: Policy, args, step: int, val_loss: float, seconds: float, out:
         "steps": step,
         "batch": args.batch,
         "threads": args.threads,
+        **({"caption_noise": args.caption_noise} if args.caption_noise else {}),
         "torch": torch.__version__,
         "heldout_flow_loss": round(val_loss, 5),
         **({"init": _init_record(args.init)} if args.init else {}),
@@ -165,7 +173,16 @@ def _init_record(path: str) -> dict:
     meta = json.loads((Path(path) / "raygrpo_model.json").read_text())
     return {
         k: meta[k]
-        for k in ("produced_by", "seed", "steps", "batch", "threads", "heldout_flow_loss", "init")
+        for k in (
+            "produced_by",
+            "seed",
+            "steps",
+            "batch",
+            "threads",
+            "caption_noise",
+            "heldout_flow_loss",
+            "init",
+        )
         if k in meta
     }
 
@@ -182,12 +199,23 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from this saved tiny model (same world) instead of random weights")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--caption-noise",
+        type=float,
+        default=0.0,
+        help="text world: each character of a training render is its twin with this probability "
+        "(text_world.TWINS, e.g. text_world.CAPTION_NOISE; default 0: clean renders, as the shipped weights)",
+    )
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument(
         "--snapshots", help="write every --save-every snapshot to DIR/step_NNNNN instead of over --out"
     )
     args = p.parse_args(argv)
+    if args.caption_noise and args.world != "text":
+        p.error("--caption-noise applies to --world text only (the shapes world has no characters)")
+    if not 0 <= args.caption_noise <= 1:
+        p.error(f"--caption-noise {args.caption_noise} is a probability: give a value in [0, 1]")
     args.out = args.out or str(
         tiny_model.WEIGHTS_DIR if args.world == "shapes" else tiny_model.TEXT_WEIGHTS_DIR
     )

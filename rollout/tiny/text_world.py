@@ -19,6 +19,16 @@ were illegible, held-out OCR 0.01.) What the prompt does not fix is the colour:
 
     colour  background per channel × U[0.78, 1.00] of white; text per channel U[0, 0.30]
 
+Caption noise (an option of `python -m rollout.tiny.pretrain --caption-noise P`, not what
+the shipped weights used): real text-to-image models misspell partly because captions and
+renders disagree. With it, each character of a training render is, with probability P,
+drawn as its TWIN (12 fixed pairs covering ALPHABET: 2↔7, 3↔8, a↔d, h↔k, …) while the
+caption keeps the true string (`render_captioned`), so the base draws clean glyphs but
+picks character or twin per cell at random. Measured (2026-12-05, P = CAPTION_NOISE, 2000
+steps): held-out OCR 0.37, fidelity 0.41, a group spread like the shipped base's; but the
+tiny_text.yaml recipe closed 2 % of the PP-OCRv6 gap in 600 s while fidelity fell to 79 %
+(the shipped base: 12-13 %), so the shipped weights stay the clean-caption ones.
+
 Split: HELDOUT strings (a seeded sample) are never in train.txt; pretraining and RL read
 train.txt only (`text_train.txt` / `text_heldout.txt`, written by `python -m
 rollout.tiny.text_world`). The OCR judges live in `reward/ocr.py` and import nothing
@@ -50,6 +60,11 @@ TRAIN_STRINGS, HELDOUT_STRINGS = 4000, 64
 SPLIT_SEED = 0
 PROMPT_DIR = Path(__file__).parent
 TEMPLATE = 'a sign that says "{}"'
+# Caption noise of the pretraining data: each character of a training render is, with
+# probability CAPTION_NOISE, drawn as its TWIN instead (pairs of the alphabet, symmetric).
+TWINS = ("27", "38", "4x", "5s", "69", "ad", "ce", "hk", "mw", "nu", "py", "rt")
+TWIN = {a: b for pair in TWINS for a, b in (pair, pair[::-1])}
+CAPTION_NOISE = 0.4
 _PROMPT = re.compile(r'^a sign that says "([^"]*)"$')
 
 
@@ -133,6 +148,17 @@ def render_text(text: str, rng: np.random.Generator) -> np.ndarray:
 def render_prompts(prompts: list[str], rng: np.random.Generator) -> np.ndarray:
     """Ground-truth renders of prompts: uint8 [B, HEIGHT, WIDTH, 3]."""
     return np.stack([render_text(parse_prompt(p), rng) for p in prompts])
+
+
+def caption_noise(text: str, rng: np.random.Generator, p: float = CAPTION_NOISE) -> str:
+    """What a pretraining render of `text` shows: each character swapped for its TWIN with
+    probability p (independently), the caption left as it is."""
+    return "".join(TWIN[c] if rng.random() < p else c for c in text)
+
+
+def render_captioned(prompts: list[str], rng: np.random.Generator, p: float = CAPTION_NOISE) -> np.ndarray:
+    """Pretraining data: renders of prompts under caption noise, uint8 [B, HEIGHT, WIDTH, 3]."""
+    return np.stack([render_text(caption_noise(parse_prompt(q), rng, p), rng) for q in prompts])
 
 
 def write_prompt_files() -> None:

@@ -117,3 +117,54 @@ def test_a_text_model_loads_and_makes_32x64_images(tmp_path):
     assert cond["prompt_embeds"].shape == (2, 8, 64)
     v = policy.velocity(torch.randn(2, 128, 48), 0.5, cond)
     assert v.shape == (2, 128, 48) and torch.isfinite(v).all()
+
+
+def test_twins_pair_up_the_alphabet():
+    # 12 disjoint pairs covering all 24 characters; the map is its own inverse with no fixed point
+    assert len(tw.TWINS) == 12 and sorted("".join(tw.TWINS)) == sorted(tw.ALPHABET)
+    assert set(tw.TWIN) == set(tw.ALPHABET)
+    assert all(tw.TWIN[tw.TWIN[c]] == c != tw.TWIN[c] for c in tw.ALPHABET)
+    assert (tw.TWIN["2"], tw.TWIN["7"], tw.TWIN["h"], tw.TWIN["k"]) == ("7", "2", "k", "h")
+
+
+def test_caption_noise_swaps_each_character_with_probability_p():
+    # default_rng(0).random(4) = 0.637, 0.270, 0.041, 0.017: at p = 0.4 the last three swap
+    assert tw.caption_noise("k7pa", np.random.default_rng(0), 0.4) == "k2yd"
+    assert tw.caption_noise("k7pa", np.random.default_rng(0), 0.0) == "k7pa"
+    assert tw.caption_noise("k7pa", np.random.default_rng(0), 1.0) == "h2yd"
+    rng = np.random.default_rng(1)
+    text = tw.ALPHABET * 500  # 12 000 characters: the swap rate's s.d. is 0.0045 at p = 0.4
+    noisy = tw.caption_noise(text, rng, 0.4)
+    assert abs(np.mean([a != b for a, b in zip(text, noisy)]) - 0.4) < 0.02
+    assert all(b in (a, tw.TWIN[a]) for a, b in zip(text, noisy))
+
+
+def test_render_captioned_draws_the_twins_not_the_caption():
+    prompts = [tw.prompt_of("k7pa")]
+    # at p = 1 every character is its twin: the render of "h2yd" with the same nuisance draw
+    # (the noise takes one uniform per character from the rng before the renderer's draws)
+    assert np.array_equal(
+        tw.render_captioned(prompts, np.random.default_rng(4), 1.0)[0],
+        tw.render_text("h2yd", _after(np.random.default_rng(4), 4)),
+    )
+    assert np.array_equal(
+        tw.render_captioned(prompts, np.random.default_rng(4), 0.0),
+        tw.render_prompts(prompts, _after(np.random.default_rng(4), 4)),
+    )
+
+
+def _after(rng: np.random.Generator, draws: int) -> np.random.Generator:
+    rng.random(draws)
+    return rng
+
+
+def test_pretrain_refuses_caption_noise_outside_the_text_world(capsys):
+    from rollout.tiny import pretrain
+
+    for argv, message in (
+        (["--world", "shapes", "--caption-noise", "0.4"], "applies to --world text only"),
+        (["--world", "text", "--caption-noise", "1.5"], "give a value in [0, 1]"),
+    ):
+        with pytest.raises(SystemExit):
+            pretrain.main([*argv, "--steps", "1", "--out", "/nonexistent"])
+        assert message in capsys.readouterr().err
