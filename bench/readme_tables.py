@@ -36,6 +36,21 @@ SECTIONS = (
         "the five presets on the OCR task at the same image budget and the same training time",
     ),
     ("recipe_text", "Text recipe runs", "which settings learn the OCR task without hacking?"),
+    (
+        "column_snr",
+        "Signal per E-GRPO column, text world",
+        "what share of a column's update is the OCR reward's slope, against the ceiling of a linear reward?",
+    ),
+    (
+        "column_snr_likelihood",
+        "Signal per E-GRPO column, ocr_likelihood",
+        "the same with the dense OCR reward",
+    ),
+    (
+        "column_snr_shapes",
+        "Signal per E-GRPO column, shapes world",
+        "the same for the shapes model and its preference reward, which its runs raise in a few iterations",
+    ),
     ("ocr_speed", "OCR reward speed", "ms per image by batch size and ONNX Runtime threads"),
     (
         "gpu",
