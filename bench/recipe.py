@@ -111,6 +111,10 @@ VARIANTS["e_ll_ep4"] = VARIANTS["e_ocr_ll"] + ["learner.epochs=4"]
 VARIANTS["e_ll_p4"] = VARIANTS["e_ocr_ll"] + ["orchestrator.prompts_per_iter=4"]
 # β 0.04 leaves learner/kl ~2e-4 (recipe_text.md): a KL 25× stronger against the fidelity epochs 4 spent
 VARIANTS["e_ll_ep4_kl1"] = VARIANTS["e_ll_ep4"] + ["learner.kl_coef=1.0"]
+# every E-GRPO column's update is ~99.9 % noise (bench/results/column_snr.md): AdamW's first moment
+# at β1 0.99 averages ~100 column steps (~17 iterations) instead of ~10, so a step follows the slope
+# the columns share and walks the background less; lr ×3 spends the saved drift on that slope
+VARIANTS["e_ll_b99"] = VARIANTS["e_ocr_ll"] + ["learner.betas=[0.99, 0.999]", "learner.lr=1e-3"]
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {
         "pref0.5": [
