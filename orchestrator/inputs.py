@@ -5,8 +5,9 @@ open, and whether the learner can split the batch. Each error names the field an
                               key -> the key and both lines
     check_config(cfg, plan)   prompt files hold prompts every scorer can read; model and scorer
                               paths exist or are hub ids, and relative ones reach the actors;
-                              learner ranks × minibatches fit the batch (run by `Config`'s
-                              validator, so by load_config)
+                              learner ranks × minibatches fit the batch; an ocr_likelihood
+                              scorer is not given images that need text detection (run by
+                              `Config`'s validator, so by load_config)
     preflight(cfg)            what needs more than the config file: the embedding cache holds
                               every prompt, and each hub id is in the local Hugging Face cache or
                               on the hub (the CLI runs it before Ray starts; `train()` again, for
@@ -183,6 +184,28 @@ def check_config(cfg, plan) -> None:
     for i, scorer in enumerate(cfg.reward.scorers):
         check_scorer_paths(scorer, i)
     check_learner_split(cfg, plan.members_per_group(cfg.rollout.group_size))
+    check_ocr_detection(cfg)
+
+
+def check_ocr_detection(cfg) -> None:
+    """ocr_likelihood reads each image as one text line (reward/ocr.py); a FLUX / SD3 model's
+    images are scenes whose text the other ocr kinds find by detection, so refuse it there
+    unless the user says every image is one line (detect: false)."""
+    from reward.ocr import DETECT_ABOVE
+    from rollout.policy import TINY_SHIPPED
+
+    path = cfg.model.path
+    if path in TINY_SHIPPED or (Path(path).expanduser() / "raygrpo_model.json").exists():
+        return  # the tiny model: 32-px-high images
+    height = cfg.model.resolution or 1024
+    for i, scorer in enumerate(cfg.reward.scorers):
+        if scorer.kind == "ocr_likelihood" and scorer.detect is None and height > DETECT_ABOVE:
+            raise ValueError(
+                f"reward.scorers[{i}] ({scorer.name!r}) is kind ocr_likelihood, which reads each image "
+                f"as one text line, but model.path {path!r} makes {height}-px scenes whose text needs "
+                "detection; use kind ocr (Flow-GRPO's detector + recogniser), or set detect: false on "
+                "the scorer if every image is one line of text that fills it"
+            )
 
 
 def check_learner_split(cfg, members_per_group: int) -> None:

@@ -17,6 +17,7 @@ SCORER_KINDS = (
     "ocr_heldout",
     "fidelity",
 )
+OCR_KINDS = ("ocr", "ocr_likelihood", "ocr_heldout")
 MODEL_KINDS = {  # kind -> what `path` names (an example hub id)
     "hpsv3": "the HPSv3 checkpoint: HPSv3.safetensors, its directory, or a hub id such as MizzenAI/HPSv3",
     "clip": "a transformers CLIP checkpoint, e.g. openai/clip-vit-large-patch14",
@@ -63,6 +64,13 @@ class ScorerConfig(Section):
         "Above num_cpus when the scorer runs while the other actors wait (a synchronous run's "
         "scoring phase): bench/results/ocr_speed.md, 2 threads read in half the time",
     )
+    detect: bool | None = Field(
+        None,
+        description="ocr kinds: find the text lines with the package's detector first and join "
+        "their reads (Flow-GRPO's PaddleOCR det + rec). Default: detect on images taller than "
+        "96 px (the real models'), read smaller ones as one line (the embedded text world's "
+        "32 × 64); ocr_likelihood cannot detect (reward/ocr.py)",
+    )
 
     @model_validator(mode="after")
     def _model_needs_path(self):
@@ -70,6 +78,16 @@ class ScorerConfig(Section):
             raise ValueError(
                 f"reward scorer {self.name!r} (kind {self.kind}) has no path; set path to "
                 f"{MODEL_KINDS[self.kind]}"
+            )
+        if self.detect is not None and self.kind not in OCR_KINDS:
+            raise ValueError(
+                f"reward scorer {self.name!r}: detect applies to the ocr kinds {OCR_KINDS}, not "
+                f"{self.kind}; remove it"
+            )
+        if self.detect and self.kind == "ocr_likelihood":
+            raise ValueError(
+                f"reward scorer {self.name!r}: kind ocr_likelihood scores each image as one text line "
+                "and cannot detect text; remove detect: true, or use kind ocr (which detects)"
             )
         return self
 

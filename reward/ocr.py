@@ -24,11 +24,21 @@ It rises as a glyph gets closer to right, before the read flips (renders of the 
 formula above, a blank canvas is not the worst). Log scale on purpose: the probability itself is
 ≈ 0 as soon as one character is wrong.
 
-Recognition only (no detection): the embedded task's renders are single lines that fill the
-canvas; each image is one recognition crop, resized to height 48 by the package's own
-preprocessing and run in batches of `batch_size`. ONNX Runtime's intra-op threads are the
-actor's CPUs (`num_cpus` of the scorer, at least 1) and inter-op threads 1, so a reward
-actor never spreads over cores Ray did not give it.
+Detection (`detect`): Flow-GRPO runs PaddleOCR's detector and recogniser on the whole image and
+joins the texts of the lines it finds (flow_grpo/ocr.py: `''.join(...)` over `ocr.ocr(img)`'s
+lines, in the package's top-to-bottom, left-to-right order; lines read with confidence < 0.5
+are dropped, PaddleOCR's and RapidOCR's `text_score`). `ocr` and `ocr_heldout` do the same with
+the package's own detector (PP-OCRv4 det / PP-OCRv6 small det, shipped in the same wheels) on
+images taller than DETECT_ABOVE pixels, the real models' 512²-1024² images: without it a whole
+512² image would be one recognition crop squeezed to 48 px high, which reads next to nothing (a
+clear two-line "Hello World" sign scores 0.1 with PP-OCRv4, 0 with PP-OCRv6). Smaller images —
+the embedded world's 32 × 64 single lines that fill the canvas, where a detector finds no box
+margin — are one recognition crop each, resized to height 48 by the package's own preprocessing
+and run in batches of `batch_size`. `detect: true / false` forces either path. `ocr_likelihood`
+scores one crop only: it refuses images that need detection (use `ocr` there).
+
+ONNX Runtime's intra-op threads are the actor's CPUs (`num_cpus` of the scorer, at least 1) and
+inter-op threads 1, so a reward actor never spreads over cores Ray did not give it.
 """
 
 from __future__ import annotations
@@ -103,10 +113,16 @@ def ctc_likelihood_reward(probs: np.ndarray, target: str, classes: dict[str, lis
     return 1.0 + max(-float(nll) / len(target), -LIKELIHOOD_FLOOR) / LIKELIHOOD_FLOOR
 
 
+DETECT_ABOVE = 96  # px of image height: taller images get text detection unless `detect` says otherwise
+TEXT_SCORE = 0.5  # lines read with lower confidence are dropped (PaddleOCR drop_score, RapidOCR text_score)
+
+
 class OCRScorer:
-    """Base: `recognise(list of BGR uint8 crops) -> list of strings` is the model's part."""
+    """Base: `recognise(list of BGR uint8 crops) -> list of strings` is the model's part, and
+    `detect_and_read(one BGR image) -> list of line texts` its detection path."""
 
     name = "ocr"
+    detect: bool | None = None  # None: detect on images taller than DETECT_ABOVE
 
     @staticmethod
     def validate_prompts(prompts: list[str]) -> None:
@@ -114,9 +130,19 @@ class OCRScorer:
         for prompt in prompts:
             target_text(prompt)
 
+    def detects(self, images: np.ndarray) -> bool:
+        """Whether `read` runs the detector on these images (module docstring)."""
+        return self.detect if self.detect is not None else images.shape[1] > DETECT_ABOVE
+
     def read(self, images: np.ndarray) -> list[str]:
-        """The recognised line of each image (uint8 RGB [B, H, W, 3])."""
-        return list(self.recognise(_images(images))) if len(images) else []
+        """The recognised text of each image (uint8 RGB [B, H, W, 3]): one crop's read, or the
+        detected lines' reads joined."""
+        if not len(images):
+            return []
+        crops = _images(images)
+        if self.detects(images):
+            return ["".join(self.detect_and_read(c)) for c in crops]
+        return list(self.recognise(crops))
 
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         if len(prompts) != len(images):
@@ -127,14 +153,19 @@ class OCRScorer:
     def recognise(self, crops: list[np.ndarray]) -> list[str]:
         raise NotImplementedError
 
+    def detect_and_read(self, image: np.ndarray) -> list[str]:
+        raise NotImplementedError
+
 
 class PPOCRv4Scorer(OCRScorer):
-    """PP-OCRv4 recognition from `rapidocr_onnxruntime` (the trained-on OCR reward)."""
+    """PP-OCRv4 recognition from `rapidocr_onnxruntime` (the trained-on OCR reward), behind its
+    PP-OCRv4 detector for large images."""
 
-    def __init__(self, batch_size: int = 64, threads: int = 1):
+    def __init__(self, batch_size: int = 64, threads: int = 1, detect: bool | None = None):
         import rapidocr_onnxruntime
         from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
 
+        self.detect, self.threads, self.pipeline = detect, threads, None
         model = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
         self.model = TextRecognizer(
             {
@@ -151,14 +182,28 @@ class PPOCRv4Scorer(OCRScorer):
         results, _ = self.model(crops)
         return [text for text, _confidence in results]
 
+    def detect_and_read(self, image: np.ndarray) -> list[str]:
+        if self.pipeline is None:  # the package's det + rec pipeline, sharing our recogniser
+            from rapidocr_onnxruntime import RapidOCR
+
+            self.pipeline = RapidOCR(intra_op_num_threads=self.threads, inter_op_num_threads=1)
+            self.pipeline.text_rec = self.model
+        lines, _ = self.pipeline(image, use_det=True, use_cls=False, use_rec=True, text_score=TEXT_SCORE)
+        return [text for _box, text, _confidence in lines or []]
+
 
 class PPOCRv4LikelihoodScorer(PPOCRv4Scorer):
     """PP-OCRv4's probability of the target (`ocr_likelihood`, module docstring)."""
 
     name = "ocr_likelihood"
 
-    def __init__(self, batch_size: int = 64, threads: int = 1):
-        super().__init__(batch_size, threads)
+    def __init__(self, batch_size: int = 64, threads: int = 1, detect: bool | None = None):
+        if detect:
+            raise ValueError(
+                "reward scorer kind ocr_likelihood scores each image as one text line and cannot "
+                "detect text; remove detect: true, or use kind ocr (which detects)"
+            )
+        super().__init__(batch_size, threads, detect=detect)
         chars = self.model.postprocess_op.character  # index 0 is CTC's blank
         self.classes: dict[str, list[int]] = {}
         for i, ch in enumerate(chars[1:], 1):
@@ -168,6 +213,13 @@ class PPOCRv4LikelihoodScorer(PPOCRv4Scorer):
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        if self.detects(images):
+            raise ValueError(
+                f"reward scorer kind ocr_likelihood reads each image as one text line, but these images "
+                f"are {images.shape[1]} × {images.shape[2]} (taller than {DETECT_ABOVE} px: text somewhere "
+                "in a scene); use kind ocr, which finds the lines first (Flow-GRPO's path), or set "
+                "detect: false if every image is one line that fills it"
+            )
         targets = [target_text(p).replace(" ", "").lower() for p in prompts]
         crops, rec, out = _images(images), self.model, []
         _, height, width = rec.rec_image_shape
@@ -185,19 +237,24 @@ class PPOCRv6Scorer(OCRScorer):
 
     name = "ocr_heldout"
 
-    def __init__(self, batch_size: int = 64, threads: int = 1):
+    def __init__(self, batch_size: int = 64, threads: int = 1, detect: bool | None = None):
         import rapidocr
         from rapidocr import ModelType, OCRVersion, RapidOCR
 
-        model = Path(rapidocr.__file__).parent / "models" / "PP-OCRv6_rec_small.onnx"
-        self.engine = RapidOCR(
+        self.detect = detect
+        models = Path(rapidocr.__file__).parent / "models"
+        self.engine = RapidOCR(  # models load on first use: the detector only if an image needs it
             params={
                 "Global.use_det": False,
                 "Global.use_cls": False,
                 "Global.log_level": "warning",
+                "Global.text_score": TEXT_SCORE,
+                "Det.ocr_version": OCRVersion.PPOCRV6,
+                "Det.model_type": ModelType.SMALL,
+                "Det.model_path": str(models / "PP-OCRv6_det_small.onnx"),
                 "Rec.ocr_version": OCRVersion.PPOCRV6,
                 "Rec.model_type": ModelType.SMALL,
-                "Rec.model_path": str(model),
+                "Rec.model_path": str(models / "PP-OCRv6_rec_small.onnx"),
                 "Rec.rec_batch_num": batch_size,
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
@@ -206,3 +263,7 @@ class PPOCRv6Scorer(OCRScorer):
 
     def recognise(self, crops: list[np.ndarray]) -> list[str]:
         return list(self.engine.recognize_txt(crops).txts)
+
+    def detect_and_read(self, image: np.ndarray) -> list[str]:
+        out = self.engine(image, use_det=True, use_cls=False, use_rec=True)
+        return list(out.txts or ())

@@ -46,7 +46,9 @@ def _ocr(cfg: ScorerConfig, device: str):
     from reward.ocr import PPOCRv4LikelihoodScorer, PPOCRv4Scorer, PPOCRv6Scorer
 
     scorer = {"ocr": PPOCRv4Scorer, "ocr_likelihood": PPOCRv4LikelihoodScorer}.get(cfg.kind, PPOCRv6Scorer)
-    return scorer(batch_size=cfg.batch_size, threads=cfg.threads or max(1, int(cfg.num_cpus)))
+    return scorer(
+        batch_size=cfg.batch_size, threads=cfg.threads or max(1, int(cfg.num_cpus)), detect=cfg.detect
+    )
 
 
 # kind -> factory(cfg, device); the model scorers import transformers / onnxruntime only when built

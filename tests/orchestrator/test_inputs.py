@@ -482,3 +482,21 @@ def test_overrides_may_follow_flags(tmp_path, capsys, no_ray):
     assert "learner.lrr: unknown field" in err
     err = refused(capsys, no_ray, "--config", TINY, "--resume", "learner.lrr=1")  # after --resume too
     assert "learner.lrr: unknown field" in err
+
+
+def test_ocr_likelihood_on_images_that_need_detection_is_a_config_error(tmp_path):
+    """ocr_likelihood reads a whole image as one line (reward/ocr.py): with a FLUX / SD3 model's
+    scenes it is refused before any actor starts, unless the scorer says detect: false."""
+    flux = tmp_path / "flux"
+    flux.mkdir()
+    (flux / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    text = str(ROOT / "deploy/configs/tiny_text.yaml")
+    likelihood = "reward.scorers=[{name: ll, kind: ocr_likelihood}]"
+    with pytest.raises(ConfigError, match=r"scorers\[0\] \('ll'\) is kind ocr_likelihood.*1024-px scenes"):
+        load_config(text, [f"model.path={flux}", likelihood])
+    with pytest.raises(ConfigError, match=r"512-px scenes whose text needs detection; use kind ocr"):
+        load_config(text, [f"model.path={flux}", "model.resolution=512", likelihood])
+    one_line = "reward.scorers=[{name: ll, kind: ocr_likelihood, detect: false}]"
+    load_config(text, [f"model.path={flux}", one_line])
+    load_config(text, [f"model.path={flux}", "reward.scorers=[{name: ocr, kind: ocr}]"])  # detects
+    load_config(text, [likelihood])  # the tiny text world: 32-px lines

@@ -1,15 +1,33 @@
 """The OCR rewards (real PP-OCRv4 / PP-OCRv6 ONNX models from their wheels) and fidelity."""
 
+from pathlib import Path
+
+import matplotlib
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from reward.config import ScorerConfig
 from reward.fidelity import FidelityScorer, background_texture
-from reward.ocr import OCRScorer, edit_distance, ocr_reward, target_text
+from reward.ocr import OCRScorer, PPOCRv4LikelihoodScorer, PPOCRv4Scorer, PPOCRv6Scorer
+from reward.ocr import edit_distance, ocr_reward, target_text
 from reward.worker import RewardWorker
 from rollout.tiny import text_world
 
 PROMPTS = [text_world.prompt_of(t) for t in ("k7pa", "wet", "d5s4", "xmh")]
+SCENE_PROMPT = 'a city street at night, a neon sign that says "Hello World"'
+
+
+def scene() -> np.ndarray:
+    """A 512² image as a FLUX / SD3.5 policy paints one: sky, a board off-centre, the text on
+    two lines (uint8 [1, 512, 512, 3])."""
+    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans-Bold.ttf"), 48)
+    image = Image.new("RGB", (512, 512), (70, 120, 180))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((40, 230, 330, 420), fill=(240, 230, 200))
+    draw.text((60, 250), "Hello", font=font, fill=(20, 20, 20))
+    draw.text((60, 340), "World", font=font, fill=(20, 20, 20))
+    return np.asarray(image)[None]
 
 
 def test_flow_grpo_formula_by_hand():
@@ -39,19 +57,50 @@ def test_ocr_scorers_as_ray_reward_actors(local_ray):
     }
     for kind, actor in actors.items():
         right, empty, other = local_ray.get([actor.score.remote(x, PROMPTS) for x in (truth, blank, wrong)])
+        # a 512² scene through the same actor: found by the detector, both lines joined (below)
+        assert local_ray.get(actor.score.remote(scene(), [SCENE_PROMPT])).tolist() == [1.0], kind
         assert right.dtype == np.float32 and right.shape == (4,)
         assert right.min() >= 0.95, (kind, right)
         assert empty.tolist() == [0.0] * 4, (kind, empty)
         assert other.mean() < 0.5, (kind, other)
         info = local_ray.get(actor.info.remote())
-        assert info["images"] == 12 and info["scorer"] == kind
+        assert info["images"] == 13 and info["scorer"] == kind
     for actor in actors.values():
         local_ray.kill(actor)
 
 
-def test_the_heldout_judge_is_pp_ocrv6():
-    from reward.ocr import PPOCRv6Scorer
+def test_large_images_are_read_through_text_detection_as_flow_grpo_does():
+    """flow_grpo/ocr.py runs PaddleOCR's detector + recogniser and joins the lines: so do ocr and
+    ocr_heldout on images taller than 96 px. Recognition alone squeezes a 512² scene into one
+    48-px-high crop and reads next to nothing: a reward near 0 whatever the image, which a FLUX
+    run could not learn from."""
+    big, blank = scene(), np.full((1, 512, 512, 3), 200, np.uint8)
+    for cls in (PPOCRv4Scorer, PPOCRv6Scorer):
+        auto = cls(batch_size=4)
+        lines = text_world.render_prompts(PROMPTS, np.random.default_rng(0))
+        assert auto.detects(big) and not auto.detects(lines)
+        assert auto.read(big)[0].replace(" ", "") == "HelloWorld", cls  # top line first
+        assert auto.score(big, [SCENE_PROMPT]).tolist() == [1.0]
+        # the lines' order counts: edit_distance("helloworld", "worldhello") = 8 of 10
+        assert auto.score(big, ['a sign that says "World Hello"']).tolist() == [pytest.approx(0.2)]
+        assert auto.score(blank, [SCENE_PROMPT]).tolist() == [0.0]
+        # one squeezed crop: PP-OCRv4 reads "D" (0.1), PP-OCRv6 nothing
+        assert cls(batch_size=4, detect=False).score(big, [SCENE_PROMPT])[0] <= 0.1
+    with pytest.raises(ValueError, match="use kind ocr, which finds the lines first"):
+        PPOCRv4LikelihoodScorer().score(big, [SCENE_PROMPT])
+    with pytest.raises(ValueError, match="cannot detect text; remove detect: true"):
+        PPOCRv4LikelihoodScorer(detect=True)
 
+
+def test_detect_is_checked_in_the_config():
+    with pytest.raises(ValueError, match=r"detect applies to the ocr kinds .* not preference; remove it"):
+        ScorerConfig(name="p", kind="preference", detect=True)
+    with pytest.raises(ValueError, match="ocr_likelihood scores each image as one text line"):
+        ScorerConfig(name="ll", kind="ocr_likelihood", detect=True)
+    assert ScorerConfig(name="ll", kind="ocr_likelihood", detect=False).detect is False
+
+
+def test_the_heldout_judge_is_pp_ocrv6():
     scorer = PPOCRv6Scorer()
     scorer.read(text_world.render_prompts(PROMPTS[:1], np.random.default_rng(0)))  # loads the model lazily
     assert str(scorer.engine.cfg.Rec.model_path).endswith("/PP-OCRv6_rec_small.onnx")
