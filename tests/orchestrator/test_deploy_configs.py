@@ -90,3 +90,27 @@ def test_flux_dance_mix_and_sd35_flow_recipes():
     assert build_plan(flow).trainable == (True,) * 9 + (False,)  # int(10·0.99) = 9: all but the last
     assert (flow.learner.kl_coef, flow.model.guidance_scale, flow.rollout.group_size) == (0.04, 4.5, 24)
     assert (flow.model.lora.rank, flow.model.lora.alpha, flow.learner.lr) == (32, 64.0, 3e-4)
+
+
+def test_sd35_flow_grpo_runs_flow_grpos_ocr_task_with_the_ocr_scorer():
+    """The header's general_ocr_sd3 overrides validate: the OCR scorer on CPU, the freed GPU to a
+    sixth rollout worker, prompts with quoted text; images are 512², so the scorer detects."""
+    cfg = load_config(
+        "deploy/configs/sd35_flow_grpo.yaml",
+        [
+            "reward.scorers=[{name: ocr, kind: ocr, num_cpus: 8}]",
+            "rollout.num_workers=6",
+            "orchestrator.prompts_per_iter=12",
+            "orchestrator.train_prompts=deploy/prompts/ocr_example.txt",
+            "orchestrator.eval_prompts=deploy/prompts/ocr_example.txt",
+        ],
+    )
+    r, lc = cfg.rollout, cfg.learner
+    assert r.num_workers * r.num_gpus + lc.world_size * lc.num_gpus == 8
+    assert cfg.orchestrator.prompts_per_iter % r.num_workers == 0
+    assert cfg.model.resolution == 512 and cfg.reward.scorers[0].detect is None  # 512 > 96: detection
+    text = Path("deploy/configs/sd35_flow_grpo.yaml").read_text()
+    assert "rollout.num_workers=6" in text and "orchestrator.prompts_per_iter=12" in text
+    assert "orchestrator.eval_prompts=" in text
+    with pytest.raises(Exception, match="names no text in double quotes"):  # the HPSv3 prompts: refused
+        load_config("deploy/configs/sd35_flow_grpo.yaml", ["reward.scorers=[{name: ocr, kind: ocr}]"])
