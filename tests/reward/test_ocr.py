@@ -86,6 +86,12 @@ def test_large_images_are_read_through_text_detection_as_flow_grpo_does():
         assert auto.score(blank, [SCENE_PROMPT]).tolist() == [0.0]
         # one squeezed crop: PP-OCRv4 reads "D" (0.1), PP-OCRv6 nothing
         assert cls(batch_size=4, detect=False).score(big, [SCENE_PROMPT])[0] <= 0.1
+    # the detector runs on the reward actor's threads too (issue 14: ONNX threads pinned to its CPUs)
+    v4, v6 = PPOCRv4Scorer(threads=2), PPOCRv6Scorer(threads=2)
+    v4.read(big), v6.read(big)
+    for session in (v4.pipeline.text_det.infer.session, v6.engine.text_det.session.session):
+        options = session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
     with pytest.raises(ValueError, match="use kind ocr, which finds the lines first"):
         PPOCRv4LikelihoodScorer().score(big, [SCENE_PROMPT])
     with pytest.raises(ValueError, match="cannot detect text; remove detect: true"):
