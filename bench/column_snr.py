@@ -52,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from learner.advantages import group_advantages  # noqa: E402
 from orchestrator.config import build_plan, load_config  # noqa: E402
 from reward.fidelity import DILATE, FOREGROUND_DISTANCE, _dilate  # noqa: E402
 from reward.ocr import PPOCRv4LikelihoodScorer, PPOCRv4Scorer  # noqa: E402
@@ -96,9 +97,11 @@ def linear_ceiling(group: int, dims: int) -> float:
 
 def column_direction(rewards: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """g = (1/G) Σ_i A_i ε_i per column: rewards [K, G], eps [K, G, ...] -> [K, ...], A the
-    column's z-scores (unbiased std + 1e-8, the presets' advantage_std 'group')."""
-    adv = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-8)
-    return torch.einsum("kg,kg...->k...", adv, eps) / rewards.shape[1]
+    learner's own per-column advantages (learner/advantages.py group_advantages)."""
+    k, g = rewards.shape
+    columns = torch.arange(k).repeat_interleave(g)
+    adv = group_advantages(rewards.reshape(-1).double(), columns).view(k, g)
+    return torch.einsum("kg,kg...->k...", adv, eps) / g
 
 
 def pair_mean(g: torch.Tensor) -> float:

@@ -198,12 +198,7 @@ class PPOCRv4LikelihoodScorer(PPOCRv4Scorer):
     name = "ocr_likelihood"
 
     def __init__(self, batch_size: int = 64, threads: int = 1, detect: bool | None = None):
-        if detect:
-            raise ValueError(
-                "reward scorer kind ocr_likelihood scores each image as one text line and cannot "
-                "detect text; remove detect: true, or use kind ocr (which detects)"
-            )
-        super().__init__(batch_size, threads, detect=detect)
+        super().__init__(batch_size, threads, detect=detect)  # detect: true is refused by `score`
         chars = self.model.postprocess_op.character  # index 0 is CTC's blank
         self.classes: dict[str, list[int]] = {}
         for i, ch in enumerate(chars[1:], 1):

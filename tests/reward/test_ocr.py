@@ -94,8 +94,8 @@ def test_large_images_are_read_through_text_detection_as_flow_grpo_does():
         assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
     with pytest.raises(ValueError, match="use kind ocr, which finds the lines first"):
         PPOCRv4LikelihoodScorer().score(big, [SCENE_PROMPT])
-    with pytest.raises(ValueError, match="cannot detect text; remove detect: true"):
-        PPOCRv4LikelihoodScorer(detect=True)
+    with pytest.raises(ValueError, match="use kind ocr, which finds the lines first"):
+        PPOCRv4LikelihoodScorer(detect=True).score(scene()[:, :64, :64], [SCENE_PROMPT])
 
 
 def test_detect_is_checked_in_the_config():
