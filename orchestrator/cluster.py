@@ -1,6 +1,7 @@
 """The reward, learner and control actors, and the two phases that use them: score and update.
 
-One reward worker per scorer (a GPU fraction; replaced if it dies), the learner ranks packed
+`replicas` reward workers per scorer (each a GPU fraction or CPUs; an iteration's images split
+evenly among them by `shares`; one that dies is replaced), the learner ranks packed
 in a placement group (a dead rank stops the job), the job's named control actor that
 `raygrpo scale` talks to, and the rollout actors as one `Rollouts` group (orchestrator/
 rollouts.py: their work, health, scaling and weight sync), which the driver loop drives
@@ -41,10 +42,10 @@ class Cluster:
         self.plan = plan
         self.rollouts = self.control = self.pg = None
         self.learners: list = []
-        self.reward_actors: dict = {}
-        self.judge_actors: dict = {}  # held-out evaluations only
-        # reward actors replaced, per scorer or judge
-        self.restarts = {s.name: 0 for s in [*cfg.reward.scorers, *cfg.reward.heldout]}
+        self.reward_actors: dict[str, list] = {}  # scorer name -> its replicas
+        self.judge_actors: dict[str, list] = {}  # held-out evaluations only
+        # reward actors replaced, per scorer or judge and replica
+        self.restarts = {s.name: [0] * s.replicas for s in [*cfg.reward.scorers, *cfg.reward.heldout]}
         self.recovered = 0  # reward actors replaced since the last `health()`
         if not ray.is_initialized():  # as the first ray.remote would: join RAY_ADDRESS or start one
             ray.init()
@@ -52,8 +53,8 @@ class Cluster:
         try:  # a failed start leaves no actor behind
             self.control = self._control_actor(run_dir) if run_dir is not None else None
             self._learner_group()
-            self.reward_actors = {s.name: self._reward_actor(s) for s in cfg.reward.scorers}
-            self.judge_actors = {s.name: self._reward_actor(s) for s in cfg.reward.heldout}
+            self.reward_actors = {s.name: self._reward_replicas(s) for s in cfg.reward.scorers}
+            self.judge_actors = {s.name: self._reward_replicas(s) for s in cfg.reward.heldout}
             # all actors start together; this returns once the rollout actors have
             self.rollouts = self.rollouts_cls(
                 cfg, plan, self.learners, self.control, actor_cls=self.rollout_cls
@@ -69,14 +70,18 @@ class Cluster:
     def _loads(self) -> dict:
         """{label: (reward or learner actor, what it loads)}: for the message of one that cannot start."""
         loads = {
-            f"reward worker {s.name!r}": (
-                self.reward_actors[s.name],
+            f"reward worker {s.name!r}" + (f" replica {r}" if s.replicas > 1 else ""): (
+                actor,
                 f"reward.scorers {s.name!r} (path {s.path!r}, base {s.base!r})",
             )
             for s in self.cfg.reward.scorers
+            for r, actor in enumerate(self.reward_actors[s.name])
         }
         model = f"model.path {self.cfg.model.path!r}"
         return loads | {f"learner rank {r}": (a, model) for r, a in enumerate(self.learners)}
+
+    def _reward_replicas(self, scorer) -> list:
+        return [self._reward_actor(scorer) for _ in range(scorer.replicas)]
 
     def _reward_actor(self, scorer):
         return (
@@ -128,46 +133,59 @@ class Cluster:
 
     # -- the phases ----------------------------------------------------------------------------
     def score(self, batches: list[RolloutBatch], judges: bool = False) -> dict[str, np.ndarray]:
-        """Rewards [B] per scorer (and per held-out judge with `judges`), in batch order; Ray
-        resolves each image ref in the reward actor. A reward actor that dies is replaced and
-        its batches are scored again."""
+        """Rewards [B] per scorer (and per held-out judge with `judges`), in batch order. Each
+        scorer's replicas score even shares of the images (`shares`: rows of the rollout batches;
+        Ray resolves each image ref in the reward actor, which keeps its rows). A reward actor
+        that dies is replaced and its rows are scored again."""
         names = [*self.reward_actors, *(self.judge_actors if judges else {})]
-        asked = {}  # (scorer, batch index) -> the reward actor asked
+        sizes = [len(b.prompts) for b in batches]
+        parts = {name: shares(sizes, len(self._replicas_of(name))) for name in names}
+        keys = [
+            (name, r, i, start, stop)
+            for name in names
+            for r, rows in enumerate(parts[name])
+            for i, start, stop in rows
+        ]
+        asked = {}  # key -> the reward actor asked
 
         def ask(key, died=None):
-            name, i = key
-            if died is not None and asked[key] == self._reward_actor_of(name):  # the first to see this death
-                self._replace_scorer(name)
-            asked[key] = self._reward_actor_of(name)
-            return asked[key].score.remote(batches[i].images, list(batches[i].prompts))
-
-        keys = [(name, i) for name in names for i in range(len(batches))]
+            name, r, i, start, stop = key
+            if died is not None and asked[key] == self._replicas_of(name)[r]:  # the first to see this death
+                self._replace_scorer(name, r)
+            asked[key] = self._replicas_of(name)[r]
+            return asked[key].score_rows.remote(
+                batches[i].images, list(batches[i].prompts[start:stop]), start
+            )
 
         def failed(key, err) -> ActorFailed:  # the scorer raised: never turned into a reward
+            name, r, i, start, stop = key
+            who = f"{name!r}" + (f" replica {r}" if len(parts[name]) > 1 else "")
+            rows = "the" if stop - start == sizes[i] else f"rows {start}-{stop - 1} of the"
             return ActorFailed(
-                f"reward worker {key[0]!r} failed scoring the {len(batches[key[1]].prompts)} images of "
-                f"rollout batch {key[1]}: {remote_message(err)}"
+                f"reward worker {who} failed scoring {rows} {sizes[i]} images of rollout batch {i}: "
+                f"{remote_message(err)}"
             )
 
         rewards = gather({key: ask(key) for key in keys}, ask, failed)
-        for name, i in keys:
-            if len(rewards[(name, i)]) != len(batches[i].prompts):
+        for key in keys:
+            if len(rewards[key]) != key[4] - key[3]:
                 raise ActorFailed(
-                    f"reward worker {name!r} returned {len(rewards[(name, i)])} rewards for the "
-                    f"{len(batches[i].prompts)} samples rollout batch {i} reported"
+                    f"reward worker {key[0]!r} returned {len(rewards[key])} rewards for the "
+                    f"{key[4] - key[3]} samples of rollout batch {key[2]} it was given"
                 )
-        return {name: np.concatenate([rewards[(name, i)] for i in range(len(batches))]) for name in names}
+        # keys run through each scorer's replicas in order, and the replicas' shares in batch order
+        return {name: np.concatenate([rewards[k] for k in keys if k[0] == name]) for name in names}
 
-    def _reward_actor_of(self, name: str):
+    def _replicas_of(self, name: str) -> list:
         return self.reward_actors[name] if name in self.reward_actors else self.judge_actors[name]
 
-    def _replace_scorer(self, name: str) -> None:
-        """A fresh reward actor for scorer or judge `name` (frozen: nothing to hand over)."""
+    def _replace_scorer(self, name: str, replica: int) -> None:
+        """A fresh reward actor for replica `replica` of scorer or judge `name` (frozen: nothing to
+        hand over)."""
         self.recovered += 1
-        self.restarts[name] += 1
-        ray.kill(self._reward_actor_of(name))
-        actors = self.reward_actors if name in self.reward_actors else self.judge_actors
-        actors[name] = self._reward_actor(
+        self.restarts[name][replica] += 1
+        ray.kill(self._replicas_of(name)[replica])
+        self._replicas_of(name)[replica] = self._reward_actor(
             next(s for s in [*self.cfg.reward.scorers, *self.cfg.reward.heldout] if s.name == name)
         )
 
@@ -204,18 +222,45 @@ class Cluster:
         """The reward, judge and learner rows of the worker table (a dead learner rank stops the job)."""
         rows = []
         for role, actors in (("reward", self.reward_actors), ("judge", self.judge_actors)):
-            rows += actor_rows(role, list(actors.values()), [self.restarts[name] for name in actors])
+            replicas = [(a, self.restarts[name][r]) for name in actors for r, a in enumerate(actors[name])]
+            rows += actor_rows(role, [a for a, _ in replicas], [n for _, n in replicas])
         return rows + actor_rows("learner", self.learners, [0] * len(self.learners))
 
     def shutdown(self) -> None:
         if self.rollouts is not None:
             self.rollouts.shutdown()
-        for a in [*self.reward_actors.values(), *self.judge_actors.values(), *self.learners]:
+        replicas = [
+            a for actors in [*self.reward_actors.values(), *self.judge_actors.values()] for a in actors
+        ]
+        for a in [*replicas, *self.learners]:
             ray.kill(a)
         if self.control is not None:
             ray.kill(self.control)
         if self.pg is not None:
             remove_placement_group(self.pg)
+
+
+def shares(sizes: list[int], replicas: int) -> list[list[tuple[int, int, int]]]:
+    """Split the rows of batches of `sizes` into `replicas` contiguous, even shares: per replica,
+    its (batch, start, stop) slices in batch order. Replica r takes the rows [r·n/R, (r+1)·n/R) of
+    the n rows in batch order, so shares differ by at most one image; with one replica, every
+    batch whole.
+
+        shares([6, 6], 3) == [[(0, 0, 4)], [(0, 4, 6), (1, 0, 2)], [(1, 2, 6)]]
+    """
+    total, out, first = sum(sizes), [], 0
+    starts = np.cumsum([0, *sizes])
+    for r in range(replicas):
+        last = (r + 1) * total // replicas  # this share is the rows [first, last)
+        out.append(
+            [
+                (i, max(first, starts[i]) - starts[i], min(last, starts[i + 1]) - starts[i])
+                for i in range(len(sizes))
+                if max(first, starts[i]) < min(last, starts[i + 1])
+            ]
+        )
+        first = last
+    return [[(i, int(a), int(b)) for i, a, b in rows] for rows in out]
 
 
 LEARNER_MIN_CPU = 0.001  # a placement-group bundle needs some resource; a CPU-less rank takes this
@@ -244,8 +289,10 @@ def resource_demand(cfg: Config) -> dict[str, list[tuple[str, float]]]:
         for section, scorers in (("scorers", cfg.reward.scorers), ("heldout", cfg.reward.heldout)):
             demand[res] += [
                 (
-                    f"reward.{section} {s.name!r} num_{low}s {getattr(s, f'num_{low}s'):g}",
-                    getattr(s, f"num_{low}s"),
+                    f"reward.{section} {s.name!r} "
+                    + (f"replicas {s.replicas} × " if s.replicas > 1 else "")
+                    + f"num_{low}s {getattr(s, f'num_{low}s'):g}",
+                    s.replicas * getattr(s, f"num_{low}s"),
                 )
                 for s in scorers
             ]

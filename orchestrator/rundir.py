@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from orchestrator import checkpoint, metrics as M
-from orchestrator.config import dump_config
-from orchestrator.errors import UserError
+from orchestrator.config import config_from_dict, dump_config
+from orchestrator.errors import ConfigError, UserError
 
 # Fields a resume may change freely: they say how the run is executed and for how long, not what
 # it computes (orchestrator.iterations extends a finished run).
@@ -75,8 +75,15 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 def config_changes(old_yaml: str, cfg) -> list[tuple[str, object, object]]:
-    """(field, value in the checkpoint, value now) for every field that differs."""
-    old, new = flatten(yaml.safe_load(old_yaml) or {}), flatten(yaml.safe_load(dump_config(cfg)))
+    """(field, value in the checkpoint, value now) for every field that differs. The checkpoint's
+    config is read as this version reads it, so a field added since (a scorer's `replicas`)
+    compares as its default, not as a change; one this version refuses compares as written."""
+    old = yaml.safe_load(old_yaml) or {}
+    try:
+        old = yaml.safe_load(dump_config(config_from_dict(old)))
+    except ConfigError:
+        pass
+    old, new = flatten(old), flatten(yaml.safe_load(dump_config(cfg)))
     missing = object()
     return [
         (k, old.get(k, missing), new.get(k, missing))

@@ -50,6 +50,14 @@ class ScorerConfig(Section):
         None, description="reward-model dtype; default bfloat16 on a GPU, float32 on CPU"
     )
     batch_size: int = Field(16, ge=1, description="images per reward-model forward")
+    replicas: int = Field(
+        1,
+        ge=1,
+        description="reward workers for this scorer, each with its own num_cpus / num_gpus / threads "
+        "and its own copy of the model; an iteration's images are split evenly among them, as "
+        "Flow-GRPO and DanceGRPO score on every rank (bench/results/reward_replicas.md). Ray runs "
+        "only: --no-ray scores in the driver",
+    )
     num_gpus: float = Field(0, ge=0, description="GPU fraction of this scorer's reward worker")
     num_cpus: float = Field(
         0,
@@ -98,7 +106,7 @@ class RewardConfig(Section):
             ScorerConfig(name="preference", kind="preference"),
             ScorerConfig(name="alignment", kind="alignment"),
         ],
-        description="one reward worker per scorer",
+        description="the training rewards: `replicas` reward workers per scorer (one by default)",
     )
     aggregation: Literal["advantage", "reward"] = Field(
         "advantage",

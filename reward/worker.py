@@ -136,6 +136,11 @@ class RewardWorker:
             "seconds": self.seconds,
         }
 
+    def score_rows(self, images: np.ndarray, prompts: list[str], start: int) -> np.ndarray:
+        """Rewards of the rows [start, start + len(prompts)) of a rollout batch's `images` (this
+        worker's share when a scorer has replicas: orchestrator/cluster.py `shares`)."""
+        return self.score(images[start : start + len(prompts)], prompts)
+
     def score(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         start = time.perf_counter()
         if len(prompts) != len(images):

@@ -98,7 +98,7 @@ class KillingCluster(Cluster):
     def score(self, batches):
         self.scores += 1
         if self.scores == 2:
-            ray.kill(self.reward_actors["preference"])
+            ray.kill(self.reward_actors["preference"][0])
         return super().score(batches)
 
 
@@ -123,6 +123,53 @@ def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async
         ("reward", 1): 0,
         ("learner", 0): 0,
     }
+
+
+class ReplicaKillingCluster(Cluster):
+    """Kills replica 1 of the preference scorer (ray.kill) as iteration 1 is about to be scored."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scores = 0
+
+    def score(self, batches):
+        self.scores += 1
+        if self.scores == 2:
+            ray.kill(self.reward_actors["preference"][1])
+        return super().score(batches)
+
+
+def test_scorer_replicas_share_the_images_change_no_number_and_a_dead_one_is_replaced(
+    async_reference, tmp_path
+):
+    """preference on 2 reward actors and alignment on 3: each rollout batch (2 groups of 4) is cut
+    into even shares of rows (orchestrator/cluster.py `shares`), so every replica scores images,
+    and the rewards go back in their rows: the metrics are the one-actor reference's to the bit,
+    also after a replica dies mid-run and is replaced."""
+    cfg = small_config(
+        orchestrator__mode="async",
+        orchestrator__iterations=3,
+        rollout__num_workers=2,
+        reward__scorers="[{name: preference, kind: preference, replicas: 2}, "
+        "{name: alignment, kind: alignment, replicas: 3}]",
+    )
+    train(cfg, tmp_path / "run", cluster_cls=ReplicaKillingCluster)
+    rows, reference = read_metrics(tmp_path / "run"), read_metrics(async_reference)
+    assert sum(r["recovered_failures"] for r in rows) == 1
+    assert stable(rows) == stable(reference)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    reward = [w for w in status["workers"] if w["role"] == "reward"]
+    assert [(w["index"], w["state"], w["restarts"]) for w in reward] == [
+        (0, "alive", 0),
+        (1, "alive", 1),
+        (2, "alive", 0),
+        (3, "alive", 0),
+        (4, "alive", 0),
+    ]
+    # 8 images an iteration (2 groups of 4), rows [0, 8) in batch order. alignment's 3 replicas take
+    # rows [0, 2), [2, 5), [5, 8) each time: 6 / 9 / 9 over 3 iterations. preference's 2 take [0, 4)
+    # and [4, 8): 12 for replica 0; replica 1's replacement counts iterations 1 and 2 only, 8
+    assert [w["images"] for w in reward] == [12, 8, 6, 9, 9]
 
 
 def test_work_units_change_no_sample(local_ray, tmp_path):
