@@ -53,6 +53,11 @@ SECTIONS = (
     ),
     ("ocr_speed", "OCR reward speed", "ms per image by batch size and ONNX Runtime threads"),
     (
+        "reward_replicas",
+        "Scorer replicas",
+        "an iteration's OCR scoring on R reward actors of one thread against one actor with R threads",
+    ),
+    (
         "gpu",
         "GPU throughput",
         "FLUX.1-dev-size rollout, LoRA learner step, weight sync and HPSv3-size scorer on one GPU "

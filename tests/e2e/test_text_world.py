@@ -50,7 +50,11 @@ def test_a_text_run_is_scored_by_ocr_and_watched_by_the_judges(local_ray, tmp_pa
     baseline = json.loads((tmp_path / "run" / "heldout_baseline.json").read_text())
     assert baseline == {k: v for k, v in before.items() if k != "seconds"}
     status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert [w["scorer"] for w in status["workers"] if w["role"] == "judge"] == ["ocr_heldout", "fidelity"]
+    # tiny_text.yaml's OCR scorer and judge on 2 replicas each: the numbers below are still one model's
+    assert [w["scorer"] for w in status["workers"] if w["role"] == "reward"] == ["ocr", "ocr"]
+    judges = [w["scorer"] for w in status["workers"] if w["role"] == "judge"]
+    assert judges == ["ocr_heldout", "ocr_heldout", "fidelity"]
+    assert all(w["images"] > 0 for w in status["workers"] if w["role"] in ("reward", "judge"))
 
     # The monitor's last numbers are those of the final weights, re-evaluated here in-process
     # (same prompts, seeds and sampler; 1 torch thread like the rollout worker).

@@ -98,7 +98,7 @@ def test_sd35_flow_grpo_runs_flow_grpos_ocr_task_with_the_ocr_scorer():
     cfg = load_config(
         "deploy/configs/sd35_flow_grpo.yaml",
         [
-            "reward.scorers=[{name: ocr, kind: ocr, num_cpus: 8}]",
+            "reward.scorers=[{name: ocr, kind: ocr, num_cpus: 1, replicas: 8}]",
             "rollout.num_workers=6",
             "orchestrator.prompts_per_iter=12",
             "orchestrator.train_prompts=deploy/prompts/ocr_example.txt",
@@ -110,7 +110,9 @@ def test_sd35_flow_grpo_runs_flow_grpos_ocr_task_with_the_ocr_scorer():
     assert cfg.orchestrator.prompts_per_iter % r.num_workers == 0
     assert cfg.model.resolution == 512 and cfg.reward.scorers[0].detect is None  # 512 > 96: detection
     text = Path("deploy/configs/sd35_flow_grpo.yaml").read_text()
-    assert "rollout.num_workers=6" in text and "orchestrator.prompts_per_iter=12" in text
+    assert "replicas: 8}]' rollout.num_workers=6" in text and "orchestrator.prompts_per_iter=12" in text
+    ocr = cfg.reward.scorers[0]
+    assert (ocr.replicas, ocr.num_cpus, ocr.num_gpus) == (8, 1, 0)
     assert "orchestrator.eval_prompts=" in text
     with pytest.raises(Exception, match="names no text in double quotes"):  # the HPSv3 prompts: refused
         load_config("deploy/configs/sd35_flow_grpo.yaml", ["reward.scorers=[{name: ocr, kind: ocr}]"])
