@@ -115,6 +115,12 @@ VARIANTS["e_ll_ep4_kl1"] = VARIANTS["e_ll_ep4"] + ["learner.kl_coef=1.0"]
 # at β1 0.99 averages ~100 column steps (~17 iterations) instead of ~10, so a step follows the slope
 # the columns share and walks the background less; lr ×3 spends the saved drift on that slope
 VARIANTS["e_ll_b99"] = VARIANTS["e_ocr_ll"] + ["learner.betas=[0.99, 0.999]", "learner.lr=1e-3"]
+# is the gap between the trained and the judging OCR model the missing lever? Train on the held-out
+# judge itself (PP-OCRv6's read, Flow-GRPO's formula); PP-OCRv6 is then no longer held out
+VARIANTS["e_oracle_v6"] = [
+    "reward.scorers=[{name: ocr_v6, kind: ocr_heldout, weight: 1.0, batch_size: 4, threads: 2}]",
+    VARIANTS["ocr_threads2"][1],
+]
 REWARD_MIX = {  # shapes only: half the weight on the gameable preference
     "shapes": {
         "pref0.5": [
