@@ -86,10 +86,11 @@ class KillingRollouts(Rollouts):
 
 
 class KillingCluster(Cluster):
-    """KillingRollouts, and the preference reward actor killed (ray.kill) as iteration 1 is
-    about to be scored."""
+    """KillingRollouts, and the preference reward actor (its replica `victim`) killed (ray.kill)
+    as iteration 1 is about to be scored."""
 
     rollouts_cls = KillingRollouts
+    victim = 0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -98,7 +99,7 @@ class KillingCluster(Cluster):
     def score(self, batches):
         self.scores += 1
         if self.scores == 2:
-            ray.kill(self.reward_actors["preference"][0])
+            ray.kill(self.reward_actors["preference"][self.victim])
         return super().score(batches)
 
 
@@ -125,18 +126,11 @@ def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async
     }
 
 
-class ReplicaKillingCluster(Cluster):
-    """Kills replica 1 of the preference scorer (ray.kill) as iteration 1 is about to be scored."""
+class ReplicaKillingCluster(KillingCluster):
+    """Only the reward side of KillingCluster: replica 1 of the preference scorer dies."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.scores = 0
-
-    def score(self, batches):
-        self.scores += 1
-        if self.scores == 2:
-            ray.kill(self.reward_actors["preference"][1])
-        return super().score(batches)
+    rollouts_cls = Rollouts
+    victim = 1
 
 
 def test_scorer_replicas_share_the_images_change_no_number_and_a_dead_one_is_replaced(
