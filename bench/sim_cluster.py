@@ -98,7 +98,7 @@ class SimCluster(Cluster):
         self.record["launches"].append((None, time.time(), time.process_time()))
         roles = {
             "rollout": self.rollouts.actors,
-            "reward": list(self.reward_actors.values()),
+            "reward": [a for replicas in self.reward_actors.values() for a in replicas],
             "learner": self.learners,
         }
         for role, actors in roles.items():
@@ -108,7 +108,7 @@ class SimCluster(Cluster):
                     for m, s, e, b in log
                 ]
         self.rollouts.shutdown()
-        for a in [*self.reward_actors.values(), *self.learners]:
+        for a in [*roles["reward"], *self.learners]:
             ray.kill(a)
         if self.control is not None:
             ray.kill(self.control)

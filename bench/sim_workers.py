@@ -142,7 +142,8 @@ class SimRolloutWorker(_Logged):
 
 
 class SimRewardWorker(_Logged):
-    """The RewardWorker calls: score, info. Rewards are seeded noise, so groups have spread."""
+    """The RewardWorker calls: score_rows (its share of a batch), score, info. Rewards are seeded
+    noise, so groups have spread."""
 
     def __init__(self, spec: SimSpec, name: str):
         self.spec, self.name = spec, name
@@ -157,6 +158,9 @@ class SimRewardWorker(_Logged):
             "images": self.images_done,
             "seconds": self.seconds,
         }
+
+    def score_rows(self, images: np.ndarray, prompts: list, start: int) -> np.ndarray:
+        return self.score(images[start : start + len(prompts)], prompts)
 
     def score(self, images: np.ndarray, prompts: list) -> np.ndarray:
         start = time.time()
