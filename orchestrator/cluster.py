@@ -13,6 +13,7 @@ small dicts: images and trajectories move rollout -> reward / learner through th
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -248,10 +249,10 @@ def shares(sizes: list[int], replicas: int) -> list[list[tuple[int, int, int]]]:
 
         shares([6, 6], 3) == [[(0, 0, 4)], [(0, 4, 6), (1, 0, 2)], [(1, 2, 6)]]
     """
-    total, out, first = sum(sizes), [], 0
-    starts = np.cumsum([0, *sizes])
+    starts, total = [0, *itertools.accumulate(sizes)], sum(sizes)
+    out = []
     for r in range(replicas):
-        last = (r + 1) * total // replicas  # this share is the rows [first, last)
+        first, last = r * total // replicas, (r + 1) * total // replicas  # this share: rows [first, last)
         out.append(
             [
                 (i, max(first, starts[i]) - starts[i], min(last, starts[i + 1]) - starts[i])
@@ -259,8 +260,7 @@ def shares(sizes: list[int], replicas: int) -> list[list[tuple[int, int, int]]]:
                 if max(first, starts[i]) < min(last, starts[i + 1])
             ]
         )
-        first = last
-    return [[(i, int(a), int(b)) for i, a, b in rows] for rows in out]
+    return out
 
 
 LEARNER_MIN_CPU = 0.001  # a placement-group bundle needs some resource; a CPU-less rank takes this

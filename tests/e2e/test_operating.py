@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,22 @@ class KillingCluster(Cluster):
     def score(self, batches):
         self.scores += 1
         if self.scores == 2:
-            ray.kill(self.reward_actors["preference"][self.victim])
+            victim = self.reward_actors["preference"][self.victim]
+            ray.kill(victim)
+            dead(victim)  # ray.kill is asynchronous: the victim must not score this iteration
         return super().score(batches)
+
+
+def dead(actor, timeout: float = 30) -> None:
+    """Return once `actor`'s calls fail (ray.kill took effect)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.info.remote())
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the killed actor still answers after {timeout} s")
 
 
 def test_dead_rollout_and_reward_workers_are_replaced_and_no_group_is_lost(async_reference, tmp_path):
